@@ -1,0 +1,486 @@
+//! The async QUIC client: the only IO in this crate. One connection, one long-lived bidirectional
+//! stream, many requests in flight matched to responses by id. `Client` is cheap to clone and safe
+//! to share across tasks; every clone uses the same connection.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use quinn::crypto::rustls::QuicClientConfig;
+use rkyv::util::AlignedVec;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::codec::{decode, encode_frame};
+use crate::framing::read_frame;
+use crate::message::*;
+
+/// Bytes of encoded frames the writer task coalesces into one stream write.
+const WRITE_COALESCE_BYTES_MAX: usize = 64 * 1024;
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The daemon's QUIC address.
+    pub addr: SocketAddr,
+    /// The name the daemon's certificate is checked against (`localhost` for the development one).
+    pub server_name: String,
+    /// PEM of the certificate (or its CA) the daemon presents.
+    pub ca_certificate_pem: Vec<u8>,
+    /// The API key; its role decides which operations are allowed.
+    pub api_key: String,
+    /// How long one request may wait for its answer.
+    pub request_timeout: Duration,
+    /// How long connecting and the handshake may take.
+    pub connect_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// A config with the default timeouts (10 s per request, 5 s to connect).
+    pub fn new(addr: SocketAddr, ca_certificate_pem: Vec<u8>, api_key: impl Into<String>) -> Self {
+        Self {
+            addr,
+            server_name: "localhost".into(),
+            ca_certificate_pem,
+            api_key: api_key.into(),
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// The daemon answered with a typed rejection; nothing was changed.
+    #[error(transparent)]
+    Rejected(#[from] TallyError),
+    /// The connection could not be made.
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect {
+        /// The daemon's address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The connection is gone; in-flight requests may or may not have been applied.
+    #[error("connection closed: {0}")]
+    Closed(String),
+    /// No answer within the request timeout; the request may or may not have been applied.
+    #[error("no answer within {ms} ms")]
+    Timeout {
+        /// The timeout in force.
+        ms: u64,
+    },
+    /// The daemon sent something this client does not understand.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// A connection to a Tally daemon. Clone it freely.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    outgoing: mpsc::Sender<Vec<u8>>,
+    shared: Arc<Shared>,
+    next_id: AtomicU64,
+    inflight: Semaphore,
+    welcome: Welcome,
+    request_timeout: Duration,
+    connection: quinn::Connection,
+    _endpoint: quinn::Endpoint,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.connection.close(0u32.into(), b"client dropped");
+    }
+}
+
+/// State the background reader shares with callers.
+#[derive(Default)]
+struct Shared {
+    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    closed: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn close(&self, reason: String) {
+        let mut closed = self.closed.lock().expect("client lock poisoned");
+        closed.get_or_insert(reason);
+        // Dropping the senders wakes every waiter, which then reads `closed`.
+        self.pending.lock().expect("client lock poisoned").clear();
+    }
+
+    fn closed_reason(&self) -> Option<String> {
+        self.closed.lock().expect("client lock poisoned").clone()
+    }
+}
+
+impl Client {
+    /// Connects, checks the protocol version and authenticates with the API key.
+    pub async fn connect(config: ClientConfig) -> Result<Client, Error> {
+        let addr = config.addr;
+        let connect_error = move |reason: String| Error::Connect { addr, reason };
+        let connecting = tokio::time::timeout(config.connect_timeout, open(&config));
+        let (endpoint, connection, mut send, mut recv) = connecting
+            .await
+            .map_err(|_| connect_error(format!("no answer within {:?}", config.connect_timeout)))??;
+
+        let mut hello = Vec::new();
+        let frame = ClientFrame::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            api_key: config.api_key.clone(),
+        });
+        encode_frame(&frame, &mut hello).map_err(|e| Error::Protocol(e.to_string()))?;
+        send.write_all(&hello).await.map_err(|e| connect_error(e.to_string()))?;
+        let mut body = AlignedVec::new();
+        let welcome = tokio::time::timeout(config.connect_timeout, read_frame(&mut recv, FRAME_BYTES_MAX, &mut body))
+            .await
+            .map_err(|_| connect_error("no answer to the handshake".into()))?;
+        match welcome {
+            Ok(true) => {}
+            Ok(false) => return Err(Error::Closed("the daemon closed the stream during the handshake".into())),
+            Err(e) => return Err(connect_error(e.to_string())),
+        }
+        let welcome = match decode::<ServerFrame>(&body).map_err(|e| Error::Protocol(e.to_string()))? {
+            ServerFrame::Welcome(welcome) => welcome,
+            ServerFrame::Goodbye(error) => return Err(Error::Rejected(error)),
+            ServerFrame::Response(_) => return Err(Error::Protocol("a response before the welcome".into())),
+        };
+
+        let shared = Arc::new(Shared::default());
+        let inflight_max = welcome.inflight_max.max(1) as usize;
+        let (outgoing, queued) = mpsc::channel(inflight_max);
+        tokio::spawn(write_loop(send, queued, shared.clone()));
+        tokio::spawn(read_loop(recv, shared.clone()));
+        Ok(Client {
+            inner: Arc::new(Inner {
+                outgoing,
+                shared,
+                next_id: AtomicU64::new(1),
+                inflight: Semaphore::new(inflight_max),
+                welcome,
+                request_timeout: config.request_timeout,
+                connection,
+                _endpoint: endpoint,
+            }),
+        })
+    }
+
+    /// What the daemon said in the handshake (role, limits).
+    pub fn welcome(&self) -> &Welcome {
+        &self.inner.welcome
+    }
+
+    /// Sends one request and waits for its answer. Typed rejections become [`Error::Rejected`].
+    pub async fn call(&self, request: Request) -> Result<Response, Error> {
+        let inner = &self.inner;
+        let _permit = inner.inflight.acquire().await.expect("the semaphore is never closed");
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut frame = Vec::new();
+        encode_frame(&ClientFrame::Request(RequestFrame { id, request }), &mut frame)
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        let (answer, answered) = oneshot::channel();
+        inner.shared.pending.lock().expect("client lock poisoned").insert(id, answer);
+        if let Some(reason) = inner.shared.closed_reason() {
+            inner.shared.pending.lock().expect("client lock poisoned").remove(&id);
+            return Err(Error::Closed(reason));
+        }
+        if inner.outgoing.send(frame).await.is_err() {
+            return Err(Error::Closed(inner.shared.closed_reason().unwrap_or_default()));
+        }
+        match tokio::time::timeout(inner.request_timeout, answered).await {
+            Ok(Ok(Reply::Ok(response))) => Ok(response),
+            Ok(Ok(Reply::Err(error))) => Err(Error::Rejected(error)),
+            Ok(Err(_)) => Err(Error::Closed(
+                inner.shared.closed_reason().unwrap_or_else(|| "the connection ended".into()),
+            )),
+            Err(_) => {
+                inner.shared.pending.lock().expect("client lock poisoned").remove(&id);
+                Err(Error::Timeout {
+                    ms: inner.request_timeout.as_millis() as u64,
+                })
+            }
+        }
+    }
+
+    /// Usage reporting: `client.usage().report(..)`.
+    pub fn usage(&self) -> Usage<'_> {
+        Usage { client: self }
+    }
+
+    /// Entitlement checks: `client.entitlements().check(..)`.
+    pub fn entitlements(&self) -> Entitlements<'_> {
+        Entitlements { client: self }
+    }
+
+    /// Reservations for variable-cost work: `client.holds().reserve(..)`.
+    pub fn holds(&self) -> Holds<'_> {
+        Holds { client: self }
+    }
+
+    /// Admin operations (admin role).
+    pub fn admin(&self) -> Admin<'_> {
+        Admin { client: self }
+    }
+
+    /// Monitoring (monitor or admin role).
+    pub fn monitor(&self) -> Monitor<'_> {
+        Monitor { client: self }
+    }
+}
+
+async fn open(
+    config: &ClientConfig,
+) -> Result<(quinn::Endpoint, quinn::Connection, quinn::SendStream, quinn::RecvStream), Error> {
+    let addr = config.addr;
+    let fail = move |reason: String| Error::Connect { addr, reason };
+    let quic = quic_client_config(&config.ca_certificate_pem).map_err(fail)?;
+    let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
+        .parse()
+        .expect("a literal socket address");
+    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| fail(e.to_string()))?;
+    endpoint.set_default_client_config(quic);
+    let connection = endpoint
+        .connect(addr, &config.server_name)
+        .map_err(|e| fail(e.to_string()))?
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let (send, recv) = connection.open_bi().await.map_err(|e| fail(e.to_string()))?;
+    Ok((endpoint, connection, send, recv))
+}
+
+fn quic_client_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(ca_pem) {
+        let certificate = certificate.map_err(|e| format!("reading the CA certificate: {e}"))?;
+        roots.add(certificate).map_err(|e| format!("using the CA certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("the CA certificate PEM holds no certificate".into());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
+    let mut quic = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(Duration::from_secs(5)));
+    quic.transport_config(Arc::new(transport));
+    Ok(quic)
+}
+
+/// Coalesces queued frames into one write so pipelined requests share stream writes.
+async fn write_loop(mut send: quinn::SendStream, mut queued: mpsc::Receiver<Vec<u8>>, shared: Arc<Shared>) {
+    while let Some(mut batch) = queued.recv().await {
+        while batch.len() < WRITE_COALESCE_BYTES_MAX {
+            match queued.try_recv() {
+                Ok(frame) => batch.extend_from_slice(&frame),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = send.write_all(&batch).await {
+            shared.close(format!("writing to the daemon failed: {e}"));
+            return;
+        }
+    }
+    let _ = send.finish();
+}
+
+async fn read_loop(mut recv: quinn::RecvStream, shared: Arc<Shared>) {
+    let mut body = AlignedVec::new();
+    let reason = loop {
+        match read_frame(&mut recv, FRAME_BYTES_MAX, &mut body).await {
+            Ok(true) => {}
+            Ok(false) => break "the daemon ended the stream".to_string(),
+            Err(e) => break format!("reading from the daemon failed: {e}"),
+        }
+        match decode::<ServerFrame>(&body) {
+            Ok(ServerFrame::Response(response)) => {
+                let waiter = shared.pending.lock().expect("client lock poisoned").remove(&response.id);
+                // A missing waiter timed out already; its late answer is dropped.
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(response.reply);
+                }
+            }
+            Ok(ServerFrame::Goodbye(error)) => break format!("the daemon closed the stream: {error}"),
+            Ok(ServerFrame::Welcome(_)) => break "a second welcome from the daemon".to_string(),
+            Err(e) => break format!("a malformed frame from the daemon: {e}"),
+        }
+    };
+    shared.close(reason);
+}
+
+fn unexpected(response: Response) -> Error {
+    Error::Protocol(format!("unexpected response {response:?}"))
+}
+
+/// `client.usage()`.
+pub struct Usage<'a> {
+    client: &'a Client,
+}
+
+impl Usage<'_> {
+    /// Records usage; see [`ReportItem`] for idempotency keys and `only_if_allowed`.
+    pub async fn report(&self, item: ReportItem) -> Result<ReportOutcome, Error> {
+        match self.client.call(Request::Report(item)).await? {
+            Response::Report(outcome) => Ok(outcome),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Records many usages at once; one result per item, in order.
+    pub async fn report_batch(&self, items: Vec<ReportItem>) -> Result<Vec<BatchItemResult>, Error> {
+        match self.client.call(Request::ReportBatch(items)).await? {
+            Response::ReportBatch(results) => Ok(results),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// `client.entitlements()`.
+pub struct Entitlements<'a> {
+    client: &'a Client,
+}
+
+impl Entitlements<'_> {
+    /// May `customer` use `amount` of `feature` now? Read-only.
+    pub async fn check(&self, customer: &str, feature: &str, amount: u64) -> Result<CheckOutcome, Error> {
+        let request = Request::Check(CheckRequest {
+            customer: customer.into(),
+            feature: feature.into(),
+            amount,
+        });
+        match self.client.call(request).await? {
+            Response::Check(outcome) => Ok(outcome),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// `client.holds()`.
+pub struct Holds<'a> {
+    client: &'a Client,
+}
+
+impl Holds<'_> {
+    /// Holds the cost of `amount` for `ttl`; `allowed: false` when the customer cannot afford it.
+    pub async fn reserve(&self, customer: &str, feature: &str, amount: u64, ttl: Duration) -> Result<ReserveOutcome, Error> {
+        let request = Request::Reserve(ReserveRequest {
+            customer: customer.into(),
+            feature: feature.into(),
+            amount,
+            ttl_ms: ttl.as_millis().try_into().unwrap_or(u64::MAX),
+        });
+        match self.client.call(request).await? {
+            Response::Reserve(outcome) => Ok(outcome),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Charges `actual` units and releases the hold.
+    pub async fn settle(&self, hold: u64, actual: u64, idempotency_key: Option<IdempotencyKey>) -> Result<ReportOutcome, Error> {
+        let request = Request::Settle(SettleRequest {
+            hold,
+            actual,
+            idempotency_key,
+        });
+        match self.client.call(request).await? {
+            Response::Report(outcome) => Ok(outcome),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Releases the hold without charging.
+    pub async fn release(&self, hold: u64) -> Result<ReleaseOutcome, Error> {
+        match self.client.call(Request::Release(ReleaseRequest { hold })).await? {
+            Response::Release(outcome) => Ok(outcome),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// `client.admin()`.
+pub struct Admin<'a> {
+    client: &'a Client,
+}
+
+impl Admin<'_> {
+    async fn customer_call(&self, request: Request) -> Result<CustomerView, Error> {
+        match self.client.call(request).await? {
+            Response::Customer(view) => Ok(view),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Creates a customer on `plan`; its first period starts now.
+    pub async fn create_customer(&self, customer: &str, plan: &str) -> Result<CustomerView, Error> {
+        let request = Request::CreateCustomer(CustomerPlan {
+            customer: customer.into(),
+            plan: plan.into(),
+        });
+        self.customer_call(request).await
+    }
+
+    /// Moves a customer to `plan`; a new period starts now.
+    pub async fn change_plan(&self, customer: &str, plan: &str) -> Result<CustomerView, Error> {
+        let request = Request::ChangePlan(CustomerPlan {
+            customer: customer.into(),
+            plan: plan.into(),
+        });
+        self.customer_call(request).await
+    }
+
+    /// The customer's plan, period, usage, credits or balance and holds.
+    pub async fn get_customer(&self, customer: &str) -> Result<CustomerView, Error> {
+        self.customer_call(Request::GetCustomer(CustomerRef {
+            customer: customer.into(),
+        }))
+        .await
+    }
+
+    /// Buys credit packs or loads dollars.
+    pub async fn top_up(&self, customer: &str, amount: TopUpAmount, idempotency_key: Option<IdempotencyKey>) -> Result<TopUpOutcome, Error> {
+        let request = Request::TopUp(TopUpRequest {
+            customer: customer.into(),
+            amount,
+            idempotency_key,
+        });
+        match self.client.call(request).await? {
+            Response::TopUp(outcome) => Ok(outcome),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Closes the customer's current period now (answered `Unsupported` until billing lands).
+    pub async fn close_period(&self, customer: &str) -> Result<Response, Error> {
+        self.client
+            .call(Request::ClosePeriod(CustomerRef {
+                customer: customer.into(),
+            }))
+            .await
+    }
+}
+
+/// `client.monitor()`.
+pub struct Monitor<'a> {
+    client: &'a Client,
+}
+
+impl Monitor<'_> {
+    /// The console's data (answered `Unsupported` until the console work lands).
+    pub async fn stats(&self) -> Result<Response, Error> {
+        self.client.call(Request::Stats).await
+    }
+}
