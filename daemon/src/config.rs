@@ -1,0 +1,469 @@
+//! `config.toml`: typed, with unknown keys refused, validated once at start-up. Relative paths
+//! resolve against the folder of the config file. Every problem is reported with its key path.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use tally_protocol::message::{Role, FRAME_BYTES_MAX};
+
+use crate::metering::catalogue::{Catalogue, FeatureToml, PlanToml};
+use crate::metering::money::parse_dollars;
+use crate::metering::period::parse_duration_ms;
+
+/// The config shipped at the root of the repository, used when no file is given or found.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config.toml");
+
+/// Most shards; each is a thread.
+pub const SHARDS_MAX: usize = 256;
+/// Largest shard mailbox, in messages.
+pub const MAILBOX_CAPACITY_MAX: usize = 1 << 20;
+/// Most requests in flight per stream.
+pub const INFLIGHT_PER_STREAM_MAX: u32 = 65_536;
+
+/// Why the config cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or a key of the wrong type or unknown.
+    #[error("{origin}: {message}")]
+    Parse {
+        /// The file, or "the embedded defaults".
+        origin: String,
+        /// The parser's message, with the key and line.
+        message: String,
+    },
+    /// Valid TOML that breaks a rule; every problem found, one per line.
+    #[error("{origin} is invalid:\n  {}", errors.join("\n  "))]
+    Invalid {
+        /// The file, or "the embedded defaults".
+        origin: String,
+        /// Each problem, starting with its key path.
+        errors: Vec<String>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigToml {
+    #[serde(default)]
+    server: ServerToml,
+    #[serde(default)]
+    storage: StorageToml,
+    #[serde(default)]
+    auth: AuthToml,
+    #[serde(default)]
+    billing: BillingToml,
+    #[serde(default)]
+    features: BTreeMap<String, FeatureToml>,
+    #[serde(default)]
+    plans: BTreeMap<String, PlanToml>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ServerToml {
+    listen: String,
+    shards: usize,
+    mailbox_capacity: usize,
+    inflight_per_stream: u32,
+    streams_per_connection: u32,
+    idle_timeout: String,
+    handshake_timeout: String,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+}
+
+impl Default for ServerToml {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7070".into(),
+            shards: 0,
+            mailbox_capacity: 4_096,
+            inflight_per_stream: 1_024,
+            streams_per_connection: 4,
+            idle_timeout: "30s".into(),
+            handshake_timeout: "5s".into(),
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct StorageToml {
+    data_dir: PathBuf,
+    durability: String,
+    periodic_ms: u64,
+    create_if_missing: bool,
+}
+
+impl Default for StorageToml {
+    fn default() -> Self {
+        Self {
+            data_dir: "tally-data".into(),
+            durability: "sync".into(),
+            periodic_ms: 100,
+            create_if_missing: true,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthToml {
+    #[serde(default)]
+    keys: Vec<KeyToml>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyToml {
+    name: String,
+    role: String,
+    sha256: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct BillingToml {
+    fee_percent: String,
+    fee_fixed: String,
+    dedup_window: String,
+}
+
+impl Default for BillingToml {
+    fn default() -> Self {
+        Self {
+            fee_percent: "4.5".into(),
+            fee_fixed: "0.40".into(),
+            dedup_window: "24 hours".into(),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[storage]`.
+    pub storage: StorageConfig,
+    /// `[auth]`.
+    pub auth: AuthConfig,
+    /// `[billing]`.
+    pub billing: BillingConfig,
+    /// `[features]` and `[plans]`.
+    pub catalogue: Arc<Catalogue>,
+}
+
+/// `[server]`: the QUIC listener and its limits.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Shard actors; 0 in the file means one per core.
+    pub shards: usize,
+    /// Messages a shard's mailbox holds before requests are answered `Overloaded`.
+    pub mailbox_capacity: usize,
+    /// Requests processed at once per stream; more wait unread (QUIC flow control pushes back).
+    pub inflight_per_stream: u32,
+    /// Bidirectional streams a connection may open.
+    pub streams_per_connection: u32,
+    /// A connection silent this long is closed.
+    pub idle_timeout_ms: u64,
+    /// A stream must complete its `Hello` within this.
+    pub handshake_timeout_ms: u64,
+    /// Largest frame accepted.
+    pub frame_bytes_max: u32,
+    /// Certificate and key files; `None` means development credentials in the data dir.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A certificate chain and its private key, PEM.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain PEM.
+    pub cert: PathBuf,
+    /// Private key PEM.
+    pub key: PathBuf,
+}
+
+/// How acknowledged writes are made durable (used once persistence lands).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync before acknowledging, one fsync per group commit.
+    Sync,
+    /// Written to the OS before acknowledging.
+    Buffered,
+    /// fsync every `periodic_ms`.
+    Periodic {
+        /// Interval between fsyncs.
+        interval_ms: u64,
+    },
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// Absolute data directory.
+    pub data_dir: PathBuf,
+    /// Durability mode.
+    pub durability: Durability,
+    /// Whether a missing data dir may be created.
+    pub create_if_missing: bool,
+}
+
+/// `[auth]`: API keys stored as SHA-256 hex.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// Configured keys; empty means development keys in the data dir.
+    pub keys: Vec<ApiKeyEntry>,
+}
+
+/// One configured key.
+#[derive(Debug, Clone)]
+pub struct ApiKeyEntry {
+    /// A name for logs.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// SHA-256 of the key.
+    pub sha256: [u8; 32],
+}
+
+/// `[billing]`.
+#[derive(Debug, Clone)]
+pub struct BillingConfig {
+    /// Merchant-of-record fee as a percentage (4.5 means 4.5%).
+    pub fee_percent: Decimal,
+    /// Fixed fee per transaction, in rate units.
+    pub fee_fixed_units: i64,
+    /// How long idempotency keys are remembered.
+    pub dedup_window_ms: u64,
+}
+
+impl Config {
+    /// Reads and validates a config file; relative paths resolve against its folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        Config::parse(&text, &base, &path.display().to_string())
+    }
+
+    /// Validates config text; relative paths resolve against `base_dir`.
+    pub fn parse(text: &str, base_dir: &Path, origin: &str) -> Result<Config, ConfigError> {
+        let raw: ConfigToml = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.into(),
+            message: e.to_string().trim_end().into(),
+        })?;
+        let base_dir = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
+        let mut errors = Vec::new();
+        let server = server_config(&raw.server, &base_dir, &mut errors);
+        let storage = storage_config(&raw.storage, &base_dir, &mut errors);
+        let auth = auth_config(&raw.auth, &mut errors);
+        let billing = billing_config(&raw.billing, &mut errors);
+        let catalogue = Catalogue::build(&raw.features, &raw.plans).unwrap_or_else(|catalogue_errors| {
+            errors.extend(catalogue_errors);
+            Catalogue::build(&BTreeMap::new(), &BTreeMap::new()).expect("an empty catalogue is valid")
+        });
+        if !errors.is_empty() {
+            return Err(ConfigError::Invalid {
+                origin: origin.into(),
+                errors,
+            });
+        }
+        Ok(Config {
+            server,
+            storage,
+            auth,
+            billing,
+            catalogue: Arc::new(catalogue),
+        })
+    }
+}
+
+fn duration(at: &str, text: &str, errors: &mut Vec<String>) -> u64 {
+    parse_duration_ms(text).unwrap_or_else(|e| {
+        errors.push(format!("{at}: {e}"));
+        1
+    })
+}
+
+fn server_config(raw: &ServerToml, base: &Path, errors: &mut Vec<String>) -> ServerConfig {
+    let listen = raw.listen.parse().unwrap_or_else(|_| {
+        errors.push(format!(
+            "server.listen: `{}` is not an address; write IP:PORT, e.g. \"127.0.0.1:7070\"",
+            raw.listen
+        ));
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    });
+    let shards = if raw.shards == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        raw.shards
+    };
+    if shards > SHARDS_MAX {
+        errors.push(format!("server.shards: is {shards}; the limit is {SHARDS_MAX}"));
+    }
+    if raw.mailbox_capacity == 0 || raw.mailbox_capacity > MAILBOX_CAPACITY_MAX {
+        errors.push(format!(
+            "server.mailbox_capacity: is {}; it must be 1 to {MAILBOX_CAPACITY_MAX}",
+            raw.mailbox_capacity
+        ));
+    }
+    if raw.inflight_per_stream == 0 || raw.inflight_per_stream > INFLIGHT_PER_STREAM_MAX {
+        errors.push(format!(
+            "server.inflight_per_stream: is {}; it must be 1 to {INFLIGHT_PER_STREAM_MAX}",
+            raw.inflight_per_stream
+        ));
+    }
+    if raw.streams_per_connection == 0 || raw.streams_per_connection > 64 {
+        errors.push(format!(
+            "server.streams_per_connection: is {}; it must be 1 to 64",
+            raw.streams_per_connection
+        ));
+    }
+    let tls = match (&raw.tls_cert, &raw.tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: base.join(cert),
+            key: base.join(key),
+        }),
+        _ => {
+            errors.push("server.tls_cert, server.tls_key: give both or neither".into());
+            None
+        }
+    };
+    ServerConfig {
+        listen,
+        shards: shards.clamp(1, SHARDS_MAX),
+        mailbox_capacity: raw.mailbox_capacity,
+        inflight_per_stream: raw.inflight_per_stream,
+        streams_per_connection: raw.streams_per_connection,
+        idle_timeout_ms: duration("server.idle_timeout", &raw.idle_timeout, errors),
+        handshake_timeout_ms: duration("server.handshake_timeout", &raw.handshake_timeout, errors),
+        frame_bytes_max: FRAME_BYTES_MAX,
+        tls,
+    }
+}
+
+fn storage_config(raw: &StorageToml, base: &Path, errors: &mut Vec<String>) -> StorageConfig {
+    let durability = match raw.durability.as_str() {
+        "sync" => Durability::Sync,
+        "buffered" => Durability::Buffered,
+        "periodic" if (1..=60_000).contains(&raw.periodic_ms) => Durability::Periodic {
+            interval_ms: raw.periodic_ms,
+        },
+        "periodic" => {
+            errors.push(format!("storage.periodic_ms: is {}; it must be 1 to 60000", raw.periodic_ms));
+            Durability::Sync
+        }
+        other => {
+            errors.push(format!(
+                "storage.durability: `{other}` is not a mode; use \"sync\", \"buffered\" or \"periodic\""
+            ));
+            Durability::Sync
+        }
+    };
+    StorageConfig {
+        data_dir: base.join(&raw.data_dir),
+        durability,
+        create_if_missing: raw.create_if_missing,
+    }
+}
+
+fn auth_config(raw: &AuthToml, errors: &mut Vec<String>) -> AuthConfig {
+    let mut keys = Vec::new();
+    for (i, key) in raw.keys.iter().enumerate() {
+        let at = format!("auth.keys[{i}] ({})", key.name);
+        let role = match key.role.as_str() {
+            "client" => Role::Client,
+            "admin" => Role::Admin,
+            "monitor" => Role::Monitor,
+            other => {
+                errors.push(format!("{at}.role: `{other}` is not a role; use client, admin or monitor"));
+                continue;
+            }
+        };
+        let mut sha256 = [0u8; 32];
+        if hex::decode_to_slice(&key.sha256, &mut sha256).is_err() {
+            errors.push(format!("{at}.sha256: must be 64 hex digits (the SHA-256 of the key)"));
+            continue;
+        }
+        keys.push(ApiKeyEntry {
+            name: key.name.clone(),
+            role,
+            sha256,
+        });
+    }
+    AuthConfig { keys }
+}
+
+fn billing_config(raw: &BillingToml, errors: &mut Vec<String>) -> BillingConfig {
+    let fee_percent = match raw.fee_percent.parse::<Decimal>() {
+        Ok(p) if p >= Decimal::ZERO && p <= Decimal::ONE_HUNDRED => p,
+        _ => {
+            errors.push(format!(
+                "billing.fee_percent: `{}` must be a decimal from 0 to 100",
+                raw.fee_percent
+            ));
+            Decimal::ZERO
+        }
+    };
+    let fee_fixed_units = parse_dollars(&raw.fee_fixed).unwrap_or_else(|e| {
+        errors.push(format!("billing.fee_fixed: {e}"));
+        0
+    });
+    BillingConfig {
+        fee_percent,
+        fee_fixed_units,
+        dedup_window_ms: duration("billing.dedup_window", &raw.dedup_window, errors),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_is_valid() {
+        let config = Config::parse(DEFAULT_CONFIG_TOML, Path::new("/srv/tally"), "config.toml").unwrap();
+        assert_eq!(config.storage.data_dir, Path::new("/srv/tally/tally-data"));
+        for plan in ["pro", "images", "wallet"] {
+            assert!(config.catalogue.plan(plan).is_some(), "plan {plan}");
+        }
+        assert_eq!(config.billing.fee_fixed_units, 4_000);
+        assert_eq!(config.billing.dedup_window_ms, 24 * 3_600_000);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let err = Config::parse("[server]\nlisten = \"127.0.0.1:1\"\nspeed = 3\n", Path::new("."), "c.toml").unwrap_err();
+        assert!(err.to_string().contains("speed"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_key_path() {
+        let text = "[server]\nlisten = \"nowhere\"\n[storage]\ndurability = \"sometimes\"\n[billing]\nfee_fixed = \"-1\"\n";
+        let err = Config::parse(text, Path::new("."), "c.toml").unwrap_err().to_string();
+        for path in ["server.listen", "storage.durability", "billing.fee_fixed"] {
+            assert!(err.contains(path), "{path} missing from {err}");
+        }
+    }
+}

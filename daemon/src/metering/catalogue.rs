@@ -1,0 +1,546 @@
+//! The catalogue: features and plans as `config.toml` declares them, validated once at start-up
+//! into types the engine trusts ("parse, then trust"). Every refusal names the entry at fault.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tally_protocol::message::{Model, SLUG_BYTES_MAX};
+
+use super::money::{parse_dollars, Price};
+use super::period::Period;
+
+/// Most credits one unit of a feature may cost; keeps `amount × credits` inside `i64`.
+pub const CREDITS_PER_UNIT_MAX: i64 = 1_000_000;
+/// Most credits in one pack or one periodic grant.
+pub const CREDITS_MAX: i64 = 1_000_000_000_000;
+
+/// A feature as written in `[features]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureToml {
+    /// `"usage"` (reported in integer units) or `"flag"` (on/off by plan).
+    pub kind: String,
+    /// Free text for people.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// A plan as written in `[plans.SLUG]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanToml {
+    /// `"metered"`, `"credits"` or `"balance"`.
+    pub model: String,
+    /// `"1 month"`, `"1 hour"`, …
+    pub period: String,
+    /// Dollars per period.
+    #[serde(default)]
+    pub base_price: Option<String>,
+    /// Metered: most overage dollars per period.
+    #[serde(default)]
+    pub spending_cap: Option<String>,
+    /// Credits: credits in one pack.
+    #[serde(default)]
+    pub pack_credits: Option<i64>,
+    /// Credits: dollars for one pack.
+    #[serde(default)]
+    pub pack_price: Option<String>,
+    /// Credits: credits granted every period (spent first, reset at close).
+    #[serde(default)]
+    pub grant_credits: Option<i64>,
+    /// Balance: how far below zero a check may still allow, in dollars.
+    #[serde(default)]
+    pub overdraft: Option<String>,
+    /// The plan's features: usage features with their model's terms, flag features with `{}`.
+    #[serde(default)]
+    pub features: BTreeMap<String, PlanFeatureToml>,
+}
+
+/// A feature's terms inside a plan.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanFeatureToml {
+    /// Metered: units included per period.
+    #[serde(default)]
+    pub included: Option<i64>,
+    /// Metered: dollars per `per` units past `included`; absent means a hard limit.
+    #[serde(default)]
+    pub overage: Option<String>,
+    /// Credits: credits per unit.
+    #[serde(default)]
+    pub credits: Option<i64>,
+    /// Balance: dollars per `per` units.
+    #[serde(default)]
+    pub price: Option<String>,
+    /// The quantity `overage` or `price` is for (default 1).
+    #[serde(default)]
+    pub per: Option<i64>,
+}
+
+/// Whether a feature takes usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeatureKind {
+    /// Reported in integer units.
+    Usage,
+    /// On or off by plan.
+    Flag,
+}
+
+/// The validated catalogue.
+#[derive(Debug, Clone)]
+pub struct Catalogue {
+    features: BTreeMap<String, FeatureKind>,
+    plans: BTreeMap<String, Arc<Plan>>,
+}
+
+/// A validated plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The plan's slug.
+    pub slug: String,
+    /// Its consumption model and plan-wide terms.
+    pub terms: ModelTerms,
+    /// Its period length.
+    pub period: Period,
+    /// Rate units per period.
+    pub base_price_units: i64,
+    /// Usage features and their terms.
+    pub usage: BTreeMap<String, UsageTerms>,
+    /// Flag features the plan turns on.
+    pub flags: BTreeSet<String>,
+}
+
+/// Plan-wide terms of a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelTerms {
+    /// Included units, then overage or a hard limit.
+    Metered {
+        /// Most overage rate units per period across features, if capped.
+        spending_cap_units: Option<i64>,
+    },
+    /// Prepaid credits.
+    Credits {
+        /// Credits in one pack.
+        pack_credits: i64,
+        /// Rate units for one pack.
+        pack_price_units: i64,
+        /// Credits granted each period.
+        grant_credits: i64,
+    },
+    /// A dollar balance.
+    Balance {
+        /// How far below zero checks still allow, in rate units.
+        overdraft_units: i64,
+    },
+}
+
+/// A usage feature's terms in a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageTerms {
+    /// Metered plans.
+    Metered {
+        /// Units included per period.
+        included: u64,
+        /// Price past `included`; `None` is a hard limit.
+        overage: Option<Price>,
+    },
+    /// Credits plans.
+    Credits {
+        /// Credits per unit.
+        credits_per_unit: i64,
+    },
+    /// Balance plans.
+    Balance {
+        /// Price of usage.
+        price: Price,
+    },
+}
+
+impl Plan {
+    /// The plan's consumption model.
+    pub fn model(&self) -> Model {
+        match self.terms {
+            ModelTerms::Metered { .. } => Model::Metered,
+            ModelTerms::Credits { .. } => Model::Credits,
+            ModelTerms::Balance { .. } => Model::Balance,
+        }
+    }
+}
+
+impl Catalogue {
+    /// Validates the catalogue; every problem found is listed, each naming its entry.
+    pub fn build(
+        features: &BTreeMap<String, FeatureToml>,
+        plans: &BTreeMap<String, PlanToml>,
+    ) -> Result<Catalogue, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut kinds = BTreeMap::new();
+        check_unique_slugs("features", features.keys(), &mut errors);
+        check_unique_slugs("plans", plans.keys(), &mut errors);
+        for (slug, feature) in features {
+            match feature.kind.as_str() {
+                "usage" => drop(kinds.insert(slug.clone(), FeatureKind::Usage)),
+                "flag" => drop(kinds.insert(slug.clone(), FeatureKind::Flag)),
+                other => errors.push(format!(
+                    "features.{slug}.kind: `{other}` is not a feature kind; use \"usage\" or \"flag\""
+                )),
+            }
+        }
+        let mut validated = BTreeMap::new();
+        for (slug, plan) in plans {
+            if let Some(plan) = build_plan(slug, plan, &kinds, &mut errors) {
+                validated.insert(slug.clone(), Arc::new(plan));
+            }
+        }
+        if errors.is_empty() {
+            Ok(Catalogue {
+                features: kinds,
+                plans: validated,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// A feature's kind, if the catalogue has it.
+    pub fn feature(&self, slug: &str) -> Option<FeatureKind> {
+        self.features.get(slug).copied()
+    }
+
+    /// A plan, if the catalogue has it.
+    pub fn plan(&self, slug: &str) -> Option<&Arc<Plan>> {
+        self.plans.get(slug)
+    }
+
+    /// Every plan, by slug.
+    pub fn plans(&self) -> impl Iterator<Item = &Arc<Plan>> {
+        self.plans.values()
+    }
+}
+
+fn check_unique_slugs<'a>(section: &str, slugs: impl Iterator<Item = &'a String>, errors: &mut Vec<String>) {
+    let mut seen: BTreeMap<String, &String> = BTreeMap::new();
+    for slug in slugs {
+        let valid = !slug.is_empty()
+            && slug.len() <= SLUG_BYTES_MAX
+            && slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.');
+        if !valid {
+            errors.push(format!(
+                "{section}.{slug}: a slug is 1 to {SLUG_BYTES_MAX} characters of a-z, 0-9, `-`, `_` or `.`"
+            ));
+        }
+        if let Some(first) = seen.insert(slug.to_ascii_lowercase(), slug) {
+            errors.push(format!("{section}.{slug}: duplicates the slug `{first}`"));
+        }
+    }
+}
+
+/// Which model a field belongs to, for "one model per plan" errors.
+fn field_model(field: &str) -> &'static str {
+    match field {
+        "spending_cap" | "included" | "overage" => "metered",
+        "pack_credits" | "pack_price" | "grant_credits" | "credits" => "credits",
+        _ => "balance",
+    }
+}
+
+fn build_plan(
+    slug: &str,
+    plan: &PlanToml,
+    kinds: &BTreeMap<String, FeatureKind>,
+    errors: &mut Vec<String>,
+) -> Option<Plan> {
+    let at = format!("plans.{slug}");
+    let errors_before = errors.len();
+    let model = match plan.model.as_str() {
+        m @ ("metered" | "credits" | "balance") => m,
+        other => {
+            errors.push(format!(
+                "{at}.model: `{other}` is not a consumption model; use \"metered\", \"credits\" or \"balance\""
+            ));
+            return None;
+        }
+    };
+    let mut foreign = |field: &str, present: bool| {
+        if present && field_model(field) != model {
+            errors.push(format!(
+                "{at}.{field}: belongs to the {} model, but plan `{slug}` is {model} (one consumption model per plan)",
+                field_model(field)
+            ));
+        }
+    };
+    foreign("spending_cap", plan.spending_cap.is_some());
+    foreign("pack_credits", plan.pack_credits.is_some());
+    foreign("pack_price", plan.pack_price.is_some());
+    foreign("grant_credits", plan.grant_credits.is_some());
+    foreign("overdraft", plan.overdraft.is_some());
+
+    let period = Period::parse(&plan.period)
+        .map_err(|e| errors.push(format!("{at}.period: {e}")))
+        .ok();
+    let base_price_units = dollars(&format!("{at}.base_price"), plan.base_price.as_deref(), errors);
+    let terms = match model {
+        "metered" => ModelTerms::Metered {
+            spending_cap_units: plan
+                .spending_cap
+                .as_deref()
+                .map(|cap| dollars(&format!("{at}.spending_cap"), Some(cap), errors)),
+        },
+        "credits" => {
+            let pack_credits = count(&format!("{at}.pack_credits"), plan.pack_credits.unwrap_or(0), CREDITS_MAX, errors);
+            if plan.pack_credits.is_none() || pack_credits == 0 {
+                errors.push(format!("{at}.pack_credits: a credits plan needs packs of at least 1 credit"));
+            }
+            if plan.pack_price.is_none() {
+                errors.push(format!("{at}.pack_price: a credits plan needs the price of a pack"));
+            }
+            ModelTerms::Credits {
+                pack_credits,
+                pack_price_units: dollars(&format!("{at}.pack_price"), plan.pack_price.as_deref(), errors),
+                grant_credits: count(&format!("{at}.grant_credits"), plan.grant_credits.unwrap_or(0), CREDITS_MAX, errors),
+            }
+        }
+        _ => ModelTerms::Balance {
+            overdraft_units: dollars(&format!("{at}.overdraft"), plan.overdraft.as_deref(), errors),
+        },
+    };
+
+    let mut usage = BTreeMap::new();
+    let mut flags = BTreeSet::new();
+    for (feature, terms_toml) in &plan.features {
+        let at = format!("{at}.features.{feature}");
+        match kinds.get(feature) {
+            None => errors.push(format!("{at}: unknown feature `{feature}`; declare it under [features]")),
+            Some(FeatureKind::Flag) => {
+                if has_any_term(terms_toml) {
+                    errors.push(format!("{at}: `{feature}` is a flag feature; write it as {{}} with no terms"));
+                }
+                flags.insert(feature.clone());
+            }
+            Some(FeatureKind::Usage) => {
+                if let Some(terms) = build_usage_terms(&at, slug, model, terms_toml, errors) {
+                    usage.insert(feature.clone(), terms);
+                }
+            }
+        }
+    }
+    if errors.len() > errors_before {
+        return None;
+    }
+    Some(Plan {
+        slug: slug.into(),
+        terms,
+        period: period.expect("no errors means the period parsed"),
+        base_price_units,
+        usage,
+        flags,
+    })
+}
+
+fn has_any_term(t: &PlanFeatureToml) -> bool {
+    t.included.is_some() || t.overage.is_some() || t.credits.is_some() || t.price.is_some() || t.per.is_some()
+}
+
+fn build_usage_terms(
+    at: &str,
+    plan: &str,
+    model: &str,
+    t: &PlanFeatureToml,
+    errors: &mut Vec<String>,
+) -> Option<UsageTerms> {
+    let before = errors.len();
+    for (field, present) in [
+        ("included", t.included.is_some()),
+        ("overage", t.overage.is_some()),
+        ("credits", t.credits.is_some()),
+        ("price", t.price.is_some()),
+    ] {
+        if present && field_model(field) != model {
+            errors.push(format!(
+                "{at}.{field}: belongs to the {} model, but plan `{plan}` is {model} (one consumption model per plan)",
+                field_model(field)
+            ));
+        }
+    }
+    let per = match t.per {
+        None => 1,
+        Some(per) if per >= 1 => per as u64,
+        Some(per) => {
+            errors.push(format!("{at}.per: is {per}; it must be at least 1"));
+            1
+        }
+    };
+    let price = |field: &str, text: &str, errors: &mut Vec<String>| {
+        Price::parse(text, per)
+            .map_err(|e| errors.push(format!("{at}.{field}: {e}")))
+            .ok()
+    };
+    let terms = match model {
+        "metered" => UsageTerms::Metered {
+            included: count(&format!("{at}.included"), t.included.unwrap_or(0), i64::MAX, errors) as u64,
+            overage: t.overage.as_deref().and_then(|o| price("overage", o, errors)),
+        },
+        "credits" => {
+            let Some(credits) = t.credits else {
+                errors.push(format!("{at}.credits: a credits plan needs the credits each unit costs"));
+                return None;
+            };
+            UsageTerms::Credits {
+                credits_per_unit: count(&format!("{at}.credits"), credits, CREDITS_PER_UNIT_MAX, errors),
+            }
+        }
+        _ => {
+            let Some(text) = t.price.as_deref() else {
+                errors.push(format!("{at}.price: a balance plan needs the price of each feature"));
+                return None;
+            };
+            UsageTerms::Balance {
+                price: price("price", text, errors)?,
+            }
+        }
+    };
+    (errors.len() == before).then_some(terms)
+}
+
+fn dollars(at: &str, text: Option<&str>, errors: &mut Vec<String>) -> i64 {
+    match text.map(parse_dollars) {
+        None => 0,
+        Some(Ok(units)) => units,
+        Some(Err(e)) => {
+            errors.push(format!("{at}: {e}"));
+            0
+        }
+    }
+}
+
+fn count(at: &str, value: i64, max: i64, errors: &mut Vec<String>) -> i64 {
+    if !(0..=max).contains(&value) {
+        errors.push(format!("{at}: is {value}; it must be 0 to {max}"));
+        return 0;
+    }
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Catalogue, Vec<String>> {
+        #[derive(Deserialize)]
+        struct Doc {
+            #[serde(default)]
+            features: BTreeMap<String, FeatureToml>,
+            #[serde(default)]
+            plans: BTreeMap<String, PlanToml>,
+        }
+        let doc: Doc = toml::from_str(text).expect("test TOML parses");
+        Catalogue::build(&doc.features, &doc.plans)
+    }
+
+    const FEATURES: &str = r#"
+        [features]
+        tokens = { kind = "usage" }
+        image-gen = { kind = "usage" }
+        priority-support = { kind = "flag" }
+    "#;
+
+    fn errors_of(plans: &str) -> String {
+        parse(&format!("{FEATURES}\n{plans}")).unwrap_err().join("\n")
+    }
+
+    #[test]
+    fn a_plan_mixing_models_names_the_plan_and_the_entry() {
+        let errors = errors_of(
+            r#"[plans.pro]
+               model = "metered"
+               period = "1 month"
+               features.tokens = { included = 10, credits = 2 }"#,
+        );
+        assert!(errors.contains("plans.pro.features.tokens.credits: belongs to the credits model"), "{errors}");
+        let errors = errors_of(
+            r#"[plans.pro]
+               model = "metered"
+               period = "1 month"
+               pack_price = "10.00""#,
+        );
+        assert!(errors.contains("plans.pro.pack_price"), "{errors}");
+    }
+
+    #[test]
+    fn unknown_feature_and_too_fine_price_are_named() {
+        let errors = errors_of(
+            r#"[plans.wallet]
+               model = "balance"
+               period = "1 month"
+               features.gpt-5 = { price = "0.01" }
+               features.tokens = { price = "0.00001" }"#,
+        );
+        assert!(errors.contains("plans.wallet.features.gpt-5: unknown feature"), "{errors}");
+        assert!(errors.contains("plans.wallet.features.tokens.price: `0.00001` is finer than $0.0001"), "{errors}");
+    }
+
+    #[test]
+    fn negative_amounts_and_bad_kinds_are_refused() {
+        let errors = errors_of(
+            r#"[plans.pro]
+               model = "metered"
+               period = "1 month"
+               base_price = "-1"
+               features.tokens = { included = -5 }"#,
+        );
+        assert!(errors.contains("plans.pro.base_price: `-1` is negative"), "{errors}");
+        assert!(errors.contains("plans.pro.features.tokens.included: is -5"), "{errors}");
+        let errors = parse("[features]\nx = { kind = \"maybe\" }").unwrap_err().join("\n");
+        assert!(errors.contains("features.x.kind"), "{errors}");
+    }
+
+    #[test]
+    fn slugs_differing_only_in_case_are_duplicates() {
+        let errors = parse("[features]\ntokens = { kind = \"usage\" }\nTokens = { kind = \"usage\" }")
+            .unwrap_err()
+            .join("\n");
+        assert!(errors.contains("duplicates the slug"), "{errors}");
+    }
+
+    #[test]
+    fn a_valid_plan_of_each_model_builds() {
+        let catalogue = parse(&format!(
+            r#"{FEATURES}
+            [plans.pro]
+            model = "metered"
+            period = "1 month"
+            base_price = "49.00"
+            features.tokens = {{ included = 100000, overage = "0.002" }}
+            features.priority-support = {{}}
+            [plans.images]
+            model = "credits"
+            period = "1 month"
+            pack_credits = 500
+            pack_price = "10.00"
+            features.image-gen = {{ credits = 1 }}
+            [plans.wallet]
+            model = "balance"
+            period = "1 month"
+            features.tokens = {{ price = "0.15", per = 1000000 }}"#
+        ))
+        .unwrap();
+        let pro = catalogue.plan("pro").unwrap();
+        assert_eq!(pro.base_price_units, 490_000);
+        assert!(pro.flags.contains("priority-support"));
+        assert_eq!(
+            pro.usage["tokens"],
+            UsageTerms::Metered {
+                included: 100_000,
+                overage: Some(Price { units: 20, per: 1 })
+            }
+        );
+        assert_eq!(catalogue.plan("images").unwrap().model(), Model::Credits);
+        assert_eq!(
+            catalogue.plan("wallet").unwrap().usage["tokens"],
+            UsageTerms::Balance {
+                price: Price { units: 1_500, per: 1_000_000 }
+            }
+        );
+    }
+}

@@ -1,0 +1,388 @@
+//! One customer's live state and the rules of its plan's consumption model: what a check allows,
+//! what a report charges, what a hold holds. Pure: time comes in as `now_ms`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tally_protocol::message::{CustomerView, FeatureUsage, HoldView, Standing, TallyError};
+
+use super::catalogue::{Catalogue, FeatureKind, ModelTerms, Plan, UsageTerms};
+
+/// A customer's state: everything that survives between requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Customer {
+    /// The customer's id.
+    pub id: String,
+    /// The current plan.
+    pub plan: Arc<Plan>,
+    /// Count of state changes applied so far.
+    pub seq: u64,
+    /// When the subscription to the current plan started; periods are counted from here.
+    pub anchor_ms: u64,
+    /// Start of the current period.
+    pub period_start_ms: u64,
+    /// End (exclusive) of the current period.
+    pub period_end_ms: u64,
+    /// Units used this period, per usage feature.
+    pub usage: BTreeMap<String, u64>,
+    /// Credits granted this period; spent before purchased credits.
+    pub granted_credits: i64,
+    /// Purchased credits; may go negative after plain reports.
+    pub purchased_credits: i64,
+    /// Dollar balance in rate units; may go negative after plain reports.
+    pub balance_units: i64,
+    /// Open holds by id.
+    pub holds: BTreeMap<u64, Hold>,
+    /// Low 32 bits of the next hold id.
+    pub next_hold: u32,
+}
+
+/// An open reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    /// The usage feature held for.
+    pub feature: String,
+    /// Units held.
+    pub amount: u64,
+    /// What is held: units (metered), credits (credits) or rate units (balance).
+    pub held: i64,
+    /// When it releases itself.
+    pub expires_at_ms: u64,
+}
+
+/// How a plan treats one feature.
+#[derive(Debug, Clone, Copy)]
+pub enum FeatureRule {
+    /// A usage feature with its terms.
+    Usage(UsageTerms),
+    /// A flag feature, on or off for this plan.
+    Flag(bool),
+}
+
+/// Whether an amount may be used now, and what it costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assessment {
+    /// Whether it is allowed.
+    pub is_allowed: bool,
+    /// What it costs: overage rate units (metered), credits, or rate units (balance).
+    pub cost: i64,
+    /// For a refusal: what the limit measured is (units, rate units or credits).
+    pub limit_cost: i64,
+    /// For a refusal: what is available of that.
+    pub limit_available: i64,
+}
+
+impl Assessment {
+    /// The typed refusal for a denied assessment.
+    pub fn refusal(&self) -> TallyError {
+        TallyError::InsufficientBalance {
+            cost: self.limit_cost,
+            available: self.limit_available,
+        }
+    }
+}
+
+impl Customer {
+    /// A new customer whose first period starts at `now_ms`.
+    pub fn new(id: String, plan: Arc<Plan>, now_ms: u64) -> Customer {
+        let mut customer = Customer {
+            id,
+            plan: plan.clone(),
+            seq: 0,
+            anchor_ms: now_ms,
+            period_start_ms: now_ms,
+            period_end_ms: now_ms,
+            usage: BTreeMap::new(),
+            granted_credits: 0,
+            purchased_credits: 0,
+            balance_units: 0,
+            holds: BTreeMap::new(),
+            next_hold: 0,
+        };
+        customer.start_plan(plan, now_ms);
+        customer
+    }
+
+    /// Starts `plan` afresh at `now_ms`: new period, usage and holds cleared, the plan's credit
+    /// grant. Purchased credits and the balance are kept (they are the customer's money).
+    /// Returns the ids of the holds dropped.
+    pub fn start_plan(&mut self, plan: Arc<Plan>, now_ms: u64) -> Vec<u64> {
+        self.grant_credits_of(&plan);
+        self.anchor_ms = now_ms;
+        self.period_start_ms = now_ms;
+        self.period_end_ms = plan.period.end_containing(now_ms, now_ms);
+        self.plan = plan;
+        self.usage.clear();
+        let dropped = self.holds.keys().copied().collect();
+        self.holds.clear();
+        self.seq += 1;
+        dropped
+    }
+
+    fn grant_credits_of(&mut self, plan: &Plan) {
+        self.granted_credits = match plan.terms {
+            ModelTerms::Credits { grant_credits, .. } => grant_credits,
+            _ => 0,
+        };
+    }
+
+    /// How the customer's plan treats `feature`.
+    pub fn rule(&self, catalogue: &Catalogue, feature: &str) -> Result<FeatureRule, TallyError> {
+        match catalogue.feature(feature) {
+            None => Err(TallyError::UnknownFeature {
+                feature: feature.into(),
+            }),
+            Some(FeatureKind::Flag) => Ok(FeatureRule::Flag(self.plan.flags.contains(feature))),
+            Some(FeatureKind::Usage) => self.plan.usage.get(feature).copied().map(FeatureRule::Usage).ok_or_else(|| {
+                TallyError::FeatureNotInPlan {
+                    feature: feature.into(),
+                    plan: self.plan.slug.clone(),
+                }
+            }),
+        }
+    }
+
+    /// Like [`Customer::rule`] but refuses flag features, for operations that take usage.
+    pub fn usage_terms(&self, catalogue: &Catalogue, feature: &str) -> Result<UsageTerms, TallyError> {
+        match self.rule(catalogue, feature)? {
+            FeatureRule::Usage(terms) => Ok(terms),
+            FeatureRule::Flag(_) => Err(TallyError::NotAUsageFeature {
+                feature: feature.into(),
+            }),
+        }
+    }
+
+    fn used(&self, feature: &str) -> u64 {
+        self.usage.get(feature).copied().unwrap_or(0)
+    }
+
+    fn held_amount(&self, feature: &str) -> u64 {
+        self.holds.values().filter(|h| h.feature == feature).map(|h| h.amount).sum()
+    }
+
+    fn held_total(&self) -> i64 {
+        self.holds.values().map(|h| h.held).sum()
+    }
+
+    fn available_credits(&self) -> i64 {
+        self.granted_credits + self.purchased_credits - self.held_total()
+    }
+
+    /// Overage cost so far across every metered feature, counting held units as used.
+    fn overage_cost_with_holds(&self) -> i64 {
+        self.plan
+            .usage
+            .iter()
+            .map(|(feature, terms)| match terms {
+                UsageTerms::Metered {
+                    included,
+                    overage: Some(price),
+                } => price.cost((self.used(feature) + self.held_amount(feature)).saturating_sub(*included)),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Whether `amount` more of `feature` may be used now, counting open holds as used.
+    pub fn assess(&self, feature: &str, terms: UsageTerms, amount: u64) -> Assessment {
+        match terms {
+            UsageTerms::Metered { included, overage } => {
+                let committed = self.used(feature) + self.held_amount(feature);
+                let within = committed + amount <= included;
+                let cost = overage.map_or(0, |price| {
+                    let over = |u: u64| u.saturating_sub(included);
+                    price.cost(over(committed + amount)) - price.cost(over(committed))
+                });
+                let ModelTerms::Metered { spending_cap_units } = self.plan.terms else {
+                    unreachable!("metered terms only exist in metered plans")
+                };
+                match (within, overage, spending_cap_units) {
+                    (true, _, _) | (false, Some(_), None) => allowed(cost),
+                    (false, Some(_), Some(cap)) => {
+                        let spent = self.overage_cost_with_holds();
+                        Assessment {
+                            is_allowed: spent + cost <= cap,
+                            cost,
+                            limit_cost: cost,
+                            limit_available: cap - spent,
+                        }
+                    }
+                    (false, None, _) => Assessment {
+                        is_allowed: false,
+                        cost,
+                        limit_cost: amount as i64,
+                        limit_available: included.saturating_sub(committed) as i64,
+                    },
+                }
+            }
+            UsageTerms::Credits { credits_per_unit } => {
+                let cost = amount as i64 * credits_per_unit;
+                let available = self.available_credits();
+                Assessment {
+                    is_allowed: available >= cost,
+                    cost,
+                    limit_cost: cost,
+                    limit_available: available,
+                }
+            }
+            UsageTerms::Balance { price } => {
+                let cost = price.cost_of_increase(self.used(feature), amount);
+                let ModelTerms::Balance { overdraft_units } = self.plan.terms else {
+                    unreachable!("balance terms only exist in balance plans")
+                };
+                let available = self.balance_units - self.held_total();
+                Assessment {
+                    is_allowed: available - cost >= -overdraft_units,
+                    cost,
+                    limit_cost: cost,
+                    limit_available: available + overdraft_units,
+                }
+            }
+        }
+    }
+
+    /// Records `amount` of `feature` unconditionally (the work has happened) and returns what it
+    /// cost. Credits are taken from the period's grant first; credits and balance may go negative.
+    pub fn record(&mut self, feature: &str, terms: UsageTerms, amount: u64) -> i64 {
+        let used = self.used(feature);
+        let charged = match terms {
+            UsageTerms::Metered { included, overage } => overage.map_or(0, |price| {
+                let over = |u: u64| u.saturating_sub(included);
+                price.cost(over(used + amount)) - price.cost(over(used))
+            }),
+            UsageTerms::Credits { credits_per_unit } => {
+                let cost = amount as i64 * credits_per_unit;
+                let from_grant = cost.min(self.granted_credits.max(0));
+                self.granted_credits -= from_grant;
+                self.purchased_credits -= cost - from_grant;
+                cost
+            }
+            UsageTerms::Balance { price } => {
+                let cost = price.cost_of_increase(used, amount);
+                self.balance_units -= cost;
+                cost
+            }
+        };
+        self.usage.insert(feature.into(), used + amount);
+        self.seq += 1;
+        charged
+    }
+
+    /// Where the customer stands on `feature`.
+    pub fn standing(&self, feature: &str, rule: FeatureRule) -> Standing {
+        match rule {
+            FeatureRule::Flag(enabled) => Standing::Flag { enabled },
+            FeatureRule::Usage(UsageTerms::Metered { included, overage }) => {
+                let used = self.used(feature);
+                let overage_units = used.saturating_sub(included);
+                Standing::Metered {
+                    used,
+                    included,
+                    held: self.held_amount(feature),
+                    overage_units,
+                    overage_cost_units: overage.map_or(0, |p| p.cost(overage_units)),
+                    has_overage: overage.is_some(),
+                }
+            }
+            FeatureRule::Usage(UsageTerms::Credits { .. }) => Standing::Credits {
+                available: self.available_credits(),
+                granted: self.granted_credits,
+                purchased: self.purchased_credits,
+                held: self.held_total(),
+            },
+            FeatureRule::Usage(UsageTerms::Balance { .. }) => {
+                let ModelTerms::Balance { overdraft_units } = self.plan.terms else {
+                    unreachable!("balance terms only exist in balance plans")
+                };
+                Standing::Balance {
+                    available_units: self.balance_units - self.held_total(),
+                    balance_units: self.balance_units,
+                    held_units: self.held_total(),
+                    overdraft_units,
+                }
+            }
+        }
+    }
+
+    /// Opens a hold (the caller has assessed it as allowed). `hold_id` must be unused.
+    pub fn open_hold(&mut self, hold_id: u64, feature: &str, terms: UsageTerms, amount: u64, cost: i64, expires_at_ms: u64) {
+        let held = match terms {
+            UsageTerms::Metered { .. } => amount as i64,
+            UsageTerms::Credits { .. } | UsageTerms::Balance { .. } => cost,
+        };
+        let previous = self.holds.insert(
+            hold_id,
+            Hold {
+                feature: feature.into(),
+                amount,
+                held,
+                expires_at_ms,
+            },
+        );
+        assert!(previous.is_none(), "hold id {hold_id:#x} reused");
+        self.seq += 1;
+    }
+
+    /// Removes the holds that expired at or before `now_ms`; returns their ids.
+    pub fn expire_holds(&mut self, now_ms: u64) -> Vec<u64> {
+        let expired: Vec<u64> = self
+            .holds
+            .iter()
+            .filter(|(_, h)| h.expires_at_ms <= now_ms)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in &expired {
+            self.holds.remove(id);
+            self.seq += 1;
+        }
+        expired
+    }
+
+    /// The admin view.
+    pub fn view(&self) -> CustomerView {
+        CustomerView {
+            customer: self.id.clone(),
+            plan: self.plan.slug.clone(),
+            model: self.plan.model(),
+            seq: self.seq,
+            period_start_ms: self.period_start_ms,
+            period_end_ms: self.period_end_ms,
+            usage: self
+                .plan
+                .usage
+                .iter()
+                .map(|(feature, terms)| FeatureUsage {
+                    feature: feature.clone(),
+                    used: self.used(feature),
+                    included: match terms {
+                        UsageTerms::Metered { included, .. } => *included,
+                        _ => 0,
+                    },
+                })
+                .collect(),
+            granted_credits: self.granted_credits,
+            purchased_credits: self.purchased_credits,
+            balance_units: self.balance_units,
+            holds: self
+                .holds
+                .iter()
+                .map(|(&hold, h)| HoldView {
+                    hold,
+                    feature: h.feature.clone(),
+                    amount: h.amount,
+                    held: h.held,
+                    expires_at_ms: h.expires_at_ms,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn allowed(cost: i64) -> Assessment {
+    Assessment {
+        is_allowed: true,
+        cost,
+        limit_cost: cost,
+        limit_available: 0,
+    }
+}

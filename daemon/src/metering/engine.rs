@@ -1,0 +1,570 @@
+//! One shard's customers and the operations on them. `ShardCore::handle` is the single entry for
+//! state changes: it applies a request to memory and returns the typed answer. Pure: the caller
+//! passes the time and decides when answers are released (after persistence, once it exists).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use tally_protocol::message::*;
+
+use super::catalogue::{Catalogue, ModelTerms};
+use super::customer::Customer;
+use super::idempotency::{IdempotencyLog, Remembered};
+use crate::stable_hash::{stable_hash, Fingerprint};
+
+/// Most open holds one customer may have; a hold is bookkeeping the shard must scan.
+pub const HOLDS_PER_CUSTOMER_MAX: usize = 1_024;
+
+/// The state a shard owns exclusively.
+#[derive(Debug)]
+pub struct ShardCore {
+    catalogue: Arc<Catalogue>,
+    customers: HashMap<String, Customer>,
+    hold_owners: HashMap<u64, String>,
+    hold_expiry: BTreeSet<(u64, u64)>,
+    idempotency: IdempotencyLog,
+}
+
+impl ShardCore {
+    /// An empty shard; idempotency keys are remembered for `dedup_window_ms`.
+    pub fn new(catalogue: Arc<Catalogue>, dedup_window_ms: u64) -> Self {
+        Self {
+            catalogue,
+            customers: HashMap::new(),
+            hold_owners: HashMap::new(),
+            hold_expiry: BTreeSet::new(),
+            idempotency: IdempotencyLog::new(dedup_window_ms),
+        }
+    }
+
+    /// Customers this shard owns.
+    pub fn customer_count(&self) -> usize {
+        self.customers.len()
+    }
+
+    /// Applies one request at `now_ms` and answers it.
+    pub fn handle(&mut self, now_ms: u64, request: Request) -> Result<Response, TallyError> {
+        match request {
+            Request::Report(item) => self.report(now_ms, item).map(Response::Report),
+            Request::ReportBatch(items) => Ok(Response::ReportBatch(self.report_batch(now_ms, items))),
+            Request::Check(c) => self.check(now_ms, &c).map(Response::Check),
+            Request::Reserve(r) => self.reserve(now_ms, &r).map(Response::Reserve),
+            Request::Settle(s) => self.settle(now_ms, &s).map(Response::Report),
+            Request::Release(r) => self.release(now_ms, r.hold).map(Response::Release),
+            Request::CreateCustomer(cp) => self.create_customer(now_ms, cp).map(Response::Customer),
+            Request::ChangePlan(cp) => self.change_plan(now_ms, &cp).map(Response::Customer),
+            Request::TopUp(t) => self.top_up(now_ms, &t).map(Response::TopUp),
+            Request::GetCustomer(c) => Ok(Response::Customer(self.touch(now_ms, &c.customer)?.view())),
+            other => Err(TallyError::Unsupported {
+                operation: other.operation_name().into(),
+            }),
+        }
+    }
+
+    /// Applies every item of a batch in order; one result per item.
+    pub fn report_batch(&mut self, now_ms: u64, items: Vec<ReportItem>) -> Vec<BatchItemResult> {
+        items
+            .into_iter()
+            .map(|item| match self.report(now_ms, item) {
+                Ok(outcome) => BatchItemResult::Ok(outcome),
+                Err(error) => BatchItemResult::Err(error),
+            })
+            .collect()
+    }
+
+    /// Releases every hold that expired at or before `now_ms`; returns how many.
+    pub fn expire_holds(&mut self, now_ms: u64) -> usize {
+        let mut released = 0;
+        while let Some(&(expires_at_ms, hold)) = self.hold_expiry.first() {
+            if expires_at_ms > now_ms {
+                break;
+            }
+            self.hold_expiry.pop_first();
+            // Settled or released holds leave their entry behind; only open ones count.
+            if let Some(owner) = self.hold_owners.get(&hold).cloned() {
+                released += self.touch(now_ms, &owner).map_or(0, |_| 1);
+            }
+        }
+        released
+    }
+
+    /// The customer, with its expired holds released first so every answer is exact.
+    fn touch(&mut self, now_ms: u64, id: &str) -> Result<&mut Customer, TallyError> {
+        let customer = self.customers.get_mut(id).ok_or_else(|| TallyError::UnknownCustomer {
+            customer: id.into(),
+        })?;
+        for hold in customer.expire_holds(now_ms) {
+            self.hold_owners.remove(&hold);
+        }
+        Ok(customer)
+    }
+
+    fn report(&mut self, now_ms: u64, item: ReportItem) -> Result<ReportOutcome, TallyError> {
+        let fingerprint = Fingerprint::new("report")
+            .text(&item.customer)
+            .text(&item.feature)
+            .number(item.amount)
+            .number(u64::from(item.only_if_allowed))
+            .finish();
+        if let Some(key) = &item.idempotency_key {
+            if let Some(first) = self.idempotency.lookup(now_ms, key, fingerprint)? {
+                return as_duplicate_report(first);
+            }
+        }
+        let catalogue = self.catalogue.clone();
+        let customer = self.touch(now_ms, &item.customer)?;
+        let terms = customer.usage_terms(&catalogue, &item.feature)?;
+        if item.only_if_allowed {
+            let assessment = customer.assess(&item.feature, terms, item.amount);
+            if !assessment.is_allowed {
+                return Err(assessment.refusal());
+            }
+        }
+        let charged = customer.record(&item.feature, terms, item.amount);
+        let outcome = ReportOutcome {
+            seq: customer.seq,
+            duplicate: false,
+            amount: item.amount,
+            charged,
+            standing: customer.standing(&item.feature, terms.into()),
+        };
+        if let Some(key) = item.idempotency_key {
+            self.idempotency.remember(now_ms, key, fingerprint, Remembered::Report(outcome.clone()));
+        }
+        Ok(outcome)
+    }
+
+    fn check(&mut self, now_ms: u64, c: &CheckRequest) -> Result<CheckOutcome, TallyError> {
+        let catalogue = self.catalogue.clone();
+        let customer = self.touch(now_ms, &c.customer)?;
+        let rule = customer.rule(&catalogue, &c.feature)?;
+        let (allowed, cost) = match rule {
+            super::customer::FeatureRule::Flag(enabled) => (enabled, 0),
+            super::customer::FeatureRule::Usage(terms) => {
+                let assessment = customer.assess(&c.feature, terms, c.amount);
+                (assessment.is_allowed, assessment.cost)
+            }
+        };
+        Ok(CheckOutcome {
+            allowed,
+            seq: customer.seq,
+            cost,
+            standing: customer.standing(&c.feature, rule),
+        })
+    }
+
+    fn reserve(&mut self, now_ms: u64, r: &ReserveRequest) -> Result<ReserveOutcome, TallyError> {
+        let catalogue = self.catalogue.clone();
+        let customer = self.customers.get_mut(&r.customer).ok_or_else(|| TallyError::UnknownCustomer {
+            customer: r.customer.clone(),
+        })?;
+        for hold in customer.expire_holds(now_ms) {
+            self.hold_owners.remove(&hold);
+        }
+        let terms = customer.usage_terms(&catalogue, &r.feature)?;
+        if customer.holds.len() >= HOLDS_PER_CUSTOMER_MAX {
+            return Err(TallyError::InvalidRequest {
+                reason: format!(
+                    "customer `{}` has {} open holds; the limit is {HOLDS_PER_CUSTOMER_MAX}",
+                    r.customer,
+                    customer.holds.len()
+                ),
+            });
+        }
+        let assessment = customer.assess(&r.feature, terms, r.amount);
+        if !assessment.is_allowed {
+            return Ok(ReserveOutcome {
+                allowed: false,
+                hold: None,
+                seq: customer.seq,
+                held: 0,
+                expires_at_ms: 0,
+                standing: customer.standing(&r.feature, terms.into()),
+            });
+        }
+        // The high half of a hold id is the customer's placement hash, so `settle` and `release`
+        // route to the owning shard from the id alone, whatever the shard count.
+        let placement = stable_hash(r.customer.as_bytes()) & 0xffff_ffff_0000_0000;
+        let hold = loop {
+            let candidate = placement | u64::from(customer.next_hold);
+            customer.next_hold = customer.next_hold.wrapping_add(1);
+            if !self.hold_owners.contains_key(&candidate) {
+                break candidate;
+            }
+        };
+        let expires_at_ms = now_ms.saturating_add(r.ttl_ms);
+        customer.open_hold(hold, &r.feature, terms, r.amount, assessment.cost, expires_at_ms);
+        self.hold_owners.insert(hold, r.customer.clone());
+        self.hold_expiry.insert((expires_at_ms, hold));
+        Ok(ReserveOutcome {
+            allowed: true,
+            hold: Some(hold),
+            seq: customer.seq,
+            held: customer.holds[&hold].held,
+            expires_at_ms,
+            standing: customer.standing(&r.feature, terms.into()),
+        })
+    }
+
+    /// Removes an open hold and returns its owner's id, or `UnknownHold`.
+    fn take_hold(&mut self, now_ms: u64, hold: u64) -> Result<(String, super::customer::Hold), TallyError> {
+        let unknown = || TallyError::UnknownHold { hold };
+        let owner = self.hold_owners.get(&hold).cloned().ok_or_else(unknown)?;
+        let customer = self.touch(now_ms, &owner)?;
+        let taken = customer.holds.remove(&hold).ok_or_else(unknown)?;
+        self.hold_owners.remove(&hold);
+        Ok((owner, taken))
+    }
+
+    fn settle(&mut self, now_ms: u64, s: &SettleRequest) -> Result<ReportOutcome, TallyError> {
+        let fingerprint = Fingerprint::new("settle").number(s.hold).number(s.actual).finish();
+        if let Some(key) = &s.idempotency_key {
+            if let Some(first) = self.idempotency.lookup(now_ms, key, fingerprint)? {
+                return as_duplicate_report(first);
+            }
+        }
+        let catalogue = self.catalogue.clone();
+        let (owner, hold) = self.take_hold(now_ms, s.hold)?;
+        let customer = self.customers.get_mut(&owner).expect("a hold's owner exists");
+        let terms = customer
+            .usage_terms(&catalogue, &hold.feature)
+            .expect("plan changes drop holds, so a hold's feature is in the plan");
+        let charged = if s.actual > 0 {
+            customer.record(&hold.feature, terms, s.actual)
+        } else {
+            customer.seq += 1;
+            0
+        };
+        let outcome = ReportOutcome {
+            seq: customer.seq,
+            duplicate: false,
+            amount: s.actual,
+            charged,
+            standing: customer.standing(&hold.feature, terms.into()),
+        };
+        if let Some(key) = s.idempotency_key {
+            self.idempotency.remember(now_ms, key, fingerprint, Remembered::Report(outcome.clone()));
+        }
+        Ok(outcome)
+    }
+
+    fn release(&mut self, now_ms: u64, hold_id: u64) -> Result<ReleaseOutcome, TallyError> {
+        let catalogue = self.catalogue.clone();
+        let (owner, hold) = self.take_hold(now_ms, hold_id)?;
+        let customer = self.customers.get_mut(&owner).expect("a hold's owner exists");
+        customer.seq += 1;
+        let rule = customer.rule(&catalogue, &hold.feature)?;
+        Ok(ReleaseOutcome {
+            seq: customer.seq,
+            released: hold.held,
+            standing: customer.standing(&hold.feature, rule),
+        })
+    }
+
+    fn create_customer(&mut self, now_ms: u64, cp: CustomerPlan) -> Result<CustomerView, TallyError> {
+        if self.customers.contains_key(&cp.customer) {
+            return Err(TallyError::CustomerExists { customer: cp.customer });
+        }
+        let plan = self.catalogue.plan(&cp.plan).cloned().ok_or(TallyError::UnknownPlan { plan: cp.plan })?;
+        let customer = Customer::new(cp.customer.clone(), plan, now_ms);
+        let view = customer.view();
+        self.customers.insert(cp.customer, customer);
+        Ok(view)
+    }
+
+    fn change_plan(&mut self, now_ms: u64, cp: &CustomerPlan) -> Result<CustomerView, TallyError> {
+        let plan = self.catalogue.plan(&cp.plan).cloned().ok_or_else(|| TallyError::UnknownPlan {
+            plan: cp.plan.clone(),
+        })?;
+        let customer = self.touch(now_ms, &cp.customer)?;
+        if customer.plan.slug == plan.slug {
+            return Err(TallyError::InvalidRequest {
+                reason: format!("customer `{}` is already on plan `{}`", cp.customer, plan.slug),
+            });
+        }
+        let dropped = customer.start_plan(plan, now_ms);
+        let view = customer.view();
+        for hold in dropped {
+            self.hold_owners.remove(&hold);
+        }
+        Ok(view)
+    }
+
+    fn top_up(&mut self, now_ms: u64, t: &TopUpRequest) -> Result<TopUpOutcome, TallyError> {
+        let (kind, value) = match t.amount {
+            TopUpAmount::Packs(packs) => ("packs", u64::from(packs)),
+            TopUpAmount::Units(units) => ("units", units as u64),
+        };
+        let fingerprint = Fingerprint::new("top_up").text(&t.customer).text(kind).number(value).finish();
+        if let Some(key) = &t.idempotency_key {
+            match self.idempotency.lookup(now_ms, key, fingerprint)? {
+                Some(Remembered::TopUp(first)) => return Ok(TopUpOutcome { duplicate: true, ..first }),
+                Some(Remembered::Report(_)) => return Err(key_reused()),
+                None => {}
+            }
+        }
+        let customer = self.touch(now_ms, &t.customer)?;
+        let (gross_units, credits_added, balance_added_units) = match (customer.plan.terms, t.amount) {
+            (
+                ModelTerms::Credits {
+                    pack_credits,
+                    pack_price_units,
+                    ..
+                },
+                TopUpAmount::Packs(packs),
+            ) => {
+                let credits = i64::from(packs) * pack_credits;
+                customer.purchased_credits += credits;
+                (i64::from(packs) * pack_price_units, credits, 0)
+            }
+            (ModelTerms::Balance { .. }, TopUpAmount::Units(units)) => {
+                customer.balance_units += units;
+                (units, 0, units)
+            }
+            (terms, _) => {
+                let how = match terms {
+                    ModelTerms::Credits { .. } => "buys credits with --packs, not dollars",
+                    ModelTerms::Balance { .. } => "loads dollars with --amount, not packs",
+                    ModelTerms::Metered { .. } => "is metered and takes no top-ups",
+                };
+                return Err(TallyError::InvalidRequest {
+                    reason: format!("customer `{}` is on plan `{}`, which {how}", t.customer, customer.plan.slug),
+                });
+            }
+        };
+        customer.seq += 1;
+        let outcome = TopUpOutcome {
+            seq: customer.seq,
+            duplicate: false,
+            gross_units,
+            credits_added,
+            balance_added_units,
+            customer: customer.view(),
+        };
+        if let Some(key) = t.idempotency_key {
+            self.idempotency.remember(now_ms, key, fingerprint, Remembered::TopUp(outcome.clone()));
+        }
+        Ok(outcome)
+    }
+}
+
+fn as_duplicate_report(first: Remembered) -> Result<ReportOutcome, TallyError> {
+    match first {
+        Remembered::Report(outcome) => Ok(ReportOutcome {
+            duplicate: true,
+            ..outcome
+        }),
+        // Only a 64-bit fingerprint collision between operations can land here.
+        Remembered::TopUp(_) => Err(key_reused()),
+    }
+}
+
+fn key_reused() -> TallyError {
+    TallyError::Conflict {
+        reason: "idempotency key was already used for a different operation".into(),
+    }
+}
+
+impl From<super::catalogue::UsageTerms> for super::customer::FeatureRule {
+    fn from(terms: super::catalogue::UsageTerms) -> Self {
+        super::customer::FeatureRule::Usage(terms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, DEFAULT_CONFIG_TOML};
+    use proptest::prelude::*;
+
+    const T0: u64 = 1_800_000_000_000;
+
+    fn core() -> ShardCore {
+        let config = Config::parse(DEFAULT_CONFIG_TOML, std::path::Path::new("."), "config.toml").unwrap();
+        ShardCore::new(config.catalogue, 60_000)
+    }
+
+    fn create(core: &mut ShardCore, id: &str, plan: &str) {
+        core.handle(T0, Request::CreateCustomer(CustomerPlan { customer: id.into(), plan: plan.into() }))
+            .unwrap();
+    }
+
+    fn report(core: &mut ShardCore, item: ReportItem) -> Result<ReportOutcome, TallyError> {
+        match core.handle(T0, Request::Report(item))? {
+            Response::Report(outcome) => Ok(outcome),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn check(core: &mut ShardCore, now_ms: u64, id: &str, feature: &str, amount: u64) -> Result<CheckOutcome, TallyError> {
+        let request = Request::Check(CheckRequest { customer: id.into(), feature: feature.into(), amount });
+        match core.handle(now_ms, request)? {
+            Response::Check(outcome) => Ok(outcome),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn reserve(core: &mut ShardCore, id: &str, feature: &str, amount: u64, ttl_ms: u64) -> ReserveOutcome {
+        let request = Request::Reserve(ReserveRequest { customer: id.into(), feature: feature.into(), amount, ttl_ms });
+        match core.handle(T0, request).unwrap() {
+            Response::Reserve(outcome) => outcome,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn top_up(core: &mut ShardCore, id: &str, amount: TopUpAmount, key: Option<IdempotencyKey>) -> Result<TopUpOutcome, TallyError> {
+        let request = Request::TopUp(TopUpRequest { customer: id.into(), amount, idempotency_key: key });
+        match core.handle(T0, request)? {
+            Response::TopUp(outcome) => Ok(outcome),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn pro_overage_starts_after_the_included_tokens() {
+        let mut core = core();
+        create(&mut core, "acme", "pro");
+        let within = report(&mut core, ReportItem::new("acme", "tokens", 100_000)).unwrap();
+        assert_eq!(within.charged, 0);
+        let over = check(&mut core, T0, "acme", "tokens", 1).unwrap();
+        assert!(over.allowed, "an overage price allows usage past included");
+        assert_eq!(over.cost, 20);
+        let outcome = report(&mut core, ReportItem::new("acme", "tokens", 1)).unwrap();
+        assert_eq!(outcome.charged, 20);
+        assert!(matches!(outcome.standing, Standing::Metered { overage_units: 1, overage_cost_units: 20, .. }));
+        assert!(check(&mut core, T0, "acme", "priority-support", 1).unwrap().allowed);
+    }
+
+    #[test]
+    fn a_denied_check_or_refused_report_creates_no_usage() {
+        let mut core = core();
+        create(&mut core, "pics", "images");
+        let denied = check(&mut core, T0, "pics", "image-gen", 1).unwrap();
+        assert!(!denied.allowed);
+        let refused = report(&mut core, ReportItem::new("pics", "image-gen", 1).only_if_allowed());
+        assert_eq!(refused, Err(TallyError::InsufficientBalance { cost: 1, available: 0 }));
+        let after = check(&mut core, T0, "pics", "image-gen", 1).unwrap();
+        assert_eq!(after.seq, denied.seq, "nothing changed");
+    }
+
+    #[test]
+    fn a_plain_report_goes_negative_because_the_work_happened() {
+        let mut core = core();
+        create(&mut core, "w", "wallet");
+        let outcome = report(&mut core, ReportItem::new("w", "gpt-4", 2)).unwrap();
+        assert_eq!(outcome.charged, 600);
+        assert!(matches!(outcome.standing, Standing::Balance { balance_units: -600, .. }));
+    }
+
+    #[test]
+    fn holds_count_as_spent_until_settled_released_or_expired() {
+        let mut core = core();
+        create(&mut core, "pics", "images");
+        top_up(&mut core, "pics", TopUpAmount::Packs(1), None).unwrap();
+        let hold = reserve(&mut core, "pics", "image-gen", 400, 1_000);
+        assert!(hold.allowed);
+        assert!(!check(&mut core, T0, "pics", "image-gen", 101).unwrap().allowed);
+        assert!(check(&mut core, T0 + 1_000, "pics", "image-gen", 500).unwrap().allowed, "expired at its deadline");
+        assert!(matches!(
+            core.handle(T0 + 1_000, Request::Release(ReleaseRequest { hold: hold.hold.unwrap() })),
+            Err(TallyError::UnknownHold { .. })
+        ));
+        let hold = reserve(&mut core, "pics", "image-gen", 10, 60_000).hold.unwrap();
+        let settled = core.handle(T0, Request::Settle(SettleRequest { hold, actual: 12, idempotency_key: None })).unwrap();
+        let Response::Report(settled) = settled else { panic!() };
+        assert_eq!(settled.charged, 12, "actual past the hold is charged in full");
+        assert!(matches!(settled.standing, Standing::Credits { available: 488, held: 0, .. }));
+    }
+
+    #[test]
+    fn the_hold_sweep_releases_expired_holds_without_a_request() {
+        let mut core = core();
+        create(&mut core, "pics", "images");
+        top_up(&mut core, "pics", TopUpAmount::Packs(1), None).unwrap();
+        reserve(&mut core, "pics", "image-gen", 5, 1_000);
+        assert_eq!(core.expire_holds(T0 + 999), 0);
+        assert_eq!(core.expire_holds(T0 + 1_000), 1);
+        assert!(core.hold_owners.is_empty());
+    }
+
+    #[test]
+    fn a_retried_key_changes_nothing_and_a_reused_key_conflicts() {
+        let mut core = core();
+        create(&mut core, "w", "wallet");
+        let key = [1u8; 16];
+        let first = top_up(&mut core, "w", TopUpAmount::Units(500_000), Some(key)).unwrap();
+        let again = top_up(&mut core, "w", TopUpAmount::Units(500_000), Some(key)).unwrap();
+        assert!(again.duplicate);
+        assert_eq!(again.customer.balance_units, 500_000);
+        assert_eq!(again.seq, first.seq);
+        let other = top_up(&mut core, "w", TopUpAmount::Units(1), Some(key));
+        assert!(matches!(other, Err(TallyError::Conflict { .. })));
+        let key = [2u8; 16];
+        let first = report(&mut core, ReportItem::new("w", "embeddings", 3).with_idempotency_key(key)).unwrap();
+        let again = report(&mut core, ReportItem::new("w", "embeddings", 3).with_idempotency_key(key)).unwrap();
+        assert!(!first.duplicate && again.duplicate);
+        assert_eq!(again.charged, first.charged);
+    }
+
+    #[test]
+    fn unknown_things_are_typed_errors() {
+        let mut core = core();
+        create(&mut core, "acme", "pro");
+        assert!(matches!(check(&mut core, T0, "nobody", "tokens", 1), Err(TallyError::UnknownCustomer { .. })));
+        assert!(matches!(check(&mut core, T0, "acme", "nope", 1), Err(TallyError::UnknownFeature { .. })));
+        assert!(matches!(check(&mut core, T0, "acme", "gpt-4", 1), Err(TallyError::FeatureNotInPlan { .. })));
+        assert!(matches!(
+            report(&mut core, ReportItem::new("acme", "priority-support", 1)),
+            Err(TallyError::NotAUsageFeature { .. })
+        ));
+        let dup = core.handle(T0, Request::CreateCustomer(CustomerPlan { customer: "acme".into(), plan: "pro".into() }));
+        assert!(matches!(dup, Err(TallyError::CustomerExists { .. })));
+    }
+
+    #[test]
+    fn changing_plan_keeps_money_and_restarts_the_period() {
+        let mut core = core();
+        create(&mut core, "c", "wallet");
+        top_up(&mut core, "c", TopUpAmount::Units(10_000), None).unwrap();
+        report(&mut core, ReportItem::new("c", "gpt-4", 1)).unwrap();
+        let request = Request::ChangePlan(CustomerPlan { customer: "c".into(), plan: "images".into() });
+        let Response::Customer(view) = core.handle(T0 + 5, request).unwrap() else { panic!() };
+        assert_eq!(view.plan, "images");
+        assert_eq!(view.balance_units, 9_700);
+        assert_eq!(view.period_start_ms, T0 + 5);
+        assert!(view.usage.iter().all(|u| u.used == 0));
+    }
+
+    proptest! {
+        /// Against a credits customer, any interleaving of consume-reports, holds, settles and
+        /// releases never spends more than was bought unless a plain report or over-settle did.
+        #[test]
+        fn only_if_allowed_and_holds_never_overspend(ops in proptest::collection::vec((0u8..4, 1u64..60), 1..200)) {
+            let mut core = core();
+            create(&mut core, "pics", "images");
+            top_up(&mut core, "pics", TopUpAmount::Packs(1), None).unwrap();
+            let mut consumed = 0i64;
+            let mut holds = Vec::new();
+            for (op, amount) in ops {
+                match op {
+                    0 => if let Ok(o) = report(&mut core, ReportItem::new("pics", "image-gen", amount).only_if_allowed()) {
+                        consumed += o.charged;
+                    },
+                    1 => if let Some(h) = reserve(&mut core, "pics", "image-gen", amount, 60_000).hold { holds.push((h, amount)); },
+                    2 => if let Some((hold, amount)) = holds.pop() {
+                        let r = core.handle(T0, Request::Settle(SettleRequest { hold, actual: amount, idempotency_key: None })).unwrap();
+                        let Response::Report(o) = r else { panic!() };
+                        consumed += o.charged;
+                    },
+                    _ => if let Some((hold, _)) = holds.pop() {
+                        core.handle(T0, Request::Release(ReleaseRequest { hold })).unwrap();
+                    },
+                }
+                let Response::Customer(view) = core.handle(T0, Request::GetCustomer(CustomerRef { customer: "pics".into() })).unwrap() else { panic!() };
+                let held: i64 = view.holds.iter().map(|h| h.held).sum();
+                prop_assert!(view.purchased_credits - held >= 0, "available went negative");
+                prop_assert_eq!(view.purchased_credits, 500 - consumed);
+            }
+        }
+    }
+}
