@@ -1,0 +1,194 @@
+//! Start-up and shutdown: prepare the data dir and credentials, start the shards and the QUIC
+//! server on their own threads, and stop them in order. `main.rs` and the end-to-end tests both
+//! start a daemon through [`Daemon::start`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::credentials::{Credentials, CredentialsError, DevApiKeys};
+use crate::router::Shards;
+use crate::server::{self, BindError, ServerContext};
+
+/// File in the data dir where a running daemon writes the address it listens on, so tools find
+/// it even when the config says port 0.
+pub const ADDR_FILE: &str = "tallyd.addr";
+
+/// Why the daemon did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data dir is missing or unusable.
+    #[error("data dir {path}: {reason}")]
+    DataDir {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// TLS or API key files could not be prepared.
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    /// Development credentials on a non-loopback address.
+    #[error("refusing to serve {addr} with development credentials: they are only for loopback; configure [server] tls_cert/tls_key and [auth] keys")]
+    DevelopmentCredentialsOffLoopback {
+        /// The address asked for.
+        addr: SocketAddr,
+    },
+    /// The listener could not start.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// The server thread could not be started.
+    #[error("cannot start the server thread: {0}")]
+    Thread(String),
+}
+
+/// A running daemon. Dropping it shuts it down.
+pub struct Daemon {
+    addr: SocketAddr,
+    cert_pem: String,
+    dev_api_keys: Option<DevApiKeys>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Daemon {
+    /// Starts a daemon and returns once it accepts connections.
+    pub fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Daemon, StartError> {
+        prepare_data_dir(&config)?;
+        let credentials = Credentials::prepare(&config)?;
+        if credentials.is_development() && !config.server.listen.ip().is_loopback() {
+            return Err(StartError::DevelopmentCredentialsOffLoopback {
+                addr: config.server.listen,
+            });
+        }
+        let cert_pem = credentials.cert_pem.clone();
+        let dev_api_keys = credentials.dev_api_keys.clone();
+        let (ready, started) = std::sync::mpsc::channel();
+        let (stop, stopped) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("tallyd-server".into())
+            .spawn(move || serve_on_this_thread(config, credentials, clock, ready, stopped))
+            .map_err(|e| StartError::Thread(e.to_string()))?;
+        let addr = started
+            .recv()
+            .map_err(|_| StartError::Thread("the server thread ended during start-up".into()))??;
+        Ok(Daemon {
+            addr,
+            cert_pem,
+            dev_api_keys,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The address the daemon listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// PEM of the certificate the daemon presents (what a client must trust).
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The development API keys, when no keys are configured.
+    pub fn dev_api_keys(&self) -> Option<&DevApiKeys> {
+        self.dev_api_keys.as_ref()
+    }
+
+    /// Stops accepting, closes connections, stops the shards and waits for it all.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    /// Blocks until the daemon stops by itself (it does not, unless the server fails).
+    pub fn wait(mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    fn stop_and_join(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+fn serve_on_this_thread(
+    config: Config,
+    credentials: Credentials,
+    clock: Arc<dyn Clock>,
+    ready: std::sync::mpsc::Sender<Result<SocketAddr, StartError>>,
+    stop: oneshot::Receiver<()>,
+) {
+    let system = actix::System::new();
+    let shards = system.block_on(async move {
+        let shards = Shards::start(
+            config.server.shards,
+            config.server.mailbox_capacity,
+            config.catalogue.clone(),
+            config.billing.dedup_window_ms,
+            clock,
+        );
+        let endpoint = match server::bind(&config.server, &credentials) {
+            Ok(endpoint) => endpoint,
+            Err(e) => {
+                let _ = ready.send(Err(e.into()));
+                return shards;
+            }
+        };
+        let addr = endpoint.local_addr().expect("a bound endpoint has an address");
+        let addr_file = config.storage.data_dir.join(ADDR_FILE);
+        if let Err(e) = std::fs::write(&addr_file, format!("{addr}\n")) {
+            tracing::warn!(path = %addr_file.display(), error = %e, "cannot write the address file");
+        }
+        tracing::info!(%addr, shards = config.server.shards, "tallyd is listening");
+        let _ = ready.send(Ok(addr));
+        let context = Arc::new(ServerContext {
+            router: shards.router.clone(),
+            keys: credentials.keys.clone(),
+            limits: config.server.clone(),
+        });
+        server::serve(endpoint, context, stop).await;
+        shards
+    });
+    shards.stop();
+    tracing::info!("tallyd stopped");
+}
+
+fn prepare_data_dir(config: &Config) -> Result<(), StartError> {
+    let path = &config.storage.data_dir;
+    let fail = |reason: String| StartError::DataDir {
+        path: path.clone(),
+        reason,
+    };
+    if path.is_dir() {
+        return Ok(());
+    }
+    if path.exists() {
+        return Err(fail("exists but is not a folder".into()));
+    }
+    if !config.storage.create_if_missing {
+        return Err(fail(
+            "does not exist; create it, fix [storage] data_dir, or set create_if_missing = true".into(),
+        ));
+    }
+    std::fs::create_dir_all(path).map_err(|e| fail(format!("cannot create it: {e}")))?;
+    tracing::warn!(path = %path.display(), "created a new, empty data dir");
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! Routing: which shard owns a request, and the bounded hand-off to it. A customer's shard is a
+//! stable hash of its id; a hold's shard is in the high half of its id. A full mailbox answers
+//! `Overloaded` at once instead of queueing without bound. Batches are split per shard, sent as
+//! one message per shard, and reassembled in order.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tally_protocol::message::{BatchItemResult, ReportItem, Request, Response, TallyError};
+use tokio::sync::oneshot;
+
+use crate::clock::Clock;
+use crate::metering::catalogue::Catalogue;
+use crate::metering::engine::ShardCore;
+use crate::shard::{ApplyBatch, ApplyRequest, CountCustomers, Shard};
+use crate::stable_hash::{shard_of, stable_hash};
+
+/// Handles to every shard. Cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    shards: Arc<[Addr<Shard>]>,
+}
+
+/// The running shards: their router and the arbiters (threads) to stop at shutdown.
+pub struct Shards {
+    /// Routes requests to the shards.
+    pub router: Router,
+    arbiters: Vec<Arbiter>,
+}
+
+impl Shards {
+    /// Starts `count` shards, each on its own arbiter. Must run inside an actix `System`.
+    pub fn start(
+        count: usize,
+        mailbox_capacity: usize,
+        catalogue: Arc<Catalogue>,
+        dedup_window_ms: u64,
+        clock: Arc<dyn Clock>,
+    ) -> Shards {
+        assert!(count > 0, "at least one shard");
+        let mut arbiters = Vec::with_capacity(count);
+        let mut addresses = Vec::with_capacity(count);
+        for _ in 0..count {
+            let arbiter = Arbiter::new();
+            let core = ShardCore::new(catalogue.clone(), dedup_window_ms);
+            let clock = clock.clone();
+            let address = Shard::start_in_arbiter(&arbiter.handle(), move |ctx| {
+                ctx.set_mailbox_capacity(mailbox_capacity);
+                Shard::new(core, clock)
+            });
+            arbiters.push(arbiter);
+            addresses.push(address);
+        }
+        Shards {
+            router: Router {
+                shards: addresses.into(),
+            },
+            arbiters,
+        }
+    }
+
+    /// Stops every shard thread and waits for it.
+    pub fn stop(self) {
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+        for arbiter in self.arbiters {
+            let _ = arbiter.join();
+        }
+    }
+}
+
+impl Router {
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    fn shard_for_customer(&self, customer: &str) -> usize {
+        shard_of(stable_hash(customer.as_bytes()), self.shards.len())
+    }
+
+    /// Sends a request to the shard that owns it and waits for the answer.
+    pub async fn route(&self, request: Request) -> Result<Response, TallyError> {
+        let shard = match &request {
+            Request::Report(item) => self.shard_for_customer(&item.customer),
+            Request::Check(c) => self.shard_for_customer(&c.customer),
+            Request::Reserve(r) => self.shard_for_customer(&r.customer),
+            Request::CreateCustomer(cp) | Request::ChangePlan(cp) => self.shard_for_customer(&cp.customer),
+            Request::TopUp(t) => self.shard_for_customer(&t.customer),
+            Request::GetCustomer(c) => self.shard_for_customer(&c.customer),
+            Request::Settle(s) => shard_of(s.hold, self.shards.len()),
+            Request::Release(r) => shard_of(r.hold, self.shards.len()),
+            Request::ReportBatch(_) => {
+                let Request::ReportBatch(items) = request else { unreachable!() };
+                return Ok(Response::ReportBatch(self.route_batch(items).await));
+            }
+            other => {
+                return Err(TallyError::Unsupported {
+                    operation: other.operation_name().into(),
+                })
+            }
+        };
+        let (reply, answer) = oneshot::channel();
+        self.shards[shard]
+            .try_send(ApplyRequest { request, reply })
+            .map_err(send_error)?;
+        answer.await.map_err(|_| shard_gone())?
+    }
+
+    async fn route_batch(&self, items: Vec<ReportItem>) -> Vec<BatchItemResult> {
+        let total = items.len();
+        let mut per_shard: Vec<Vec<(usize, ReportItem)>> = vec![Vec::new(); self.shards.len()];
+        for (position, item) in items.into_iter().enumerate() {
+            per_shard[self.shard_for_customer(&item.customer)].push((position, item));
+        }
+        let mut results: Vec<Option<BatchItemResult>> = vec![None; total];
+        let mut waiting = Vec::new();
+        for (shard, items) in per_shard.into_iter().enumerate() {
+            if items.is_empty() {
+                continue;
+            }
+            let positions: Vec<usize> = items.iter().map(|(p, _)| *p).collect();
+            let (reply, answer) = oneshot::channel();
+            match self.shards[shard].try_send(ApplyBatch { items, reply }) {
+                Ok(()) => waiting.push((positions, answer)),
+                Err(e) => {
+                    let error = send_error(e);
+                    for p in positions {
+                        results[p] = Some(BatchItemResult::Err(error.clone()));
+                    }
+                }
+            }
+        }
+        for (positions, answer) in waiting {
+            match answer.await {
+                Ok(answered) => {
+                    for (p, result) in answered {
+                        results[p] = Some(result);
+                    }
+                }
+                Err(_) => {
+                    for p in positions {
+                        results[p] = Some(BatchItemResult::Err(shard_gone()));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every position is answered by its shard or marked failed"))
+            .collect()
+    }
+
+    /// Customers per shard, in shard order.
+    pub async fn customers_per_shard(&self) -> Vec<usize> {
+        let mut counts = Vec::with_capacity(self.shards.len());
+        for shard in self.shards.iter() {
+            counts.push(shard.send(CountCustomers).await.unwrap_or(0));
+        }
+        counts
+    }
+}
+
+fn send_error<M>(error: SendError<M>) -> TallyError {
+    match error {
+        SendError::Full(_) => TallyError::Overloaded,
+        SendError::Closed(_) => shard_gone(),
+    }
+}
+
+fn shard_gone() -> TallyError {
+    TallyError::Internal {
+        reason: "the shard stopped before answering; the request may not have been applied".into(),
+    }
+}

@@ -1,0 +1,174 @@
+//! One bidirectional stream: the `Hello` handshake, then requests read, processed concurrently up
+//! to `inflight_per_stream`, and answered by id in completion order. A broken rule ends the stream
+//! with a `Goodbye` that says why and closes the connection with a code.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rkyv::util::AlignedVec;
+use tally_protocol::codec::{decode_client_frame, encode_frame};
+use tally_protocol::framing::read_frame;
+use tally_protocol::message::*;
+use tokio::sync::{mpsc, Semaphore};
+
+use super::{close_code, ServerContext};
+
+/// Bytes of encoded answers the writer coalesces into one stream write.
+const WRITE_COALESCE_BYTES_MAX: usize = 64 * 1024;
+/// How long a `Goodbye` may take to reach the peer before the connection is closed anyway.
+const GOODBYE_FLUSH: Duration = Duration::from_secs(1);
+
+pub(super) async fn serve_stream(
+    connection: quinn::Connection,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    context: Arc<ServerContext>,
+) {
+    let limits = &context.limits;
+    let mut body = AlignedVec::new();
+    let role = match handshake(&mut recv, &mut body, &context).await {
+        Ok(role) => role,
+        Err(error) => {
+            tracing::info!(remote = %connection.remote_address(), %error, "handshake refused");
+            say_goodbye(&connection, send, error, close_code::HANDSHAKE_FAILED).await;
+            return;
+        }
+    };
+    let welcome = ServerFrame::Welcome(Welcome {
+        version: PROTOCOL_VERSION,
+        role,
+        frame_bytes_max: limits.frame_bytes_max,
+        inflight_max: limits.inflight_per_stream,
+    });
+    if write_frame(&mut send, &welcome).await.is_err() {
+        return;
+    }
+
+    let inflight = Arc::new(Semaphore::new(limits.inflight_per_stream as usize));
+    let (answers, queued) = mpsc::channel::<Vec<u8>>(limits.inflight_per_stream as usize);
+    let writer = actix_rt::spawn(write_answers(send, queued));
+    let failure = loop {
+        match read_frame(&mut recv, limits.frame_bytes_max, &mut body).await {
+            Ok(true) => {}
+            Ok(false) => break None,
+            Err(e) => break Some(invalid(e.to_string())),
+        }
+        let request = match decode_client_frame(&body) {
+            Ok(ClientFrame::Request(request)) => request,
+            Ok(ClientFrame::Hello(_)) => break Some(invalid("a second Hello on an authenticated stream".into())),
+            Err(e) => break Some(invalid(e.to_string())),
+        };
+        // Waiting here stops reading, so QUIC flow control pushes back on a client that sends
+        // more than `inflight_per_stream` at once.
+        let permit = inflight.clone().acquire_owned().await.expect("the semaphore is never closed");
+        let context = context.clone();
+        let answers = answers.clone();
+        actix_rt::spawn(async move {
+            let reply = answer(&context, role, request.request).await;
+            let mut frame = Vec::new();
+            let response = ServerFrame::Response(ResponseFrame { id: request.id, reply });
+            encode_frame(&response, &mut frame).expect("answers are far below the frame limit");
+            let _ = answers.send(frame).await;
+            drop(permit);
+        });
+    };
+    drop(answers);
+    let Ok(send) = writer.await else { return };
+    match (failure, send) {
+        (Some(error), Some(send)) => {
+            tracing::info!(remote = %connection.remote_address(), %error, "closing a stream that broke the protocol");
+            say_goodbye(&connection, send, error, close_code::PROTOCOL_VIOLATION).await;
+        }
+        (None, Some(mut send)) => {
+            let _ = send.finish();
+        }
+        (_, None) => {}
+    }
+}
+
+async fn handshake(recv: &mut quinn::RecvStream, body: &mut AlignedVec, context: &ServerContext) -> Result<Role, TallyError> {
+    let timeout = Duration::from_millis(context.limits.handshake_timeout_ms);
+    let read = tokio::time::timeout(timeout, read_frame(recv, context.limits.frame_bytes_max, body)).await;
+    match read {
+        Err(_) => {
+            return Err(TallyError::Unauthorized {
+                reason: format!("no Hello within {} ms", timeout.as_millis()),
+            })
+        }
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => return Err(invalid("the stream ended before Hello".into())),
+        Ok(Err(e)) => return Err(invalid(e.to_string())),
+    }
+    let hello = match decode_client_frame(body) {
+        Ok(ClientFrame::Hello(hello)) => hello,
+        Ok(ClientFrame::Request(_)) => {
+            return Err(TallyError::Unauthorized {
+                reason: "a request before Hello; authenticate first".into(),
+            })
+        }
+        Err(e) => return Err(invalid(e.to_string())),
+    };
+    if hello.version != PROTOCOL_VERSION {
+        return Err(TallyError::VersionMismatch {
+            server: PROTOCOL_VERSION,
+            client: hello.version,
+        });
+    }
+    if hello.api_key.len() > API_KEY_BYTES_MAX {
+        return Err(TallyError::Unauthorized {
+            reason: format!("API key is {} bytes; the limit is {API_KEY_BYTES_MAX}", hello.api_key.len()),
+        });
+    }
+    context.keys.role_of(&hello.api_key).ok_or_else(|| TallyError::Unauthorized {
+        reason: "unknown API key".into(),
+    })
+}
+
+async fn answer(context: &ServerContext, role: Role, request: Request) -> Reply {
+    if !request.role_required().is_granted_to(role) {
+        return Reply::Err(TallyError::Forbidden {
+            role,
+            operation: request.operation_name().into(),
+        });
+    }
+    match context.router.route(request).await {
+        Ok(response) => Reply::Ok(response),
+        Err(error) => Reply::Err(error),
+    }
+}
+
+/// Writes queued answers until every sender is gone; returns the stream if it still works.
+async fn write_answers(mut send: quinn::SendStream, mut queued: mpsc::Receiver<Vec<u8>>) -> Option<quinn::SendStream> {
+    while let Some(mut batch) = queued.recv().await {
+        while batch.len() < WRITE_COALESCE_BYTES_MAX {
+            match queued.try_recv() {
+                Ok(frame) => batch.extend_from_slice(&frame),
+                Err(_) => break,
+            }
+        }
+        if send.write_all(&batch).await.is_err() {
+            return None;
+        }
+    }
+    Some(send)
+}
+
+async fn write_frame(send: &mut quinn::SendStream, frame: &ServerFrame) -> Result<(), quinn::WriteError> {
+    let mut bytes = Vec::new();
+    encode_frame(frame, &mut bytes).expect("server frames are far below the frame limit");
+    send.write_all(&bytes).await
+}
+
+/// Tells the peer why, gives the words a moment to arrive, then closes the connection with `code`.
+async fn say_goodbye(connection: &quinn::Connection, mut send: quinn::SendStream, error: TallyError, code: u32) {
+    let reason = error.to_string();
+    if write_frame(&mut send, &ServerFrame::Goodbye(error)).await.is_ok() && send.finish().is_ok() {
+        let _ = tokio::time::timeout(GOODBYE_FLUSH, send.stopped()).await;
+    }
+    let reason = &reason.as_bytes()[..reason.len().min(256)];
+    connection.close(code.into(), reason);
+}
+
+fn invalid(reason: String) -> TallyError {
+    TallyError::InvalidRequest { reason }
+}
