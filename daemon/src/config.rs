@@ -262,7 +262,11 @@ impl Config {
             source,
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
         Config::parse(&text, &base, &path.display().to_string())
     }
 
@@ -278,10 +282,12 @@ impl Config {
         let storage = storage_config(&raw.storage, &base_dir, &mut errors);
         let auth = auth_config(&raw.auth, &mut errors);
         let billing = billing_config(&raw.billing, &mut errors);
-        let catalogue = Catalogue::build(&raw.features, &raw.plans).unwrap_or_else(|catalogue_errors| {
-            errors.extend(catalogue_errors);
-            Catalogue::build(&BTreeMap::new(), &BTreeMap::new()).expect("an empty catalogue is valid")
-        });
+        let catalogue =
+            Catalogue::build(&raw.features, &raw.plans).unwrap_or_else(|catalogue_errors| {
+                errors.extend(catalogue_errors);
+                Catalogue::build(&BTreeMap::new(), &BTreeMap::new())
+                    .expect("an empty catalogue is valid")
+            });
         if !errors.is_empty() {
             return Err(ConfigError::Invalid {
                 origin: origin.into(),
@@ -319,7 +325,9 @@ fn server_config(raw: &ServerToml, base: &Path, errors: &mut Vec<String>) -> Ser
         raw.shards
     };
     if shards > SHARDS_MAX {
-        errors.push(format!("server.shards: is {shards}; the limit is {SHARDS_MAX}"));
+        errors.push(format!(
+            "server.shards: is {shards}; the limit is {SHARDS_MAX}"
+        ));
     }
     if raw.mailbox_capacity == 0 || raw.mailbox_capacity > MAILBOX_CAPACITY_MAX {
         errors.push(format!(
@@ -371,7 +379,10 @@ fn storage_config(raw: &StorageToml, base: &Path, errors: &mut Vec<String>) -> S
             interval_ms: raw.periodic_ms,
         },
         "periodic" => {
-            errors.push(format!("storage.periodic_ms: is {}; it must be 1 to 60000", raw.periodic_ms));
+            errors.push(format!(
+                "storage.periodic_ms: is {}; it must be 1 to 60000",
+                raw.periodic_ms
+            ));
             Durability::Sync
         }
         other => {
@@ -397,13 +408,17 @@ fn auth_config(raw: &AuthToml, errors: &mut Vec<String>) -> AuthConfig {
             "admin" => Role::Admin,
             "monitor" => Role::Monitor,
             other => {
-                errors.push(format!("{at}.role: `{other}` is not a role; use client, admin or monitor"));
+                errors.push(format!(
+                    "{at}.role: `{other}` is not a role; use client, admin or monitor"
+                ));
                 continue;
             }
         };
         let mut sha256 = [0u8; 32];
         if hex::decode_to_slice(&key.sha256, &mut sha256).is_err() {
-            errors.push(format!("{at}.sha256: must be 64 hex digits (the SHA-256 of the key)"));
+            errors.push(format!(
+                "{at}.sha256: must be 64 hex digits (the SHA-256 of the key)"
+            ));
             continue;
         }
         keys.push(ApiKeyEntry {
@@ -443,7 +458,8 @@ mod tests {
 
     #[test]
     fn the_shipped_config_is_valid() {
-        let config = Config::parse(DEFAULT_CONFIG_TOML, Path::new("/srv/tally"), "config.toml").unwrap();
+        let config =
+            Config::parse(DEFAULT_CONFIG_TOML, Path::new("/srv/tally"), "config.toml").unwrap();
         assert_eq!(config.storage.data_dir, Path::new("/srv/tally/tally-data"));
         for plan in ["pro", "images", "wallet"] {
             assert!(config.catalogue.plan(plan).is_some(), "plan {plan}");
@@ -454,14 +470,21 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused_with_their_name() {
-        let err = Config::parse("[server]\nlisten = \"127.0.0.1:1\"\nspeed = 3\n", Path::new("."), "c.toml").unwrap_err();
+        let err = Config::parse(
+            "[server]\nlisten = \"127.0.0.1:1\"\nspeed = 3\n",
+            Path::new("."),
+            "c.toml",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("speed"), "{err}");
     }
 
     #[test]
     fn every_problem_is_listed_with_its_key_path() {
         let text = "[server]\nlisten = \"nowhere\"\n[storage]\ndurability = \"sometimes\"\n[billing]\nfee_fixed = \"-1\"\n";
-        let err = Config::parse(text, Path::new("."), "c.toml").unwrap_err().to_string();
+        let err = Config::parse(text, Path::new("."), "c.toml")
+            .unwrap_err()
+            .to_string();
         for path in ["server.listen", "storage.durability", "billing.fee_fixed"] {
             assert!(err.contains(path), "{path} missing from {err}");
         }

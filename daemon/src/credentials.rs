@@ -143,8 +143,13 @@ impl Credentials {
 }
 
 fn create_dev_certificate(dev_dir: &Path, cert: &Path, key: &Path) -> Result<(), CredentialsError> {
-    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
-    let generated = rcgen::generate_simple_self_signed(names).map_err(|e| invalid(cert, e.to_string()))?;
+    let names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    let generated =
+        rcgen::generate_simple_self_signed(names).map_err(|e| invalid(cert, e.to_string()))?;
     write_private(dev_dir, key, &generated.signing_key.serialize_pem())?;
     write_private(dev_dir, cert, &generated.cert.pem())?;
     tracing::warn!(path = %cert.display(), "created a development TLS certificate (loopback only)");

@@ -185,7 +185,8 @@ fn prepare_data_dir(config: &Config) -> Result<(), StartError> {
     }
     if !config.storage.create_if_missing {
         return Err(fail(
-            "does not exist; create it, fix [storage] data_dir, or set create_if_missing = true".into(),
+            "does not exist; create it, fix [storage] data_dir, or set create_if_missing = true"
+                .into(),
         ));
     }
     std::fs::create_dir_all(path).map_err(|e| fail(format!("cannot create it: {e}")))?;

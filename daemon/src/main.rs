@@ -83,7 +83,8 @@ fn wait_for_signal() -> anyhow::Result<()> {
     runtime.block_on(async {
         #[cfg(unix)]
         {
-            let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let mut terminate =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
                 result = tokio::signal::ctrl_c() => result,
                 _ = terminate.recv() => Ok(()),

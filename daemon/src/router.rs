@@ -86,13 +86,17 @@ impl Router {
             Request::Report(item) => self.shard_for_customer(&item.customer),
             Request::Check(c) => self.shard_for_customer(&c.customer),
             Request::Reserve(r) => self.shard_for_customer(&r.customer),
-            Request::CreateCustomer(cp) | Request::ChangePlan(cp) => self.shard_for_customer(&cp.customer),
+            Request::CreateCustomer(cp) | Request::ChangePlan(cp) => {
+                self.shard_for_customer(&cp.customer)
+            }
             Request::TopUp(t) => self.shard_for_customer(&t.customer),
             Request::GetCustomer(c) => self.shard_for_customer(&c.customer),
             Request::Settle(s) => shard_of(s.hold, self.shards.len()),
             Request::Release(r) => shard_of(r.hold, self.shards.len()),
             Request::ReportBatch(_) => {
-                let Request::ReportBatch(items) = request else { unreachable!() };
+                let Request::ReportBatch(items) = request else {
+                    unreachable!()
+                };
                 return Ok(Response::ReportBatch(self.route_batch(items).await));
             }
             other => {
@@ -172,5 +176,84 @@ fn send_error<M>(error: SendError<M>) -> TallyError {
 fn shard_gone() -> TallyError {
     TallyError::Internal {
         reason: "the shard stopped before answering; the request may not have been applied".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::{Config, DEFAULT_CONFIG_TOML};
+    use tally_protocol::message::{CheckRequest, CustomerPlan};
+
+    #[test]
+    fn a_full_mailbox_answers_overloaded_at_once_and_queued_requests_still_complete() {
+        let config = Config::parse(
+            DEFAULT_CONFIG_TOML,
+            std::path::Path::new("."),
+            "config.toml",
+        )
+        .unwrap();
+        let system = actix::System::new();
+        system.block_on(async move {
+            let shards = Shards::start(
+                1,
+                2,
+                config.catalogue,
+                60_000,
+                Arc::new(ManualClock::new(0)),
+            );
+            let router = shards.router.clone();
+            let create = Request::CreateCustomer(CustomerPlan {
+                customer: "acme".into(),
+                plan: "pro".into(),
+            });
+            router.route(create).await.unwrap();
+
+            // Park the shard's thread so its mailbox fills up.
+            let (release, parked) = std::sync::mpsc::channel::<()>();
+            assert!(shards.arbiters[0].spawn_fn(move || {
+                let _ = parked.recv();
+            }));
+            let (done, mut answers) = tokio::sync::mpsc::unbounded_channel();
+            for _ in 0..20 {
+                let router = router.clone();
+                let done = done.clone();
+                actix_rt::spawn(async move {
+                    let check = Request::Check(CheckRequest {
+                        customer: "acme".into(),
+                        feature: "tokens".into(),
+                        amount: 1,
+                    });
+                    let _ = done.send(router.route(check).await);
+                });
+            }
+            drop(done);
+            let mut overloaded = 0;
+            while overloaded < 10 {
+                match answers.recv().await.expect("answers arrive") {
+                    Err(TallyError::Overloaded) => overloaded += 1,
+                    other => panic!(
+                        "only overloaded answers can arrive while the shard is parked: {other:?}"
+                    ),
+                }
+            }
+            release.send(()).unwrap();
+            let mut answered = 0;
+            while let Some(answer) = answers.recv().await {
+                match answer {
+                    Ok(_) => answered += 1,
+                    Err(TallyError::Overloaded) => overloaded += 1,
+                    Err(other) => panic!("{other:?}"),
+                }
+            }
+            assert_eq!(answered + overloaded, 20);
+            assert!(
+                answered >= 1,
+                "queued requests complete once the shard runs again"
+            );
+            assert!(overloaded >= 10);
+            shards.stop();
+        });
     }
 }

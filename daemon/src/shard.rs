@@ -80,7 +80,9 @@ impl Handler<ApplyBatch> for Shard {
         let now_ms = self.clock.now_ms();
         let (positions, items): (Vec<usize>, Vec<ReportItem>) = message.items.into_iter().unzip();
         let results = self.core.report_batch(now_ms, items);
-        let _ = message.reply.send(positions.into_iter().zip(results).collect());
+        let _ = message
+            .reply
+            .send(positions.into_iter().zip(results).collect());
     }
 }
 

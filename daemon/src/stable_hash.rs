@@ -35,7 +35,8 @@ impl Fingerprint {
 
     /// Adds a string field (length-prefixed, so fields cannot run into each other).
     pub fn text(mut self, value: &str) -> Self {
-        self.0.extend_from_slice(&(value.len() as u64).to_le_bytes());
+        self.0
+            .extend_from_slice(&(value.len() as u64).to_le_bytes());
         self.0.extend_from_slice(value.as_bytes());
         self
     }

@@ -129,9 +129,9 @@ impl Client {
         let addr = config.addr;
         let connect_error = move |reason: String| Error::Connect { addr, reason };
         let connecting = tokio::time::timeout(config.connect_timeout, open(&config));
-        let (endpoint, connection, mut send, mut recv) = connecting
-            .await
-            .map_err(|_| connect_error(format!("no answer within {:?}", config.connect_timeout)))??;
+        let (endpoint, connection, mut send, mut recv) = connecting.await.map_err(|_| {
+            connect_error(format!("no answer within {:?}", config.connect_timeout))
+        })??;
 
         let mut hello = Vec::new();
         let frame = ClientFrame::Hello(Hello {
@@ -139,21 +139,33 @@ impl Client {
             api_key: config.api_key.clone(),
         });
         encode_frame(&frame, &mut hello).map_err(|e| Error::Protocol(e.to_string()))?;
-        send.write_all(&hello).await.map_err(|e| connect_error(e.to_string()))?;
-        let mut body = AlignedVec::new();
-        let welcome = tokio::time::timeout(config.connect_timeout, read_frame(&mut recv, FRAME_BYTES_MAX, &mut body))
+        send.write_all(&hello)
             .await
-            .map_err(|_| connect_error("no answer to the handshake".into()))?;
+            .map_err(|e| connect_error(e.to_string()))?;
+        let mut body = AlignedVec::new();
+        let welcome = tokio::time::timeout(
+            config.connect_timeout,
+            read_frame(&mut recv, FRAME_BYTES_MAX, &mut body),
+        )
+        .await
+        .map_err(|_| connect_error("no answer to the handshake".into()))?;
         match welcome {
             Ok(true) => {}
-            Ok(false) => return Err(Error::Closed("the daemon closed the stream during the handshake".into())),
+            Ok(false) => {
+                return Err(Error::Closed(
+                    "the daemon closed the stream during the handshake".into(),
+                ))
+            }
             Err(e) => return Err(connect_error(e.to_string())),
         }
-        let welcome = match decode::<ServerFrame>(&body).map_err(|e| Error::Protocol(e.to_string()))? {
-            ServerFrame::Welcome(welcome) => welcome,
-            ServerFrame::Goodbye(error) => return Err(Error::Rejected(error)),
-            ServerFrame::Response(_) => return Err(Error::Protocol("a response before the welcome".into())),
-        };
+        let welcome =
+            match decode::<ServerFrame>(&body).map_err(|e| Error::Protocol(e.to_string()))? {
+                ServerFrame::Welcome(welcome) => welcome,
+                ServerFrame::Goodbye(error) => return Err(Error::Rejected(error)),
+                ServerFrame::Response(_) => {
+                    return Err(Error::Protocol("a response before the welcome".into()))
+                }
+            };
 
         let shared = Arc::new(Shared::default());
         let inflight_max = welcome.inflight_max.max(1) as usize;
@@ -182,28 +194,55 @@ impl Client {
     /// Sends one request and waits for its answer. Typed rejections become [`Error::Rejected`].
     pub async fn call(&self, request: Request) -> Result<Response, Error> {
         let inner = &self.inner;
-        let _permit = inner.inflight.acquire().await.expect("the semaphore is never closed");
+        let _permit = inner
+            .inflight
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let mut frame = Vec::new();
-        encode_frame(&ClientFrame::Request(RequestFrame { id, request }), &mut frame)
-            .map_err(|e| Error::Protocol(e.to_string()))?;
+        encode_frame(
+            &ClientFrame::Request(RequestFrame { id, request }),
+            &mut frame,
+        )
+        .map_err(|e| Error::Protocol(e.to_string()))?;
         let (answer, answered) = oneshot::channel();
-        inner.shared.pending.lock().expect("client lock poisoned").insert(id, answer);
+        inner
+            .shared
+            .pending
+            .lock()
+            .expect("client lock poisoned")
+            .insert(id, answer);
         if let Some(reason) = inner.shared.closed_reason() {
-            inner.shared.pending.lock().expect("client lock poisoned").remove(&id);
+            inner
+                .shared
+                .pending
+                .lock()
+                .expect("client lock poisoned")
+                .remove(&id);
             return Err(Error::Closed(reason));
         }
         if inner.outgoing.send(frame).await.is_err() {
-            return Err(Error::Closed(inner.shared.closed_reason().unwrap_or_default()));
+            return Err(Error::Closed(
+                inner.shared.closed_reason().unwrap_or_default(),
+            ));
         }
         match tokio::time::timeout(inner.request_timeout, answered).await {
             Ok(Ok(Reply::Ok(response))) => Ok(response),
             Ok(Ok(Reply::Err(error))) => Err(Error::Rejected(error)),
             Ok(Err(_)) => Err(Error::Closed(
-                inner.shared.closed_reason().unwrap_or_else(|| "the connection ended".into()),
+                inner
+                    .shared
+                    .closed_reason()
+                    .unwrap_or_else(|| "the connection ended".into()),
             )),
             Err(_) => {
-                inner.shared.pending.lock().expect("client lock poisoned").remove(&id);
+                inner
+                    .shared
+                    .pending
+                    .lock()
+                    .expect("client lock poisoned")
+                    .remove(&id);
                 Err(Error::Timeout {
                     ms: inner.request_timeout.as_millis() as u64,
                 })
@@ -239,13 +278,25 @@ impl Client {
 
 async fn open(
     config: &ClientConfig,
-) -> Result<(quinn::Endpoint, quinn::Connection, quinn::SendStream, quinn::RecvStream), Error> {
+) -> Result<
+    (
+        quinn::Endpoint,
+        quinn::Connection,
+        quinn::SendStream,
+        quinn::RecvStream,
+    ),
+    Error,
+> {
     let addr = config.addr;
     let fail = move |reason: String| Error::Connect { addr, reason };
     let quic = quic_client_config(&config.ca_certificate_pem).map_err(fail)?;
-    let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
-        .parse()
-        .expect("a literal socket address");
+    let bind: SocketAddr = if addr.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    }
+    .parse()
+    .expect("a literal socket address");
     let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| fail(e.to_string()))?;
     endpoint.set_default_client_config(quic);
     let connection = endpoint
@@ -253,7 +304,10 @@ async fn open(
         .map_err(|e| fail(e.to_string()))?
         .await
         .map_err(|e| fail(e.to_string()))?;
-    let (send, recv) = connection.open_bi().await.map_err(|e| fail(e.to_string()))?;
+    let (send, recv) = connection
+        .open_bi()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
     Ok((endpoint, connection, send, recv))
 }
 
@@ -261,7 +315,9 @@ fn quic_client_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     for certificate in CertificateDer::pem_slice_iter(ca_pem) {
         let certificate = certificate.map_err(|e| format!("reading the CA certificate: {e}"))?;
-        roots.add(certificate).map_err(|e| format!("using the CA certificate: {e}"))?;
+        roots
+            .add(certificate)
+            .map_err(|e| format!("using the CA certificate: {e}"))?;
     }
     if roots.is_empty() {
         return Err("the CA certificate PEM holds no certificate".into());
@@ -282,7 +338,11 @@ fn quic_client_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig, String> {
 }
 
 /// Coalesces queued frames into one write so pipelined requests share stream writes.
-async fn write_loop(mut send: quinn::SendStream, mut queued: mpsc::Receiver<Vec<u8>>, shared: Arc<Shared>) {
+async fn write_loop(
+    mut send: quinn::SendStream,
+    mut queued: mpsc::Receiver<Vec<u8>>,
+    shared: Arc<Shared>,
+) {
     while let Some(mut batch) = queued.recv().await {
         while batch.len() < WRITE_COALESCE_BYTES_MAX {
             match queued.try_recv() {
@@ -308,13 +368,19 @@ async fn read_loop(mut recv: quinn::RecvStream, shared: Arc<Shared>) {
         }
         match decode::<ServerFrame>(&body) {
             Ok(ServerFrame::Response(response)) => {
-                let waiter = shared.pending.lock().expect("client lock poisoned").remove(&response.id);
+                let waiter = shared
+                    .pending
+                    .lock()
+                    .expect("client lock poisoned")
+                    .remove(&response.id);
                 // A missing waiter timed out already; its late answer is dropped.
                 if let Some(waiter) = waiter {
                     let _ = waiter.send(response.reply);
                 }
             }
-            Ok(ServerFrame::Goodbye(error)) => break format!("the daemon closed the stream: {error}"),
+            Ok(ServerFrame::Goodbye(error)) => {
+                break format!("the daemon closed the stream: {error}")
+            }
             Ok(ServerFrame::Welcome(_)) => break "a second welcome from the daemon".to_string(),
             Err(e) => break format!("a malformed frame from the daemon: {e}"),
         }
@@ -341,7 +407,10 @@ impl Usage<'_> {
     }
 
     /// Records many usages at once; one result per item, in order.
-    pub async fn report_batch(&self, items: Vec<ReportItem>) -> Result<Vec<BatchItemResult>, Error> {
+    pub async fn report_batch(
+        &self,
+        items: Vec<ReportItem>,
+    ) -> Result<Vec<BatchItemResult>, Error> {
         match self.client.call(Request::ReportBatch(items)).await? {
             Response::ReportBatch(results) => Ok(results),
             other => Err(unexpected(other)),
@@ -356,7 +425,12 @@ pub struct Entitlements<'a> {
 
 impl Entitlements<'_> {
     /// May `customer` use `amount` of `feature` now? Read-only.
-    pub async fn check(&self, customer: &str, feature: &str, amount: u64) -> Result<CheckOutcome, Error> {
+    pub async fn check(
+        &self,
+        customer: &str,
+        feature: &str,
+        amount: u64,
+    ) -> Result<CheckOutcome, Error> {
         let request = Request::Check(CheckRequest {
             customer: customer.into(),
             feature: feature.into(),
@@ -376,7 +450,13 @@ pub struct Holds<'a> {
 
 impl Holds<'_> {
     /// Holds the cost of `amount` for `ttl`; `allowed: false` when the customer cannot afford it.
-    pub async fn reserve(&self, customer: &str, feature: &str, amount: u64, ttl: Duration) -> Result<ReserveOutcome, Error> {
+    pub async fn reserve(
+        &self,
+        customer: &str,
+        feature: &str,
+        amount: u64,
+        ttl: Duration,
+    ) -> Result<ReserveOutcome, Error> {
         let request = Request::Reserve(ReserveRequest {
             customer: customer.into(),
             feature: feature.into(),
@@ -390,7 +470,12 @@ impl Holds<'_> {
     }
 
     /// Charges `actual` units and releases the hold.
-    pub async fn settle(&self, hold: u64, actual: u64, idempotency_key: Option<IdempotencyKey>) -> Result<ReportOutcome, Error> {
+    pub async fn settle(
+        &self,
+        hold: u64,
+        actual: u64,
+        idempotency_key: Option<IdempotencyKey>,
+    ) -> Result<ReportOutcome, Error> {
         let request = Request::Settle(SettleRequest {
             hold,
             actual,
@@ -404,7 +489,11 @@ impl Holds<'_> {
 
     /// Releases the hold without charging.
     pub async fn release(&self, hold: u64) -> Result<ReleaseOutcome, Error> {
-        match self.client.call(Request::Release(ReleaseRequest { hold })).await? {
+        match self
+            .client
+            .call(Request::Release(ReleaseRequest { hold }))
+            .await?
+        {
             Response::Release(outcome) => Ok(outcome),
             other => Err(unexpected(other)),
         }
@@ -451,7 +540,12 @@ impl Admin<'_> {
     }
 
     /// Buys credit packs or loads dollars.
-    pub async fn top_up(&self, customer: &str, amount: TopUpAmount, idempotency_key: Option<IdempotencyKey>) -> Result<TopUpOutcome, Error> {
+    pub async fn top_up(
+        &self,
+        customer: &str,
+        amount: TopUpAmount,
+        idempotency_key: Option<IdempotencyKey>,
+    ) -> Result<TopUpOutcome, Error> {
         let request = Request::TopUp(TopUpRequest {
             customer: customer.into(),
             amount,

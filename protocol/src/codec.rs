@@ -42,13 +42,15 @@ pub fn encode_frame<T>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError>
 where
     T: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
 {
-    let body = rkyv::to_bytes::<rancor::Error>(value).map_err(|e| CodecError::Encode(e.to_string()))?;
-    let length = u32::try_from(body.len()).ok().filter(|&l| l <= FRAME_BYTES_MAX).ok_or(
-        CodecError::FrameTooLarge {
+    let body =
+        rkyv::to_bytes::<rancor::Error>(value).map_err(|e| CodecError::Encode(e.to_string()))?;
+    let length = u32::try_from(body.len())
+        .ok()
+        .filter(|&l| l <= FRAME_BYTES_MAX)
+        .ok_or(CodecError::FrameTooLarge {
             bytes: body.len() as u64,
             limit: FRAME_BYTES_MAX,
-        },
-    )?;
+        })?;
     out.reserve(LENGTH_PREFIX_BYTES + body.len());
     out.extend_from_slice(&length.to_le_bytes());
     out.extend_from_slice(&body);
@@ -81,7 +83,7 @@ where
         return Err(CodecError::EmptyFrame);
     }
     let malformed = |e: rancor::Error| CodecError::Malformed(e.to_string());
-    if (body.as_ptr() as usize) % 16 == 0 {
+    if (body.as_ptr() as usize).is_multiple_of(16) {
         return rkyv::from_bytes::<T, rancor::Error>(body).map_err(malformed);
     }
     let mut aligned = AlignedVec::<16>::with_capacity(body.len());
@@ -126,8 +128,14 @@ mod tests {
     #[test]
     fn random_bytes_are_malformed_not_a_panic() {
         let garbage = [0xffu8; 64];
-        assert!(matches!(decode::<ClientFrame>(&garbage), Err(CodecError::Malformed(_))));
-        assert!(matches!(decode::<ClientFrame>(&[]), Err(CodecError::EmptyFrame)));
+        assert!(matches!(
+            decode::<ClientFrame>(&garbage),
+            Err(CodecError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode::<ClientFrame>(&[]),
+            Err(CodecError::EmptyFrame)
+        ));
     }
 
     #[test]
@@ -154,13 +162,15 @@ mod tests {
             proptest::option::of(any::<[u8; 16]>()),
             any::<bool>(),
         )
-            .prop_map(|(customer, feature, amount, idempotency_key, only_if_allowed)| ReportItem {
-                customer,
-                feature,
-                amount,
-                idempotency_key,
-                only_if_allowed,
-            })
+            .prop_map(
+                |(customer, feature, amount, idempotency_key, only_if_allowed)| ReportItem {
+                    customer,
+                    feature,
+                    amount,
+                    idempotency_key,
+                    only_if_allowed,
+                },
+            )
     }
 
     proptest! {
@@ -188,7 +198,10 @@ mod tests {
     fn server_frames_round_trip() {
         let frame = ServerFrame::Response(ResponseFrame {
             id: 7,
-            reply: Reply::Err(TallyError::InsufficientBalance { cost: 5, available: 2 }),
+            reply: Reply::Err(TallyError::InsufficientBalance {
+                cost: 5,
+                available: 2,
+            }),
         });
         let mut out = Vec::new();
         encode_frame(&frame, &mut out).unwrap();

@@ -20,7 +20,11 @@ pub enum FrameReadError {
 
 /// Reads one frame body into `body` (replacing its contents). Returns `Ok(false)` on a clean end
 /// of stream at a frame boundary.
-pub async fn read_frame<R>(reader: &mut R, limit: u32, body: &mut AlignedVec) -> Result<bool, FrameReadError>
+pub async fn read_frame<R>(
+    reader: &mut R,
+    limit: u32,
+    body: &mut AlignedVec,
+) -> Result<bool, FrameReadError>
 where
     R: AsyncRead + Unpin,
 {
@@ -52,7 +56,9 @@ mod tests {
     async fn reads_frames_back_to_back_then_a_clean_end() {
         let (mut a, mut b) = tokio::io::duplex(64);
         tokio::spawn(async move {
-            a.write_all(&[3, 0, 0, 0, 1, 2, 3, 1, 0, 0, 0, 9]).await.unwrap();
+            a.write_all(&[3, 0, 0, 0, 1, 2, 3, 1, 0, 0, 0, 9])
+                .await
+                .unwrap();
         });
         let mut body = AlignedVec::new();
         assert!(read_frame(&mut b, 16, &mut body).await.unwrap());

@@ -30,7 +30,9 @@ pub const HOLD_TTL_MS_MAX: u64 = 24 * 60 * 60 * 1000;
 /// Money is counted in rate units: 10,000 rate units are one dollar.
 pub const RATE_UNITS_PER_DOLLAR: i64 = 10_000;
 
-const _: () = assert!(BATCH_ITEMS_MAX * (CUSTOMER_ID_BYTES_MAX + SLUG_BYTES_MAX + 64) < FRAME_BYTES_MAX as usize);
+const _: () = assert!(
+    BATCH_ITEMS_MAX * (CUSTOMER_ID_BYTES_MAX + SLUG_BYTES_MAX + 64) < FRAME_BYTES_MAX as usize
+);
 
 /// A 16-byte idempotency key chosen by the client; a retry with the same key changes nothing.
 pub type IdempotencyKey = [u8; 16];
@@ -218,7 +220,9 @@ impl RoleRequired {
     pub fn is_granted_to(self, role: Role) -> bool {
         matches!(
             (self, role),
-            (_, Role::Admin) | (RoleRequired::Client, Role::Client) | (RoleRequired::Monitor, Role::Monitor)
+            (_, Role::Admin)
+                | (RoleRequired::Client, Role::Client)
+                | (RoleRequired::Monitor, Role::Monitor)
         )
     }
 }
@@ -747,14 +751,18 @@ fn validate_slug(what: &str, slug: &str) -> Result<(), TallyError> {
 
 fn validate_amount(what: &str, amount: u64) -> Result<(), TallyError> {
     if amount == 0 || amount > AMOUNT_MAX {
-        return Err(invalid(format!("{what} is {amount}; it must be 1 to {AMOUNT_MAX}")));
+        return Err(invalid(format!(
+            "{what} is {amount}; it must be 1 to {AMOUNT_MAX}"
+        )));
     }
     Ok(())
 }
 
 fn validate_amount_or_zero(what: &str, amount: u64) -> Result<(), TallyError> {
     if amount > AMOUNT_MAX {
-        return Err(invalid(format!("{what} is {amount}; the limit is {AMOUNT_MAX}")));
+        return Err(invalid(format!(
+            "{what} is {amount}; the limit is {AMOUNT_MAX}"
+        )));
     }
     Ok(())
 }

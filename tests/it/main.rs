@@ -1,1 +1,10 @@
+//! End-to-end tests: each starts a real daemon on 127.0.0.1 with a temporary data dir and a
+//! manual clock, and talks to it only through the client library (the bad-input tests also open
+//! raw QUIC streams, as a hostile peer would). One binary so the suite links once.
 
+mod bad_input;
+mod concurrency;
+mod holds;
+mod idempotency;
+mod seed_examples;
+mod test_daemon;

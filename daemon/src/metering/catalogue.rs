@@ -219,12 +219,18 @@ impl Catalogue {
     }
 }
 
-fn check_unique_slugs<'a>(section: &str, slugs: impl Iterator<Item = &'a String>, errors: &mut Vec<String>) {
+fn check_unique_slugs<'a>(
+    section: &str,
+    slugs: impl Iterator<Item = &'a String>,
+    errors: &mut Vec<String>,
+) {
     let mut seen: BTreeMap<String, &String> = BTreeMap::new();
     for slug in slugs {
         let valid = !slug.is_empty()
             && slug.len() <= SLUG_BYTES_MAX
-            && slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.');
+            && slug.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.'
+            });
         if !valid {
             errors.push(format!(
                 "{section}.{slug}: a slug is 1 to {SLUG_BYTES_MAX} characters of a-z, 0-9, `-`, `_` or `.`"
@@ -279,7 +285,11 @@ fn build_plan(
     let period = Period::parse(&plan.period)
         .map_err(|e| errors.push(format!("{at}.period: {e}")))
         .ok();
-    let base_price_units = dollars(&format!("{at}.base_price"), plan.base_price.as_deref(), errors);
+    let base_price_units = dollars(
+        &format!("{at}.base_price"),
+        plan.base_price.as_deref(),
+        errors,
+    );
     let terms = match model {
         "metered" => ModelTerms::Metered {
             spending_cap_units: plan
@@ -288,21 +298,43 @@ fn build_plan(
                 .map(|cap| dollars(&format!("{at}.spending_cap"), Some(cap), errors)),
         },
         "credits" => {
-            let pack_credits = count(&format!("{at}.pack_credits"), plan.pack_credits.unwrap_or(0), CREDITS_MAX, errors);
+            let pack_credits = count(
+                &format!("{at}.pack_credits"),
+                plan.pack_credits.unwrap_or(0),
+                CREDITS_MAX,
+                errors,
+            );
             if plan.pack_credits.is_none() || pack_credits == 0 {
-                errors.push(format!("{at}.pack_credits: a credits plan needs packs of at least 1 credit"));
+                errors.push(format!(
+                    "{at}.pack_credits: a credits plan needs packs of at least 1 credit"
+                ));
             }
             if plan.pack_price.is_none() {
-                errors.push(format!("{at}.pack_price: a credits plan needs the price of a pack"));
+                errors.push(format!(
+                    "{at}.pack_price: a credits plan needs the price of a pack"
+                ));
             }
             ModelTerms::Credits {
                 pack_credits,
-                pack_price_units: dollars(&format!("{at}.pack_price"), plan.pack_price.as_deref(), errors),
-                grant_credits: count(&format!("{at}.grant_credits"), plan.grant_credits.unwrap_or(0), CREDITS_MAX, errors),
+                pack_price_units: dollars(
+                    &format!("{at}.pack_price"),
+                    plan.pack_price.as_deref(),
+                    errors,
+                ),
+                grant_credits: count(
+                    &format!("{at}.grant_credits"),
+                    plan.grant_credits.unwrap_or(0),
+                    CREDITS_MAX,
+                    errors,
+                ),
             }
         }
         _ => ModelTerms::Balance {
-            overdraft_units: dollars(&format!("{at}.overdraft"), plan.overdraft.as_deref(), errors),
+            overdraft_units: dollars(
+                &format!("{at}.overdraft"),
+                plan.overdraft.as_deref(),
+                errors,
+            ),
         },
     };
 
@@ -311,10 +343,14 @@ fn build_plan(
     for (feature, terms_toml) in &plan.features {
         let at = format!("{at}.features.{feature}");
         match kinds.get(feature) {
-            None => errors.push(format!("{at}: unknown feature `{feature}`; declare it under [features]")),
+            None => errors.push(format!(
+                "{at}: unknown feature `{feature}`; declare it under [features]"
+            )),
             Some(FeatureKind::Flag) => {
                 if has_any_term(terms_toml) {
-                    errors.push(format!("{at}: `{feature}` is a flag feature; write it as {{}} with no terms"));
+                    errors.push(format!(
+                        "{at}: `{feature}` is a flag feature; write it as {{}} with no terms"
+                    ));
                 }
                 flags.insert(feature.clone());
             }
@@ -339,7 +375,11 @@ fn build_plan(
 }
 
 fn has_any_term(t: &PlanFeatureToml) -> bool {
-    t.included.is_some() || t.overage.is_some() || t.credits.is_some() || t.price.is_some() || t.per.is_some()
+    t.included.is_some()
+        || t.overage.is_some()
+        || t.credits.is_some()
+        || t.price.is_some()
+        || t.per.is_some()
 }
 
 fn build_usage_terms(
@@ -378,21 +418,38 @@ fn build_usage_terms(
     };
     let terms = match model {
         "metered" => UsageTerms::Metered {
-            included: count(&format!("{at}.included"), t.included.unwrap_or(0), i64::MAX, errors) as u64,
-            overage: t.overage.as_deref().and_then(|o| price("overage", o, errors)),
+            included: count(
+                &format!("{at}.included"),
+                t.included.unwrap_or(0),
+                i64::MAX,
+                errors,
+            ) as u64,
+            overage: t
+                .overage
+                .as_deref()
+                .and_then(|o| price("overage", o, errors)),
         },
         "credits" => {
             let Some(credits) = t.credits else {
-                errors.push(format!("{at}.credits: a credits plan needs the credits each unit costs"));
+                errors.push(format!(
+                    "{at}.credits: a credits plan needs the credits each unit costs"
+                ));
                 return None;
             };
             UsageTerms::Credits {
-                credits_per_unit: count(&format!("{at}.credits"), credits, CREDITS_PER_UNIT_MAX, errors),
+                credits_per_unit: count(
+                    &format!("{at}.credits"),
+                    credits,
+                    CREDITS_PER_UNIT_MAX,
+                    errors,
+                ),
             }
         }
         _ => {
             let Some(text) = t.price.as_deref() else {
-                errors.push(format!("{at}.price: a balance plan needs the price of each feature"));
+                errors.push(format!(
+                    "{at}.price: a balance plan needs the price of each feature"
+                ));
                 return None;
             };
             UsageTerms::Balance {
@@ -446,7 +503,9 @@ mod tests {
     "#;
 
     fn errors_of(plans: &str) -> String {
-        parse(&format!("{FEATURES}\n{plans}")).unwrap_err().join("\n")
+        parse(&format!("{FEATURES}\n{plans}"))
+            .unwrap_err()
+            .join("\n")
     }
 
     #[test]
@@ -457,7 +516,10 @@ mod tests {
                period = "1 month"
                features.tokens = { included = 10, credits = 2 }"#,
         );
-        assert!(errors.contains("plans.pro.features.tokens.credits: belongs to the credits model"), "{errors}");
+        assert!(
+            errors.contains("plans.pro.features.tokens.credits: belongs to the credits model"),
+            "{errors}"
+        );
         let errors = errors_of(
             r#"[plans.pro]
                model = "metered"
@@ -476,8 +538,14 @@ mod tests {
                features.gpt-5 = { price = "0.01" }
                features.tokens = { price = "0.00001" }"#,
         );
-        assert!(errors.contains("plans.wallet.features.gpt-5: unknown feature"), "{errors}");
-        assert!(errors.contains("plans.wallet.features.tokens.price: `0.00001` is finer than $0.0001"), "{errors}");
+        assert!(
+            errors.contains("plans.wallet.features.gpt-5: unknown feature"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("plans.wallet.features.tokens.price: `0.00001` is finer than $0.0001"),
+            "{errors}"
+        );
     }
 
     #[test]
@@ -489,17 +557,26 @@ mod tests {
                base_price = "-1"
                features.tokens = { included = -5 }"#,
         );
-        assert!(errors.contains("plans.pro.base_price: `-1` is negative"), "{errors}");
-        assert!(errors.contains("plans.pro.features.tokens.included: is -5"), "{errors}");
-        let errors = parse("[features]\nx = { kind = \"maybe\" }").unwrap_err().join("\n");
+        assert!(
+            errors.contains("plans.pro.base_price: `-1` is negative"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("plans.pro.features.tokens.included: is -5"),
+            "{errors}"
+        );
+        let errors = parse("[features]\nx = { kind = \"maybe\" }")
+            .unwrap_err()
+            .join("\n");
         assert!(errors.contains("features.x.kind"), "{errors}");
     }
 
     #[test]
     fn slugs_differing_only_in_case_are_duplicates() {
-        let errors = parse("[features]\ntokens = { kind = \"usage\" }\nTokens = { kind = \"usage\" }")
-            .unwrap_err()
-            .join("\n");
+        let errors =
+            parse("[features]\ntokens = { kind = \"usage\" }\nTokens = { kind = \"usage\" }")
+                .unwrap_err()
+                .join("\n");
         assert!(errors.contains("duplicates the slug"), "{errors}");
     }
 
@@ -539,7 +616,10 @@ mod tests {
         assert_eq!(
             catalogue.plan("wallet").unwrap().usage["tokens"],
             UsageTerms::Balance {
-                price: Price { units: 1_500, per: 1_000_000 }
+                price: Price {
+                    units: 1_500,
+                    per: 1_000_000
+                }
             }
         );
     }

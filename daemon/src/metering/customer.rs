@@ -133,17 +133,25 @@ impl Customer {
                 feature: feature.into(),
             }),
             Some(FeatureKind::Flag) => Ok(FeatureRule::Flag(self.plan.flags.contains(feature))),
-            Some(FeatureKind::Usage) => self.plan.usage.get(feature).copied().map(FeatureRule::Usage).ok_or_else(|| {
-                TallyError::FeatureNotInPlan {
+            Some(FeatureKind::Usage) => self
+                .plan
+                .usage
+                .get(feature)
+                .copied()
+                .map(FeatureRule::Usage)
+                .ok_or_else(|| TallyError::FeatureNotInPlan {
                     feature: feature.into(),
                     plan: self.plan.slug.clone(),
-                }
-            }),
+                }),
         }
     }
 
     /// Like [`Customer::rule`] but refuses flag features, for operations that take usage.
-    pub fn usage_terms(&self, catalogue: &Catalogue, feature: &str) -> Result<UsageTerms, TallyError> {
+    pub fn usage_terms(
+        &self,
+        catalogue: &Catalogue,
+        feature: &str,
+    ) -> Result<UsageTerms, TallyError> {
         match self.rule(catalogue, feature)? {
             FeatureRule::Usage(terms) => Ok(terms),
             FeatureRule::Flag(_) => Err(TallyError::NotAUsageFeature {
@@ -157,7 +165,11 @@ impl Customer {
     }
 
     fn held_amount(&self, feature: &str) -> u64 {
-        self.holds.values().filter(|h| h.feature == feature).map(|h| h.amount).sum()
+        self.holds
+            .values()
+            .filter(|h| h.feature == feature)
+            .map(|h| h.amount)
+            .sum()
     }
 
     fn held_total(&self) -> i64 {
@@ -177,7 +189,9 @@ impl Customer {
                 UsageTerms::Metered {
                     included,
                     overage: Some(price),
-                } => price.cost((self.used(feature) + self.held_amount(feature)).saturating_sub(*included)),
+                } => price.cost(
+                    (self.used(feature) + self.held_amount(feature)).saturating_sub(*included),
+                ),
                 _ => 0,
             })
             .sum()
@@ -305,7 +319,15 @@ impl Customer {
     }
 
     /// Opens a hold (the caller has assessed it as allowed). `hold_id` must be unused.
-    pub fn open_hold(&mut self, hold_id: u64, feature: &str, terms: UsageTerms, amount: u64, cost: i64, expires_at_ms: u64) {
+    pub fn open_hold(
+        &mut self,
+        hold_id: u64,
+        feature: &str,
+        terms: UsageTerms,
+        amount: u64,
+        cost: i64,
+        expires_at_ms: u64,
+    ) {
         let held = match terms {
             UsageTerms::Metered { .. } => amount as i64,
             UsageTerms::Credits { .. } | UsageTerms::Balance { .. } => cost,

@@ -46,7 +46,9 @@ impl ShardCore {
     pub fn handle(&mut self, now_ms: u64, request: Request) -> Result<Response, TallyError> {
         match request {
             Request::Report(item) => self.report(now_ms, item).map(Response::Report),
-            Request::ReportBatch(items) => Ok(Response::ReportBatch(self.report_batch(now_ms, items))),
+            Request::ReportBatch(items) => {
+                Ok(Response::ReportBatch(self.report_batch(now_ms, items)))
+            }
             Request::Check(c) => self.check(now_ms, &c).map(Response::Check),
             Request::Reserve(r) => self.reserve(now_ms, &r).map(Response::Reserve),
             Request::Settle(s) => self.settle(now_ms, &s).map(Response::Report),
@@ -54,7 +56,9 @@ impl ShardCore {
             Request::CreateCustomer(cp) => self.create_customer(now_ms, cp).map(Response::Customer),
             Request::ChangePlan(cp) => self.change_plan(now_ms, &cp).map(Response::Customer),
             Request::TopUp(t) => self.top_up(now_ms, &t).map(Response::TopUp),
-            Request::GetCustomer(c) => Ok(Response::Customer(self.touch(now_ms, &c.customer)?.view())),
+            Request::GetCustomer(c) => {
+                Ok(Response::Customer(self.touch(now_ms, &c.customer)?.view()))
+            }
             other => Err(TallyError::Unsupported {
                 operation: other.operation_name().into(),
             }),
@@ -90,9 +94,12 @@ impl ShardCore {
 
     /// The customer, with its expired holds released first so every answer is exact.
     fn touch(&mut self, now_ms: u64, id: &str) -> Result<&mut Customer, TallyError> {
-        let customer = self.customers.get_mut(id).ok_or_else(|| TallyError::UnknownCustomer {
-            customer: id.into(),
-        })?;
+        let customer = self
+            .customers
+            .get_mut(id)
+            .ok_or_else(|| TallyError::UnknownCustomer {
+                customer: id.into(),
+            })?;
         for hold in customer.expire_holds(now_ms) {
             self.hold_owners.remove(&hold);
         }
@@ -129,7 +136,12 @@ impl ShardCore {
             standing: customer.standing(&item.feature, terms.into()),
         };
         if let Some(key) = item.idempotency_key {
-            self.idempotency.remember(now_ms, key, fingerprint, Remembered::Report(outcome.clone()));
+            self.idempotency.remember(
+                now_ms,
+                key,
+                fingerprint,
+                Remembered::Report(outcome.clone()),
+            );
         }
         Ok(outcome)
     }
@@ -155,9 +167,12 @@ impl ShardCore {
 
     fn reserve(&mut self, now_ms: u64, r: &ReserveRequest) -> Result<ReserveOutcome, TallyError> {
         let catalogue = self.catalogue.clone();
-        let customer = self.customers.get_mut(&r.customer).ok_or_else(|| TallyError::UnknownCustomer {
-            customer: r.customer.clone(),
-        })?;
+        let customer =
+            self.customers
+                .get_mut(&r.customer)
+                .ok_or_else(|| TallyError::UnknownCustomer {
+                    customer: r.customer.clone(),
+                })?;
         for hold in customer.expire_holds(now_ms) {
             self.hold_owners.remove(&hold);
         }
@@ -193,7 +208,14 @@ impl ShardCore {
             }
         };
         let expires_at_ms = now_ms.saturating_add(r.ttl_ms);
-        customer.open_hold(hold, &r.feature, terms, r.amount, assessment.cost, expires_at_ms);
+        customer.open_hold(
+            hold,
+            &r.feature,
+            terms,
+            r.amount,
+            assessment.cost,
+            expires_at_ms,
+        );
         self.hold_owners.insert(hold, r.customer.clone());
         self.hold_expiry.insert((expires_at_ms, hold));
         Ok(ReserveOutcome {
@@ -207,7 +229,11 @@ impl ShardCore {
     }
 
     /// Removes an open hold and returns its owner's id, or `UnknownHold`.
-    fn take_hold(&mut self, now_ms: u64, hold: u64) -> Result<(String, super::customer::Hold), TallyError> {
+    fn take_hold(
+        &mut self,
+        now_ms: u64,
+        hold: u64,
+    ) -> Result<(String, super::customer::Hold), TallyError> {
         let unknown = || TallyError::UnknownHold { hold };
         let owner = self.hold_owners.get(&hold).cloned().ok_or_else(unknown)?;
         let customer = self.touch(now_ms, &owner)?;
@@ -217,7 +243,10 @@ impl ShardCore {
     }
 
     fn settle(&mut self, now_ms: u64, s: &SettleRequest) -> Result<ReportOutcome, TallyError> {
-        let fingerprint = Fingerprint::new("settle").number(s.hold).number(s.actual).finish();
+        let fingerprint = Fingerprint::new("settle")
+            .number(s.hold)
+            .number(s.actual)
+            .finish();
         if let Some(key) = &s.idempotency_key {
             if let Some(first) = self.idempotency.lookup(now_ms, key, fingerprint)? {
                 return as_duplicate_report(first);
@@ -225,7 +254,10 @@ impl ShardCore {
         }
         let catalogue = self.catalogue.clone();
         let (owner, hold) = self.take_hold(now_ms, s.hold)?;
-        let customer = self.customers.get_mut(&owner).expect("a hold's owner exists");
+        let customer = self
+            .customers
+            .get_mut(&owner)
+            .expect("a hold's owner exists");
         let terms = customer
             .usage_terms(&catalogue, &hold.feature)
             .expect("plan changes drop holds, so a hold's feature is in the plan");
@@ -243,7 +275,12 @@ impl ShardCore {
             standing: customer.standing(&hold.feature, terms.into()),
         };
         if let Some(key) = s.idempotency_key {
-            self.idempotency.remember(now_ms, key, fingerprint, Remembered::Report(outcome.clone()));
+            self.idempotency.remember(
+                now_ms,
+                key,
+                fingerprint,
+                Remembered::Report(outcome.clone()),
+            );
         }
         Ok(outcome)
     }
@@ -251,7 +288,10 @@ impl ShardCore {
     fn release(&mut self, now_ms: u64, hold_id: u64) -> Result<ReleaseOutcome, TallyError> {
         let catalogue = self.catalogue.clone();
         let (owner, hold) = self.take_hold(now_ms, hold_id)?;
-        let customer = self.customers.get_mut(&owner).expect("a hold's owner exists");
+        let customer = self
+            .customers
+            .get_mut(&owner)
+            .expect("a hold's owner exists");
         customer.seq += 1;
         let rule = customer.rule(&catalogue, &hold.feature)?;
         Ok(ReleaseOutcome {
@@ -261,11 +301,21 @@ impl ShardCore {
         })
     }
 
-    fn create_customer(&mut self, now_ms: u64, cp: CustomerPlan) -> Result<CustomerView, TallyError> {
+    fn create_customer(
+        &mut self,
+        now_ms: u64,
+        cp: CustomerPlan,
+    ) -> Result<CustomerView, TallyError> {
         if self.customers.contains_key(&cp.customer) {
-            return Err(TallyError::CustomerExists { customer: cp.customer });
+            return Err(TallyError::CustomerExists {
+                customer: cp.customer,
+            });
         }
-        let plan = self.catalogue.plan(&cp.plan).cloned().ok_or(TallyError::UnknownPlan { plan: cp.plan })?;
+        let plan = self
+            .catalogue
+            .plan(&cp.plan)
+            .cloned()
+            .ok_or(TallyError::UnknownPlan { plan: cp.plan })?;
         let customer = Customer::new(cp.customer.clone(), plan, now_ms);
         let view = customer.view();
         self.customers.insert(cp.customer, customer);
@@ -273,13 +323,20 @@ impl ShardCore {
     }
 
     fn change_plan(&mut self, now_ms: u64, cp: &CustomerPlan) -> Result<CustomerView, TallyError> {
-        let plan = self.catalogue.plan(&cp.plan).cloned().ok_or_else(|| TallyError::UnknownPlan {
-            plan: cp.plan.clone(),
-        })?;
+        let plan =
+            self.catalogue
+                .plan(&cp.plan)
+                .cloned()
+                .ok_or_else(|| TallyError::UnknownPlan {
+                    plan: cp.plan.clone(),
+                })?;
         let customer = self.touch(now_ms, &cp.customer)?;
         if customer.plan.slug == plan.slug {
             return Err(TallyError::InvalidRequest {
-                reason: format!("customer `{}` is already on plan `{}`", cp.customer, plan.slug),
+                reason: format!(
+                    "customer `{}` is already on plan `{}`",
+                    cp.customer, plan.slug
+                ),
             });
         }
         let dropped = customer.start_plan(plan, now_ms);
@@ -295,43 +352,56 @@ impl ShardCore {
             TopUpAmount::Packs(packs) => ("packs", u64::from(packs)),
             TopUpAmount::Units(units) => ("units", units as u64),
         };
-        let fingerprint = Fingerprint::new("top_up").text(&t.customer).text(kind).number(value).finish();
+        let fingerprint = Fingerprint::new("top_up")
+            .text(&t.customer)
+            .text(kind)
+            .number(value)
+            .finish();
         if let Some(key) = &t.idempotency_key {
             match self.idempotency.lookup(now_ms, key, fingerprint)? {
-                Some(Remembered::TopUp(first)) => return Ok(TopUpOutcome { duplicate: true, ..first }),
+                Some(Remembered::TopUp(first)) => {
+                    return Ok(TopUpOutcome {
+                        duplicate: true,
+                        ..first
+                    })
+                }
                 Some(Remembered::Report(_)) => return Err(key_reused()),
                 None => {}
             }
         }
         let customer = self.touch(now_ms, &t.customer)?;
-        let (gross_units, credits_added, balance_added_units) = match (customer.plan.terms, t.amount) {
-            (
-                ModelTerms::Credits {
-                    pack_credits,
-                    pack_price_units,
-                    ..
-                },
-                TopUpAmount::Packs(packs),
-            ) => {
-                let credits = i64::from(packs) * pack_credits;
-                customer.purchased_credits += credits;
-                (i64::from(packs) * pack_price_units, credits, 0)
-            }
-            (ModelTerms::Balance { .. }, TopUpAmount::Units(units)) => {
-                customer.balance_units += units;
-                (units, 0, units)
-            }
-            (terms, _) => {
-                let how = match terms {
-                    ModelTerms::Credits { .. } => "buys credits with --packs, not dollars",
-                    ModelTerms::Balance { .. } => "loads dollars with --amount, not packs",
-                    ModelTerms::Metered { .. } => "is metered and takes no top-ups",
-                };
-                return Err(TallyError::InvalidRequest {
-                    reason: format!("customer `{}` is on plan `{}`, which {how}", t.customer, customer.plan.slug),
-                });
-            }
-        };
+        let (gross_units, credits_added, balance_added_units) =
+            match (customer.plan.terms, t.amount) {
+                (
+                    ModelTerms::Credits {
+                        pack_credits,
+                        pack_price_units,
+                        ..
+                    },
+                    TopUpAmount::Packs(packs),
+                ) => {
+                    let credits = i64::from(packs) * pack_credits;
+                    customer.purchased_credits += credits;
+                    (i64::from(packs) * pack_price_units, credits, 0)
+                }
+                (ModelTerms::Balance { .. }, TopUpAmount::Units(units)) => {
+                    customer.balance_units += units;
+                    (units, 0, units)
+                }
+                (terms, _) => {
+                    let how = match terms {
+                        ModelTerms::Credits { .. } => "buys credits with --packs, not dollars",
+                        ModelTerms::Balance { .. } => "loads dollars with --amount, not packs",
+                        ModelTerms::Metered { .. } => "is metered and takes no top-ups",
+                    };
+                    return Err(TallyError::InvalidRequest {
+                        reason: format!(
+                            "customer `{}` is on plan `{}`, which {how}",
+                            t.customer, customer.plan.slug
+                        ),
+                    });
+                }
+            };
         customer.seq += 1;
         let outcome = TopUpOutcome {
             seq: customer.seq,
@@ -342,7 +412,8 @@ impl ShardCore {
             customer: customer.view(),
         };
         if let Some(key) = t.idempotency_key {
-            self.idempotency.remember(now_ms, key, fingerprint, Remembered::TopUp(outcome.clone()));
+            self.idempotency
+                .remember(now_ms, key, fingerprint, Remembered::TopUp(outcome.clone()));
         }
         Ok(outcome)
     }
@@ -380,13 +451,24 @@ mod tests {
     const T0: u64 = 1_800_000_000_000;
 
     fn core() -> ShardCore {
-        let config = Config::parse(DEFAULT_CONFIG_TOML, std::path::Path::new("."), "config.toml").unwrap();
+        let config = Config::parse(
+            DEFAULT_CONFIG_TOML,
+            std::path::Path::new("."),
+            "config.toml",
+        )
+        .unwrap();
         ShardCore::new(config.catalogue, 60_000)
     }
 
     fn create(core: &mut ShardCore, id: &str, plan: &str) {
-        core.handle(T0, Request::CreateCustomer(CustomerPlan { customer: id.into(), plan: plan.into() }))
-            .unwrap();
+        core.handle(
+            T0,
+            Request::CreateCustomer(CustomerPlan {
+                customer: id.into(),
+                plan: plan.into(),
+            }),
+        )
+        .unwrap();
     }
 
     fn report(core: &mut ShardCore, item: ReportItem) -> Result<ReportOutcome, TallyError> {
@@ -396,24 +478,54 @@ mod tests {
         }
     }
 
-    fn check(core: &mut ShardCore, now_ms: u64, id: &str, feature: &str, amount: u64) -> Result<CheckOutcome, TallyError> {
-        let request = Request::Check(CheckRequest { customer: id.into(), feature: feature.into(), amount });
+    fn check(
+        core: &mut ShardCore,
+        now_ms: u64,
+        id: &str,
+        feature: &str,
+        amount: u64,
+    ) -> Result<CheckOutcome, TallyError> {
+        let request = Request::Check(CheckRequest {
+            customer: id.into(),
+            feature: feature.into(),
+            amount,
+        });
         match core.handle(now_ms, request)? {
             Response::Check(outcome) => Ok(outcome),
             other => panic!("{other:?}"),
         }
     }
 
-    fn reserve(core: &mut ShardCore, id: &str, feature: &str, amount: u64, ttl_ms: u64) -> ReserveOutcome {
-        let request = Request::Reserve(ReserveRequest { customer: id.into(), feature: feature.into(), amount, ttl_ms });
+    fn reserve(
+        core: &mut ShardCore,
+        id: &str,
+        feature: &str,
+        amount: u64,
+        ttl_ms: u64,
+    ) -> ReserveOutcome {
+        let request = Request::Reserve(ReserveRequest {
+            customer: id.into(),
+            feature: feature.into(),
+            amount,
+            ttl_ms,
+        });
         match core.handle(T0, request).unwrap() {
             Response::Reserve(outcome) => outcome,
             other => panic!("{other:?}"),
         }
     }
 
-    fn top_up(core: &mut ShardCore, id: &str, amount: TopUpAmount, key: Option<IdempotencyKey>) -> Result<TopUpOutcome, TallyError> {
-        let request = Request::TopUp(TopUpRequest { customer: id.into(), amount, idempotency_key: key });
+    fn top_up(
+        core: &mut ShardCore,
+        id: &str,
+        amount: TopUpAmount,
+        key: Option<IdempotencyKey>,
+    ) -> Result<TopUpOutcome, TallyError> {
+        let request = Request::TopUp(TopUpRequest {
+            customer: id.into(),
+            amount,
+            idempotency_key: key,
+        });
         match core.handle(T0, request)? {
             Response::TopUp(outcome) => Ok(outcome),
             other => panic!("{other:?}"),
@@ -431,8 +543,19 @@ mod tests {
         assert_eq!(over.cost, 20);
         let outcome = report(&mut core, ReportItem::new("acme", "tokens", 1)).unwrap();
         assert_eq!(outcome.charged, 20);
-        assert!(matches!(outcome.standing, Standing::Metered { overage_units: 1, overage_cost_units: 20, .. }));
-        assert!(check(&mut core, T0, "acme", "priority-support", 1).unwrap().allowed);
+        assert!(matches!(
+            outcome.standing,
+            Standing::Metered {
+                overage_units: 1,
+                overage_cost_units: 20,
+                ..
+            }
+        ));
+        assert!(
+            check(&mut core, T0, "acme", "priority-support", 1)
+                .unwrap()
+                .allowed
+        );
     }
 
     #[test]
@@ -441,8 +564,17 @@ mod tests {
         create(&mut core, "pics", "images");
         let denied = check(&mut core, T0, "pics", "image-gen", 1).unwrap();
         assert!(!denied.allowed);
-        let refused = report(&mut core, ReportItem::new("pics", "image-gen", 1).only_if_allowed());
-        assert_eq!(refused, Err(TallyError::InsufficientBalance { cost: 1, available: 0 }));
+        let refused = report(
+            &mut core,
+            ReportItem::new("pics", "image-gen", 1).only_if_allowed(),
+        );
+        assert_eq!(
+            refused,
+            Err(TallyError::InsufficientBalance {
+                cost: 1,
+                available: 0
+            })
+        );
         let after = check(&mut core, T0, "pics", "image-gen", 1).unwrap();
         assert_eq!(after.seq, denied.seq, "nothing changed");
     }
@@ -453,7 +585,13 @@ mod tests {
         create(&mut core, "w", "wallet");
         let outcome = report(&mut core, ReportItem::new("w", "gpt-4", 2)).unwrap();
         assert_eq!(outcome.charged, 600);
-        assert!(matches!(outcome.standing, Standing::Balance { balance_units: -600, .. }));
+        assert!(matches!(
+            outcome.standing,
+            Standing::Balance {
+                balance_units: -600,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -463,17 +601,54 @@ mod tests {
         top_up(&mut core, "pics", TopUpAmount::Packs(1), None).unwrap();
         let hold = reserve(&mut core, "pics", "image-gen", 400, 1_000);
         assert!(hold.allowed);
-        assert!(!check(&mut core, T0, "pics", "image-gen", 101).unwrap().allowed);
-        assert!(check(&mut core, T0 + 1_000, "pics", "image-gen", 500).unwrap().allowed, "expired at its deadline");
+        assert!(
+            !check(&mut core, T0, "pics", "image-gen", 101)
+                .unwrap()
+                .allowed
+        );
+        assert!(
+            check(&mut core, T0 + 1_000, "pics", "image-gen", 500)
+                .unwrap()
+                .allowed,
+            "expired at its deadline"
+        );
         assert!(matches!(
-            core.handle(T0 + 1_000, Request::Release(ReleaseRequest { hold: hold.hold.unwrap() })),
+            core.handle(
+                T0 + 1_000,
+                Request::Release(ReleaseRequest {
+                    hold: hold.hold.unwrap()
+                })
+            ),
             Err(TallyError::UnknownHold { .. })
         ));
-        let hold = reserve(&mut core, "pics", "image-gen", 10, 60_000).hold.unwrap();
-        let settled = core.handle(T0, Request::Settle(SettleRequest { hold, actual: 12, idempotency_key: None })).unwrap();
-        let Response::Report(settled) = settled else { panic!() };
-        assert_eq!(settled.charged, 12, "actual past the hold is charged in full");
-        assert!(matches!(settled.standing, Standing::Credits { available: 488, held: 0, .. }));
+        let hold = reserve(&mut core, "pics", "image-gen", 10, 60_000)
+            .hold
+            .unwrap();
+        let settled = core
+            .handle(
+                T0,
+                Request::Settle(SettleRequest {
+                    hold,
+                    actual: 12,
+                    idempotency_key: None,
+                }),
+            )
+            .unwrap();
+        let Response::Report(settled) = settled else {
+            panic!()
+        };
+        assert_eq!(
+            settled.charged, 12,
+            "actual past the hold is charged in full"
+        );
+        assert!(matches!(
+            settled.standing,
+            Standing::Credits {
+                available: 488,
+                held: 0,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -500,8 +675,16 @@ mod tests {
         let other = top_up(&mut core, "w", TopUpAmount::Units(1), Some(key));
         assert!(matches!(other, Err(TallyError::Conflict { .. })));
         let key = [2u8; 16];
-        let first = report(&mut core, ReportItem::new("w", "embeddings", 3).with_idempotency_key(key)).unwrap();
-        let again = report(&mut core, ReportItem::new("w", "embeddings", 3).with_idempotency_key(key)).unwrap();
+        let first = report(
+            &mut core,
+            ReportItem::new("w", "embeddings", 3).with_idempotency_key(key),
+        )
+        .unwrap();
+        let again = report(
+            &mut core,
+            ReportItem::new("w", "embeddings", 3).with_idempotency_key(key),
+        )
+        .unwrap();
         assert!(!first.duplicate && again.duplicate);
         assert_eq!(again.charged, first.charged);
     }
@@ -510,14 +693,29 @@ mod tests {
     fn unknown_things_are_typed_errors() {
         let mut core = core();
         create(&mut core, "acme", "pro");
-        assert!(matches!(check(&mut core, T0, "nobody", "tokens", 1), Err(TallyError::UnknownCustomer { .. })));
-        assert!(matches!(check(&mut core, T0, "acme", "nope", 1), Err(TallyError::UnknownFeature { .. })));
-        assert!(matches!(check(&mut core, T0, "acme", "gpt-4", 1), Err(TallyError::FeatureNotInPlan { .. })));
+        assert!(matches!(
+            check(&mut core, T0, "nobody", "tokens", 1),
+            Err(TallyError::UnknownCustomer { .. })
+        ));
+        assert!(matches!(
+            check(&mut core, T0, "acme", "nope", 1),
+            Err(TallyError::UnknownFeature { .. })
+        ));
+        assert!(matches!(
+            check(&mut core, T0, "acme", "gpt-4", 1),
+            Err(TallyError::FeatureNotInPlan { .. })
+        ));
         assert!(matches!(
             report(&mut core, ReportItem::new("acme", "priority-support", 1)),
             Err(TallyError::NotAUsageFeature { .. })
         ));
-        let dup = core.handle(T0, Request::CreateCustomer(CustomerPlan { customer: "acme".into(), plan: "pro".into() }));
+        let dup = core.handle(
+            T0,
+            Request::CreateCustomer(CustomerPlan {
+                customer: "acme".into(),
+                plan: "pro".into(),
+            }),
+        );
         assert!(matches!(dup, Err(TallyError::CustomerExists { .. })));
     }
 
@@ -527,8 +725,13 @@ mod tests {
         create(&mut core, "c", "wallet");
         top_up(&mut core, "c", TopUpAmount::Units(10_000), None).unwrap();
         report(&mut core, ReportItem::new("c", "gpt-4", 1)).unwrap();
-        let request = Request::ChangePlan(CustomerPlan { customer: "c".into(), plan: "images".into() });
-        let Response::Customer(view) = core.handle(T0 + 5, request).unwrap() else { panic!() };
+        let request = Request::ChangePlan(CustomerPlan {
+            customer: "c".into(),
+            plan: "images".into(),
+        });
+        let Response::Customer(view) = core.handle(T0 + 5, request).unwrap() else {
+            panic!()
+        };
         assert_eq!(view.plan, "images");
         assert_eq!(view.balance_units, 9_700);
         assert_eq!(view.period_start_ms, T0 + 5);

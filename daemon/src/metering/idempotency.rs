@@ -44,7 +44,12 @@ impl IdempotencyLog {
 
     /// The first outcome of `key` if it was applied within the window; `Conflict` when the key
     /// was used for different content; `Overloaded` when a new key cannot be remembered.
-    pub fn lookup(&mut self, now_ms: u64, key: &IdempotencyKey, fingerprint: u64) -> Result<Option<Remembered>, TallyError> {
+    pub fn lookup(
+        &mut self,
+        now_ms: u64,
+        key: &IdempotencyKey,
+        fingerprint: u64,
+    ) -> Result<Option<Remembered>, TallyError> {
         self.purge(now_ms);
         match self.records.get(key) {
             Some(record) if record.fingerprint == fingerprint => Ok(Some(record.outcome.clone())),
@@ -60,13 +65,25 @@ impl IdempotencyLog {
     }
 
     /// Remembers the outcome of an applied keyed request.
-    pub fn remember(&mut self, now_ms: u64, key: IdempotencyKey, fingerprint: u64, outcome: Remembered) {
+    pub fn remember(
+        &mut self,
+        now_ms: u64,
+        key: IdempotencyKey,
+        fingerprint: u64,
+        outcome: Remembered,
+    ) {
         let expires_at_ms = now_ms.saturating_add(self.window_ms);
         let previous = self.records.insert(
             key,
-            Record { fingerprint, outcome },
+            Record {
+                fingerprint,
+                outcome,
+            },
         );
-        assert!(previous.is_none(), "a key is remembered only after a lookup found nothing");
+        assert!(
+            previous.is_none(),
+            "a key is remembered only after a lookup found nothing"
+        );
         self.by_expiry.push_back((expires_at_ms, key));
     }
 
@@ -117,7 +134,10 @@ mod tests {
         assert_eq!(log.lookup(0, &key, 1), Ok(None));
         log.remember(0, key, 1, outcome(1));
         assert_eq!(log.lookup(999, &key, 1), Ok(Some(outcome(1))));
-        assert!(matches!(log.lookup(999, &key, 2), Err(TallyError::Conflict { .. })));
+        assert!(matches!(
+            log.lookup(999, &key, 2),
+            Err(TallyError::Conflict { .. })
+        ));
         assert_eq!(log.lookup(1_000, &key, 2), Ok(None));
         assert!(log.is_empty());
     }

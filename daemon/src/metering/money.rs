@@ -108,17 +108,27 @@ mod tests {
 
     #[test]
     fn prices_finer_than_a_rate_unit_are_refused_unless_per_a_quantity() {
-        assert!(matches!(parse_dollars("0.00001"), Err(MoneyError::TooFine(_))));
+        assert!(matches!(
+            parse_dollars("0.00001"),
+            Err(MoneyError::TooFine(_))
+        ));
         let per_million = Price::parse("0.15", 1_000_000).unwrap();
         assert_eq!(per_million.cost(1_000_000), 1_500);
         assert_eq!(per_million.cost(1), 1, "a partial rate unit rounds up");
-        assert_eq!(per_million.cost(1_000), 2, "0.15 units of 1000 round up to 2");
+        assert_eq!(
+            per_million.cost(1_000),
+            2,
+            "0.15 units of 1000 round up to 2"
+        );
     }
 
     #[test]
     fn negative_and_garbage_amounts_are_refused() {
         assert!(matches!(parse_dollars("-1"), Err(MoneyError::Negative(_))));
-        assert!(matches!(parse_dollars("ten"), Err(MoneyError::NotADecimal(_))));
+        assert!(matches!(
+            parse_dollars("ten"),
+            Err(MoneyError::NotADecimal(_))
+        ));
         assert_eq!(Price::parse("1", 0), Err(MoneyError::ZeroPer));
     }
 

@@ -39,7 +39,11 @@ impl Period {
             return Err(error());
         }
         if matches!(unit, "month" | "months") {
-            return u32::try_from(count).ok().filter(|&m| m <= 120).map(Period::Months).ok_or_else(error);
+            return u32::try_from(count)
+                .ok()
+                .filter(|&m| m <= 120)
+                .map(Period::Months)
+                .ok_or_else(error);
         }
         let length_ms = fixed_ms(count, unit).ok_or_else(error)?;
         Ok(Period::Fixed { length_ms })
@@ -48,9 +52,14 @@ impl Period {
     /// The end (exclusive) of the period that contains `at_ms`, for a subscription anchored at
     /// `anchor_ms`. Precondition: `at_ms >= anchor_ms`.
     pub fn end_containing(&self, anchor_ms: u64, at_ms: u64) -> u64 {
-        assert!(at_ms >= anchor_ms, "a period is asked for before its anchor");
+        assert!(
+            at_ms >= anchor_ms,
+            "a period is asked for before its anchor"
+        );
         match *self {
-            Period::Fixed { length_ms } => anchor_ms + ((at_ms - anchor_ms) / length_ms + 1) * length_ms,
+            Period::Fixed { length_ms } => {
+                anchor_ms + ((at_ms - anchor_ms) / length_ms + 1) * length_ms
+            }
             Period::Months(months) => {
                 let anchor = datetime(anchor_ms);
                 // Each boundary is computed from the anchor, never from the previous boundary, so a
@@ -80,7 +89,9 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, DurationError> {
 
 fn split_count_unit(text: &str) -> Option<(u64, &str)> {
     let text = text.trim();
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let count: u64 = text[..digits].parse().ok()?;
     Some((count, text[digits..].trim()))
 }
@@ -95,7 +106,9 @@ fn fixed_ms(count: u64, unit: &str) -> Option<u64> {
         "w" | "week" | "weeks" => 7 * DAY_MS,
         _ => return None,
     };
-    count.checked_mul(unit_ms).filter(|&ms| ms > 0 && ms <= DURATION_MS_MAX)
+    count
+        .checked_mul(unit_ms)
+        .filter(|&ms| ms > 0 && ms <= DURATION_MS_MAX)
 }
 
 fn datetime(ms: u64) -> DateTime<Utc> {
@@ -108,7 +121,9 @@ mod tests {
     use chrono::TimeZone;
 
     fn ms(y: i32, m: u32, d: u32) -> u64 {
-        Utc.with_ymd_and_hms(y, m, d, 12, 0, 0).unwrap().timestamp_millis() as u64
+        Utc.with_ymd_and_hms(y, m, d, 12, 0, 0)
+            .unwrap()
+            .timestamp_millis() as u64
     }
 
     #[test]
@@ -119,7 +134,10 @@ mod tests {
         assert_eq!(feb, ms(2028, 2, 29), "leap year clamps to the 29th");
         let mar = month.end_containing(anchor, feb);
         assert_eq!(mar, ms(2028, 3, 31));
-        assert_eq!(month.end_containing(ms(2027, 1, 31), ms(2027, 1, 31)), ms(2027, 2, 28));
+        assert_eq!(
+            month.end_containing(ms(2027, 1, 31), ms(2027, 1, 31)),
+            ms(2027, 2, 28)
+        );
     }
 
     #[test]
@@ -127,7 +145,10 @@ mod tests {
         let hour = Period::parse("1 hour").unwrap();
         assert_eq!(hour, Period::Fixed { length_ms: HOUR_MS });
         assert_eq!(hour.end_containing(1_000, 1_000), 1_000 + HOUR_MS);
-        assert_eq!(hour.end_containing(1_000, 1_000 + HOUR_MS), 1_000 + 2 * HOUR_MS);
+        assert_eq!(
+            hour.end_containing(1_000, 1_000 + HOUR_MS),
+            1_000 + 2 * HOUR_MS
+        );
     }
 
     #[test]

@@ -53,7 +53,10 @@ pub enum BindError {
 }
 
 /// Binds the QUIC endpoint with TLS 1.3, ALPN `tally/1`, and the connection limits.
-pub fn bind(limits: &ServerConfig, credentials: &Credentials) -> Result<quinn::Endpoint, BindError> {
+pub fn bind(
+    limits: &ServerConfig,
+    credentials: &Credentials,
+) -> Result<quinn::Endpoint, BindError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -80,7 +83,11 @@ pub fn bind(limits: &ServerConfig, credentials: &Credentials) -> Result<quinn::E
 }
 
 /// Accepts connections until `stop` fires, then closes the endpoint.
-pub async fn serve(endpoint: quinn::Endpoint, context: Arc<ServerContext>, mut stop: oneshot::Receiver<()>) {
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    context: Arc<ServerContext>,
+    mut stop: oneshot::Receiver<()>,
+) {
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -105,7 +112,12 @@ async fn connection(incoming: quinn::Incoming, context: Arc<ServerContext>) {
     let remote = connection.remote_address();
     tracing::debug!(%remote, "connection accepted");
     while let Ok((send, recv)) = connection.accept_bi().await {
-        actix_rt::spawn(stream::serve_stream(connection.clone(), send, recv, context.clone()));
+        actix_rt::spawn(stream::serve_stream(
+            connection.clone(),
+            send,
+            recv,
+            context.clone(),
+        ));
     }
     tracing::debug!(%remote, "connection closed");
 }

@@ -55,18 +55,27 @@ pub(super) async fn serve_stream(
         }
         let request = match decode_client_frame(&body) {
             Ok(ClientFrame::Request(request)) => request,
-            Ok(ClientFrame::Hello(_)) => break Some(invalid("a second Hello on an authenticated stream".into())),
+            Ok(ClientFrame::Hello(_)) => {
+                break Some(invalid("a second Hello on an authenticated stream".into()))
+            }
             Err(e) => break Some(invalid(e.to_string())),
         };
         // Waiting here stops reading, so QUIC flow control pushes back on a client that sends
         // more than `inflight_per_stream` at once.
-        let permit = inflight.clone().acquire_owned().await.expect("the semaphore is never closed");
+        let permit = inflight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
         let context = context.clone();
         let answers = answers.clone();
         actix_rt::spawn(async move {
             let reply = answer(&context, role, request.request).await;
             let mut frame = Vec::new();
-            let response = ServerFrame::Response(ResponseFrame { id: request.id, reply });
+            let response = ServerFrame::Response(ResponseFrame {
+                id: request.id,
+                reply,
+            });
             encode_frame(&response, &mut frame).expect("answers are far below the frame limit");
             let _ = answers.send(frame).await;
             drop(permit);
@@ -86,9 +95,17 @@ pub(super) async fn serve_stream(
     }
 }
 
-async fn handshake(recv: &mut quinn::RecvStream, body: &mut AlignedVec, context: &ServerContext) -> Result<Role, TallyError> {
+async fn handshake(
+    recv: &mut quinn::RecvStream,
+    body: &mut AlignedVec,
+    context: &ServerContext,
+) -> Result<Role, TallyError> {
     let timeout = Duration::from_millis(context.limits.handshake_timeout_ms);
-    let read = tokio::time::timeout(timeout, read_frame(recv, context.limits.frame_bytes_max, body)).await;
+    let read = tokio::time::timeout(
+        timeout,
+        read_frame(recv, context.limits.frame_bytes_max, body),
+    )
+    .await;
     match read {
         Err(_) => {
             return Err(TallyError::Unauthorized {
@@ -116,12 +133,18 @@ async fn handshake(recv: &mut quinn::RecvStream, body: &mut AlignedVec, context:
     }
     if hello.api_key.len() > API_KEY_BYTES_MAX {
         return Err(TallyError::Unauthorized {
-            reason: format!("API key is {} bytes; the limit is {API_KEY_BYTES_MAX}", hello.api_key.len()),
+            reason: format!(
+                "API key is {} bytes; the limit is {API_KEY_BYTES_MAX}",
+                hello.api_key.len()
+            ),
         });
     }
-    context.keys.role_of(&hello.api_key).ok_or_else(|| TallyError::Unauthorized {
-        reason: "unknown API key".into(),
-    })
+    context
+        .keys
+        .role_of(&hello.api_key)
+        .ok_or_else(|| TallyError::Unauthorized {
+            reason: "unknown API key".into(),
+        })
 }
 
 async fn answer(context: &ServerContext, role: Role, request: Request) -> Reply {
@@ -138,7 +161,10 @@ async fn answer(context: &ServerContext, role: Role, request: Request) -> Reply 
 }
 
 /// Writes queued answers until every sender is gone; returns the stream if it still works.
-async fn write_answers(mut send: quinn::SendStream, mut queued: mpsc::Receiver<Vec<u8>>) -> Option<quinn::SendStream> {
+async fn write_answers(
+    mut send: quinn::SendStream,
+    mut queued: mpsc::Receiver<Vec<u8>>,
+) -> Option<quinn::SendStream> {
     while let Some(mut batch) = queued.recv().await {
         while batch.len() < WRITE_COALESCE_BYTES_MAX {
             match queued.try_recv() {
@@ -153,16 +179,28 @@ async fn write_answers(mut send: quinn::SendStream, mut queued: mpsc::Receiver<V
     Some(send)
 }
 
-async fn write_frame(send: &mut quinn::SendStream, frame: &ServerFrame) -> Result<(), quinn::WriteError> {
+async fn write_frame(
+    send: &mut quinn::SendStream,
+    frame: &ServerFrame,
+) -> Result<(), quinn::WriteError> {
     let mut bytes = Vec::new();
     encode_frame(frame, &mut bytes).expect("server frames are far below the frame limit");
     send.write_all(&bytes).await
 }
 
 /// Tells the peer why, gives the words a moment to arrive, then closes the connection with `code`.
-async fn say_goodbye(connection: &quinn::Connection, mut send: quinn::SendStream, error: TallyError, code: u32) {
+async fn say_goodbye(
+    connection: &quinn::Connection,
+    mut send: quinn::SendStream,
+    error: TallyError,
+    code: u32,
+) {
     let reason = error.to_string();
-    if write_frame(&mut send, &ServerFrame::Goodbye(error)).await.is_ok() && send.finish().is_ok() {
+    if write_frame(&mut send, &ServerFrame::Goodbye(error))
+        .await
+        .is_ok()
+        && send.finish().is_ok()
+    {
         let _ = tokio::time::timeout(GOODBYE_FLUSH, send.stopped()).await;
     }
     let reason = &reason.as_bytes()[..reason.len().min(256)];

@@ -1,0 +1,228 @@
+//! Hostile and mistaken peers: garbage, oversized frames, no Hello, wrong key, wrong version,
+//! wrong role. Each gets a typed error or a clean close with a code, and the daemon keeps serving
+//! everyone else with state unchanged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::QuicClientConfig;
+use rkyv::util::AlignedVec;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use tally_protocol::codec::{decode, encode_frame};
+use tally_protocol::framing::read_frame;
+use tally_protocol::message::*;
+use tally_protocol::{Client, Error};
+
+use crate::test_daemon::TestDaemon;
+
+/// A QUIC peer that speaks raw bytes.
+struct RawPeer {
+    connection: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    _endpoint: quinn::Endpoint,
+}
+
+impl RawPeer {
+    async fn connect(daemon: &TestDaemon) -> RawPeer {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(daemon.daemon.cert_pem().as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(
+            QuicClientConfig::try_from(tls).unwrap(),
+        )));
+        let connection = endpoint
+            .connect(daemon.daemon.local_addr(), "localhost")
+            .unwrap()
+            .await
+            .unwrap();
+        let (send, recv) = connection.open_bi().await.unwrap();
+        RawPeer {
+            connection,
+            send,
+            recv,
+            _endpoint: endpoint,
+        }
+    }
+
+    async fn send_frame(&mut self, frame: &ClientFrame) {
+        let mut bytes = Vec::new();
+        encode_frame(frame, &mut bytes).unwrap();
+        self.send.write_all(&bytes).await.unwrap();
+    }
+
+    async fn hello(&mut self, api_key: String) -> ServerFrame {
+        self.send_frame(&ClientFrame::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            api_key,
+        }))
+        .await;
+        self.next_frame().await
+    }
+
+    async fn next_frame(&mut self) -> ServerFrame {
+        let mut body = AlignedVec::new();
+        let read = tokio::time::timeout(
+            Duration::from_secs(5),
+            read_frame(&mut self.recv, FRAME_BYTES_MAX, &mut body),
+        );
+        assert!(
+            read.await.expect("an answer in time").expect("a frame"),
+            "the stream ended without a word"
+        );
+        decode(&body).expect("a valid server frame")
+    }
+
+    /// Waits for the daemon to close the connection and returns its code.
+    async fn close_code(&self) -> u64 {
+        let closed = tokio::time::timeout(Duration::from_secs(5), self.connection.closed())
+            .await
+            .expect("closed in time");
+        match closed {
+            quinn::ConnectionError::ApplicationClosed(close) => close.error_code.into_inner(),
+            other => panic!("expected an application close, got {other}"),
+        }
+    }
+}
+
+fn goodbye(frame: ServerFrame) -> TallyError {
+    match frame {
+        ServerFrame::Goodbye(error) => error,
+        other => panic!("expected a goodbye, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_peers_are_cut_off_and_good_ones_keep_being_served() {
+    let daemon = TestDaemon::start();
+    let good = daemon.client(Role::Admin).await;
+    good.admin().create_customer("acme", "pro").await.unwrap();
+    good.usage()
+        .report(ReportItem::new("acme", "tokens", 7))
+        .await
+        .unwrap();
+
+    // Random bytes where the Hello should be.
+    let mut peer = RawPeer::connect(&daemon).await;
+    let mut garbage = 64u32.to_le_bytes().to_vec();
+    garbage.extend((0..64u8).map(|i| i.wrapping_mul(37).wrapping_add(11)));
+    peer.send.write_all(&garbage).await.unwrap();
+    assert!(matches!(
+        goodbye(peer.next_frame().await),
+        TallyError::InvalidRequest { .. }
+    ));
+    assert_eq!(peer.close_code().await, 2);
+
+    // A request before Hello.
+    let mut peer = RawPeer::connect(&daemon).await;
+    let request = ClientFrame::Request(RequestFrame {
+        id: 1,
+        request: Request::Report(ReportItem::new("acme", "tokens", 1_000)),
+    });
+    peer.send_frame(&request).await;
+    assert!(matches!(
+        goodbye(peer.next_frame().await),
+        TallyError::Unauthorized { .. }
+    ));
+
+    // An oversized frame after a good Hello.
+    let mut peer = RawPeer::connect(&daemon).await;
+    assert!(matches!(
+        peer.hello(daemon.key(Role::Admin)).await,
+        ServerFrame::Welcome(_)
+    ));
+    peer.send
+        .write_all(&(FRAME_BYTES_MAX + 1).to_le_bytes())
+        .await
+        .unwrap();
+    let error = goodbye(peer.next_frame().await);
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("frame is {} bytes", FRAME_BYTES_MAX + 1)),
+        "{error}"
+    );
+    assert_eq!(peer.close_code().await, 1);
+
+    // A malformed frame after a good Hello.
+    let mut peer = RawPeer::connect(&daemon).await;
+    assert!(matches!(
+        peer.hello(daemon.key(Role::Client)).await,
+        ServerFrame::Welcome(_)
+    ));
+    peer.send.write_all(&garbage).await.unwrap();
+    assert!(matches!(
+        goodbye(peer.next_frame().await),
+        TallyError::InvalidRequest { .. }
+    ));
+
+    // Wrong key, wrong version, wrong role — through the client library.
+    let wrong_key = Client::connect(daemon.client_config("tally_admin_guess".into())).await;
+    assert!(matches!(
+        wrong_key.err(),
+        Some(Error::Rejected(TallyError::Unauthorized { .. }))
+    ));
+    let mut peer = RawPeer::connect(&daemon).await;
+    peer.send_frame(&ClientFrame::Hello(Hello {
+        version: PROTOCOL_VERSION + 1,
+        api_key: daemon.key(Role::Admin),
+    }))
+    .await;
+    assert_eq!(
+        goodbye(peer.next_frame().await),
+        TallyError::VersionMismatch {
+            server: PROTOCOL_VERSION,
+            client: PROTOCOL_VERSION + 1
+        }
+    );
+    let app = daemon.client(Role::Client).await;
+    let forbidden = app.admin().create_customer("mallory", "pro").await;
+    assert!(matches!(
+        forbidden,
+        Err(Error::Rejected(TallyError::Forbidden {
+            role: Role::Client,
+            ..
+        }))
+    ));
+    let monitor = daemon.client(Role::Monitor).await;
+    let forbidden = monitor.entitlements().check("acme", "tokens", 1).await;
+    assert!(matches!(
+        forbidden,
+        Err(Error::Rejected(TallyError::Forbidden { .. }))
+    ));
+
+    // The first connection still works, and nothing changed.
+    let view = good.admin().get_customer("acme").await.unwrap();
+    assert_eq!(view.usage[0].used, 7);
+    assert!(matches!(
+        good.admin().get_customer("mallory").await,
+        Err(Error::Rejected(TallyError::UnknownCustomer { .. }))
+    ));
+}
+
+#[tokio::test]
+async fn operations_of_later_work_answer_unsupported() {
+    let daemon = TestDaemon::start();
+    let admin = daemon.client(Role::Admin).await;
+    admin.admin().create_customer("acme", "pro").await.unwrap();
+    let closed = admin.admin().close_period("acme").await;
+    assert!(matches!(
+        closed,
+        Err(Error::Rejected(TallyError::Unsupported { .. }))
+    ));
+    let stats = daemon.client(Role::Monitor).await.monitor().stats().await;
+    assert!(matches!(
+        stats,
+        Err(Error::Rejected(TallyError::Unsupported { .. }))
+    ));
+}

@@ -1,0 +1,63 @@
+//! A daemon for one test: shipped catalogue, port 0, a temporary data dir, a manual clock.
+
+use std::sync::Arc;
+
+use tally_daemon::config::{Config, DEFAULT_CONFIG_TOML};
+use tally_daemon::{Daemon, ManualClock};
+use tally_protocol::message::Role;
+use tally_protocol::{Client, ClientConfig};
+
+/// 2027-01-15T00:00:00Z: a fixed start so tests never depend on the real date.
+pub const T0_MS: u64 = 1_800_000_000_000;
+
+pub struct TestDaemon {
+    pub daemon: Daemon,
+    pub clock: ManualClock,
+    _dir: tempfile::TempDir,
+}
+
+impl TestDaemon {
+    pub fn start() -> TestDaemon {
+        Self::start_with(|_| {})
+    }
+
+    /// Starts with the shipped config, loopback port 0, two shards, after `adjust`.
+    pub fn start_with(adjust: impl FnOnce(&mut Config)) -> TestDaemon {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut config =
+            Config::parse(DEFAULT_CONFIG_TOML, dir.path(), "test config").expect("shipped config");
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        config.server.shards = 2;
+        adjust(&mut config);
+        let clock = ManualClock::new(T0_MS);
+        let daemon = Daemon::start(config, Arc::new(clock.clone())).expect("daemon starts");
+        TestDaemon {
+            daemon,
+            clock,
+            _dir: dir,
+        }
+    }
+
+    pub fn key(&self, role: Role) -> String {
+        let keys = self.daemon.dev_api_keys().expect("development keys");
+        match role {
+            Role::Admin => keys.admin.clone(),
+            Role::Client => keys.client.clone(),
+            Role::Monitor => keys.monitor.clone(),
+        }
+    }
+
+    pub fn client_config(&self, api_key: String) -> ClientConfig {
+        ClientConfig::new(
+            self.daemon.local_addr(),
+            self.daemon.cert_pem().as_bytes().to_vec(),
+            api_key,
+        )
+    }
+
+    pub async fn client(&self, role: Role) -> Client {
+        Client::connect(self.client_config(self.key(role)))
+            .await
+            .expect("client connects")
+    }
+}
