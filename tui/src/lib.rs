@@ -1,1 +1,15 @@
+//! `tally`: the operator's command line for a running Tally daemon.
+//!
+//! # Layout
+//! - [`cli`]: the command-line shapes (a contract for users' scripts).
+//! - [`discovery`]: finding the daemon, its certificate and a key with no flags.
+//! - [`run`]: one command → one call through the client library.
+//! - [`output`]: human lines or one JSON object.
+//!
+//! The live console (`tally top`) is separate work; this crate talks to the daemon only through
+//! `tally-protocol`, never through the daemon crate.
 
+pub mod cli;
+pub mod discovery;
+pub mod output;
+pub mod run;

@@ -1,1 +1,30 @@
-fn main() {}
+//! `tally`: parse, run one command, print human lines or one JSON object. Exit 0 on success (a
+//! denied check is a success); otherwise one line on stderr and exit 1.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tally_tui::cli::Cli;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    match runtime.block_on(tally_tui::run::run(cli)) {
+        Ok(output) => {
+            if json {
+                println!("{}", output.json);
+            } else {
+                println!("{}", output.human);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("tally: {}", format!("{error:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The `tally` command line: one-shot admin and usage commands. These shapes are a contract that
+//! users' scripts rely on; add flags, do not rename them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Tally operator console and admin commands.
+#[derive(Debug, Parser)]
+#[command(name = "tally", version)]
+pub struct Cli {
+    /// Print one JSON object instead of human output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// API key (default: the development admin key the daemon created).
+    #[arg(long, global = true, env = "TALLY_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Daemon address (default: the address the running daemon wrote, else config.toml's).
+    #[arg(long, global = true, env = "TALLY_ADDR")]
+    pub addr: Option<SocketAddr>,
+    /// Config file to find the daemon from (default: ./config.toml).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// PEM certificate to trust (default: the daemon's development certificate).
+    #[arg(long, global = true, env = "TALLY_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, show or re-plan customers.
+    #[command(subcommand)]
+    Customer(CustomerCommand),
+    /// Buy credit packs (credits plans) or load dollars (balance plans).
+    TopUp(TopUpArgs),
+    /// May a customer use a feature? Exit 0 whether allowed or not.
+    Check {
+        /// Customer id.
+        customer: String,
+        /// Feature slug.
+        feature: String,
+        /// Units about to be used.
+        #[arg(long, default_value_t = 1)]
+        amount: u64,
+    },
+    /// Record usage.
+    Report {
+        /// Customer id.
+        customer: String,
+        /// Feature slug.
+        feature: String,
+        /// Units used.
+        amount: u64,
+        /// 32 hex digits; a retry with the same key changes nothing.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Record only if allowed (atomic check-and-consume).
+        #[arg(long)]
+        only_if_allowed: bool,
+    },
+    /// Hold an estimate before variable-cost work.
+    Reserve {
+        /// Customer id.
+        customer: String,
+        /// Feature slug.
+        feature: String,
+        /// Units to hold.
+        amount: u64,
+        /// How long the hold lives, e.g. 30s, 5m.
+        #[arg(long, default_value = "30s")]
+        ttl: String,
+    },
+    /// Charge a hold's actual usage and release the rest.
+    Settle {
+        /// Hold id from `tally reserve`.
+        hold: String,
+        /// Units actually used.
+        actual: u64,
+        /// 32 hex digits; a retry with the same key changes nothing.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Release a hold without charging.
+    Release {
+        /// Hold id from `tally reserve`.
+        hold: String,
+    },
+}
+
+/// `tally customer …`.
+#[derive(Debug, Subcommand)]
+pub enum CustomerCommand {
+    /// Create a customer on a plan.
+    Create {
+        /// Customer id.
+        customer: String,
+        /// Plan slug.
+        #[arg(long)]
+        plan: String,
+    },
+    /// Show plan, period, usage, credits or balance, and holds.
+    Show {
+        /// Customer id.
+        customer: String,
+    },
+    /// Move a customer to another plan (a new period starts).
+    ChangePlan {
+        /// Customer id.
+        customer: String,
+        /// Plan slug.
+        #[arg(long)]
+        plan: String,
+    },
+}
+
+/// `tally top-up`.
+#[derive(Debug, Args)]
+pub struct TopUpArgs {
+    /// Customer id.
+    pub customer: String,
+    /// Credit packs to buy (credits plans).
+    #[arg(long, conflicts_with = "amount", required_unless_present = "amount")]
+    pub packs: Option<u32>,
+    /// Dollars to load, e.g. 50.00 (balance plans).
+    #[arg(long)]
+    pub amount: Option<String>,
+    /// 32 hex digits; a retry with the same key changes nothing.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}

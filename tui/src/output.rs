@@ -1,0 +1,351 @@
+//! How answers are shown: one JSON object (`--json`, for scripts) or a few human lines. Money in
+//! JSON is a decimal dollar string (`"49.9669"`) beside the exact integer rate units.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rust_decimal::Decimal;
+use serde_json::{json, Map, Value};
+use tally_protocol::message::*;
+
+/// What a command prints.
+pub struct Output {
+    /// The `--json` form.
+    pub json: Value,
+    /// The human form.
+    pub human: String,
+}
+
+/// Rate units as a dollar string with at least two decimals: 490000 → "49.00", 20 → "0.002".
+pub fn dollars(units: i64) -> String {
+    let mut value = Decimal::new(units, 4).normalize();
+    if value.scale() < 2 {
+        value.rescale(2);
+    }
+    value.to_string()
+}
+
+/// Milliseconds since the epoch as RFC 3339.
+pub fn timestamp(ms: u64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms as i64)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// A hold id as users type it: 16 hex digits.
+pub fn hold_id(hold: u64) -> String {
+    format!("{hold:016x}")
+}
+
+fn model_name(model: Model) -> &'static str {
+    match model {
+        Model::Metered => "metered",
+        Model::Credits => "credits",
+        Model::Balance => "balance",
+    }
+}
+
+/// The standing's fields, flattened into `object`, and a human phrase.
+fn standing(object: &mut Map<String, Value>, standing: &Standing) -> String {
+    match standing {
+        Standing::Metered {
+            used,
+            included,
+            held,
+            overage_units,
+            overage_cost_units,
+            has_overage,
+        } => {
+            object.insert("used".into(), json!(used));
+            object.insert("included".into(), json!(included));
+            object.insert("held".into(), json!(held));
+            object.insert("overage_units".into(), json!(overage_units));
+            object.insert("overage_cost_units".into(), json!(overage_cost_units));
+            object.insert("overage_cost".into(), json!(dollars(*overage_cost_units)));
+            object.insert("has_overage".into(), json!(has_overage));
+            format!(
+                "{used} of {included} included used, {overage_units} overage (${})",
+                dollars(*overage_cost_units)
+            )
+        }
+        Standing::Credits {
+            available,
+            granted,
+            purchased,
+            held,
+        } => {
+            object.insert("credits".into(), json!(available));
+            object.insert("granted_credits".into(), json!(granted));
+            object.insert("purchased_credits".into(), json!(purchased));
+            object.insert("held_credits".into(), json!(held));
+            format!("{available} credits available ({held} held)")
+        }
+        Standing::Balance {
+            available_units,
+            balance_units,
+            held_units,
+            overdraft_units,
+        } => {
+            object.insert("balance_units".into(), json!(balance_units));
+            object.insert("balance".into(), json!(dollars(*balance_units)));
+            object.insert("available_units".into(), json!(available_units));
+            object.insert("held_units".into(), json!(held_units));
+            object.insert("overdraft_units".into(), json!(overdraft_units));
+            format!(
+                "balance ${} (${} available, ${} held)",
+                dollars(*balance_units),
+                dollars(*available_units),
+                dollars(*held_units)
+            )
+        }
+        Standing::Flag { enabled } => {
+            object.insert("enabled".into(), json!(enabled));
+            if *enabled {
+                "the plan has this flag"
+            } else {
+                "the plan lacks this flag"
+            }
+            .into()
+        }
+    }
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => unreachable!("json! of an object literal is an object"),
+    }
+}
+
+/// `tally check`.
+pub fn check(customer: &str, feature: &str, amount: u64, outcome: &CheckOutcome) -> Output {
+    let mut o = object(json!({
+        "customer": customer, "feature": feature, "amount": amount,
+        "allowed": outcome.allowed, "seq": outcome.seq, "cost": outcome.cost,
+    }));
+    let phrase = standing(&mut o, &outcome.standing);
+    let verdict = if outcome.allowed { "allowed" } else { "denied" };
+    Output {
+        json: Value::Object(o),
+        human: format!(
+            "{verdict}: {amount} {feature} for {customer} costs {}; {phrase} (seq {})",
+            outcome.cost, outcome.seq
+        ),
+    }
+}
+
+/// `tally report` and `tally settle`.
+pub fn report(customer: Option<&str>, feature: Option<&str>, outcome: &ReportOutcome) -> Output {
+    let mut o = object(json!({
+        "seq": outcome.seq, "duplicate": outcome.duplicate,
+        "amount": outcome.amount, "charged": outcome.charged,
+    }));
+    if let Some(customer) = customer {
+        o.insert("customer".into(), json!(customer));
+    }
+    if let Some(feature) = feature {
+        o.insert("feature".into(), json!(feature));
+    }
+    let phrase = standing(&mut o, &outcome.standing);
+    let duplicate = if outcome.duplicate {
+        " (duplicate: nothing changed)"
+    } else {
+        ""
+    };
+    Output {
+        json: Value::Object(o),
+        human: format!(
+            "recorded {} units, charged {}{duplicate}; {phrase} (seq {})",
+            outcome.amount, outcome.charged, outcome.seq
+        ),
+    }
+}
+
+/// `tally reserve`.
+pub fn reserve(outcome: &ReserveOutcome) -> Output {
+    let mut o = object(json!({
+        "allowed": outcome.allowed,
+        "hold": outcome.hold.map(hold_id),
+        "seq": outcome.seq, "held": outcome.held,
+        "expires_at": outcome.hold.map(|_| timestamp(outcome.expires_at_ms)),
+    }));
+    let phrase = standing(&mut o, &outcome.standing);
+    let human = match outcome.hold {
+        Some(hold) => format!(
+            "hold {} holds {} until {}; {phrase}",
+            hold_id(hold),
+            outcome.held,
+            timestamp(outcome.expires_at_ms)
+        ),
+        None => format!("denied: cannot hold that much; {phrase}"),
+    };
+    Output {
+        json: Value::Object(o),
+        human,
+    }
+}
+
+/// `tally release`.
+pub fn release(hold: u64, outcome: &ReleaseOutcome) -> Output {
+    let mut o =
+        object(json!({ "hold": hold_id(hold), "seq": outcome.seq, "released": outcome.released }));
+    let phrase = standing(&mut o, &outcome.standing);
+    Output {
+        json: Value::Object(o),
+        human: format!(
+            "released hold {} ({}); {phrase}",
+            hold_id(hold),
+            outcome.released
+        ),
+    }
+}
+
+/// `tally top-up`.
+pub fn top_up(outcome: &TopUpOutcome) -> Output {
+    let customer = customer(&outcome.customer);
+    let json = json!({
+        "seq": outcome.seq, "duplicate": outcome.duplicate,
+        "gross": dollars(outcome.gross_units), "gross_units": outcome.gross_units,
+        "credits_added": outcome.credits_added,
+        "balance_added_units": outcome.balance_added_units,
+        "customer": customer.json,
+    });
+    let what = if outcome.credits_added > 0 {
+        format!("{} credits", outcome.credits_added)
+    } else {
+        format!("${}", dollars(outcome.balance_added_units))
+    };
+    let duplicate = if outcome.duplicate {
+        " (duplicate: nothing changed)"
+    } else {
+        ""
+    };
+    Output {
+        json,
+        human: format!(
+            "added {what} for ${}{duplicate}\n{}",
+            dollars(outcome.gross_units),
+            customer.human
+        ),
+    }
+}
+
+/// `tally customer create|show|change-plan`.
+pub fn customer(view: &CustomerView) -> Output {
+    let usage: Map<String, Value> = view
+        .usage
+        .iter()
+        .map(|u| (u.feature.clone(), json!(u.used)))
+        .collect();
+    let held: Vec<Value> = view
+        .holds
+        .iter()
+        .map(|h| {
+            json!({
+                "hold": hold_id(h.hold), "feature": h.feature, "amount": h.amount,
+                "held": h.held, "expires_at": timestamp(h.expires_at_ms),
+            })
+        })
+        .collect();
+    let mut o = object(json!({
+        "customer": view.customer, "plan": view.plan, "model": model_name(view.model), "seq": view.seq,
+        "period_start": timestamp(view.period_start_ms), "period_end": timestamp(view.period_end_ms),
+        "usage": usage, "held": held,
+    }));
+    let held_total: i64 = view.holds.iter().map(|h| h.held).sum();
+    let mut lines = vec![format!(
+        "{} on plan {} ({}), period {} → {}, seq {}",
+        view.customer,
+        view.plan,
+        model_name(view.model),
+        timestamp(view.period_start_ms),
+        timestamp(view.period_end_ms),
+        view.seq
+    )];
+    match view.model {
+        Model::Metered => {
+            let included: Map<String, Value> = view
+                .usage
+                .iter()
+                .map(|u| (u.feature.clone(), json!(u.included)))
+                .collect();
+            o.insert("included".into(), Value::Object(included));
+        }
+        Model::Credits => {
+            let credits = view.granted_credits + view.purchased_credits - held_total;
+            o.insert("credits".into(), json!(credits));
+            o.insert("granted_credits".into(), json!(view.granted_credits));
+            o.insert("purchased_credits".into(), json!(view.purchased_credits));
+            lines.push(format!(
+                "  credits: {credits} available ({} granted, {} purchased, {held_total} held)",
+                view.granted_credits, view.purchased_credits
+            ));
+        }
+        Model::Balance => {
+            o.insert("balance_units".into(), json!(view.balance_units));
+            o.insert("balance".into(), json!(dollars(view.balance_units)));
+            lines.push(format!(
+                "  balance: ${} (${} held)",
+                dollars(view.balance_units),
+                dollars(held_total)
+            ));
+        }
+    }
+    if view.model != Model::Balance && view.balance_units != 0 {
+        o.insert("balance_units".into(), json!(view.balance_units));
+    }
+    for u in &view.usage {
+        let included = if view.model == Model::Metered {
+            format!(" of {} included", u.included)
+        } else {
+            String::new()
+        };
+        lines.push(format!("  {}: {} used{included}", u.feature, u.used));
+    }
+    for h in &view.holds {
+        lines.push(format!(
+            "  hold {}: {} {} ({} held) until {}",
+            hold_id(h.hold),
+            h.amount,
+            h.feature,
+            h.held,
+            timestamp(h.expires_at_ms)
+        ));
+    }
+    Output {
+        json: Value::Object(o),
+        human: lines.join("\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dollars_keep_every_rate_unit_and_at_least_cents() {
+        assert_eq!(dollars(490_000), "49.00");
+        assert_eq!(dollars(499_669), "49.9669");
+        assert_eq!(dollars(20), "0.002");
+        assert_eq!(dollars(-600), "-0.06");
+        assert_eq!(dollars(0), "0.00");
+    }
+
+    #[test]
+    fn a_denied_check_prints_allowed_false_and_the_seq() {
+        let outcome = CheckOutcome {
+            allowed: false,
+            seq: 4,
+            cost: 1,
+            standing: Standing::Credits {
+                available: 0,
+                granted: 0,
+                purchased: 0,
+                held: 0,
+            },
+        };
+        let output = check("pics", "image-gen", 1, &outcome);
+        assert_eq!(output.json["allowed"], json!(false));
+        assert_eq!(output.json["seq"], json!(4));
+        assert_eq!(output.json["credits"], json!(0));
+        assert!(output.human.starts_with("denied"), "{}", output.human);
+    }
+}

@@ -1,0 +1,185 @@
+//! Runs one command: find the daemon, connect, call, and turn the answer into [`Output`].
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use rust_decimal::Decimal;
+use tally_protocol::message::{IdempotencyKey, ReportItem, TopUpAmount, RATE_UNITS_PER_DOLLAR};
+use tally_protocol::{Client, ClientConfig};
+
+use crate::cli::{Cli, Command, CustomerCommand};
+use crate::discovery::{discover, Overrides};
+use crate::output::{self, Output};
+
+/// Runs the command the command line names.
+pub async fn run(cli: Cli) -> anyhow::Result<Output> {
+    let overrides = Overrides {
+        config: cli.config.clone(),
+        addr: cli.addr,
+        api_key: cli.api_key.clone(),
+        ca_cert: cli.ca_cert.clone(),
+    };
+    let target = discover(&overrides)?;
+    let client = Client::connect(ClientConfig::new(
+        target.addr,
+        target.ca_pem,
+        target.api_key,
+    ))
+    .await
+    .with_context(|| format!("connecting to tallyd at {}", target.addr))?;
+    match cli.command {
+        Command::Customer(CustomerCommand::Create { customer, plan }) => Ok(output::customer(
+            &client.admin().create_customer(&customer, &plan).await?,
+        )),
+        Command::Customer(CustomerCommand::Show { customer }) => Ok(output::customer(
+            &client.admin().get_customer(&customer).await?,
+        )),
+        Command::Customer(CustomerCommand::ChangePlan { customer, plan }) => Ok(output::customer(
+            &client.admin().change_plan(&customer, &plan).await?,
+        )),
+        Command::TopUp(args) => {
+            let amount = match (args.packs, args.amount.as_deref()) {
+                (Some(packs), None) => TopUpAmount::Packs(packs),
+                (None, Some(dollars)) => TopUpAmount::Units(parse_dollars(dollars)?),
+                _ => bail!("give either --packs or --amount"),
+            };
+            let key = args.idempotency_key.as_deref().map(parse_key).transpose()?;
+            Ok(output::top_up(
+                &client.admin().top_up(&args.customer, amount, key).await?,
+            ))
+        }
+        Command::Check {
+            customer,
+            feature,
+            amount,
+        } => {
+            let outcome = client
+                .entitlements()
+                .check(&customer, &feature, amount)
+                .await?;
+            Ok(output::check(&customer, &feature, amount, &outcome))
+        }
+        Command::Report {
+            customer,
+            feature,
+            amount,
+            idempotency_key,
+            only_if_allowed,
+        } => {
+            let mut item = ReportItem::new(customer.clone(), feature.clone(), amount);
+            if let Some(key) = idempotency_key.as_deref() {
+                item = item.with_idempotency_key(parse_key(key)?);
+            }
+            if only_if_allowed {
+                item = item.only_if_allowed();
+            }
+            let outcome = client.usage().report(item).await?;
+            Ok(output::report(Some(&customer), Some(&feature), &outcome))
+        }
+        Command::Reserve {
+            customer,
+            feature,
+            amount,
+            ttl,
+        } => {
+            let ttl = parse_ttl(&ttl)?;
+            Ok(output::reserve(
+                &client
+                    .holds()
+                    .reserve(&customer, &feature, amount, ttl)
+                    .await?,
+            ))
+        }
+        Command::Settle {
+            hold,
+            actual,
+            idempotency_key,
+        } => {
+            let hold = parse_hold(&hold)?;
+            let key = idempotency_key.as_deref().map(parse_key).transpose()?;
+            let mut out =
+                output::report(None, None, &client.holds().settle(hold, actual, key).await?);
+            out.json["hold"] = output::hold_id(hold).into();
+            Ok(out)
+        }
+        Command::Release { hold } => {
+            let hold = parse_hold(&hold)?;
+            Ok(output::release(hold, &client.holds().release(hold).await?))
+        }
+    }
+}
+
+/// `50.00` → 500000 rate units; refuses anything finer than $0.0001 or not positive.
+pub fn parse_dollars(text: &str) -> anyhow::Result<i64> {
+    let value: Decimal = text
+        .trim()
+        .trim_start_matches('$')
+        .parse()
+        .map_err(|_| anyhow!("`{text}` is not a dollar amount"))?;
+    let units = value * Decimal::from(RATE_UNITS_PER_DOLLAR);
+    if !units.fract().is_zero() {
+        bail!("`{text}` is finer than $0.0001");
+    }
+    let units: i64 = units
+        .try_into()
+        .map_err(|_| anyhow!("`{text}` is too large"))?;
+    if units <= 0 {
+        bail!("`{text}` must be more than zero");
+    }
+    Ok(units)
+}
+
+/// 32 hex digits → a 16-byte idempotency key.
+pub fn parse_key(text: &str) -> anyhow::Result<IdempotencyKey> {
+    let mut key = [0u8; 16];
+    hex::decode_to_slice(text, &mut key)
+        .map_err(|_| anyhow!("idempotency key `{text}` must be 32 hex digits"))?;
+    Ok(key)
+}
+
+/// A hold id as printed by `tally reserve` (16 hex digits, `0x` optional).
+pub fn parse_hold(text: &str) -> anyhow::Result<u64> {
+    u64::from_str_radix(text.trim_start_matches("0x"), 16)
+        .map_err(|_| anyhow!("hold `{text}` must be the hex id that `tally reserve` printed"))
+}
+
+/// `500ms`, `30s`, `5m`, `1h`.
+pub fn parse_ttl(text: &str) -> anyhow::Result<Duration> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let count: u64 = text[..digits]
+        .parse()
+        .map_err(|_| anyhow!("ttl `{text}` must look like 30s, 5m or 1h"))?;
+    let ms = match text[digits..].trim() {
+        "ms" => 1,
+        "s" | "" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => bail!("ttl `{text}` must look like 30s, 5m or 1h"),
+    };
+    Ok(Duration::from_millis(count.saturating_mul(ms)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_values_parse_exactly_or_explain_themselves() {
+        assert_eq!(parse_dollars("50.00").unwrap(), 500_000);
+        assert_eq!(parse_dollars("$0.0001").unwrap(), 1);
+        assert!(parse_dollars("0.00001")
+            .unwrap_err()
+            .to_string()
+            .contains("finer"));
+        assert!(parse_dollars("-5").is_err());
+        assert_eq!(parse_key(&"ab".repeat(16)).unwrap(), [0xab; 16]);
+        assert!(parse_key("abc").is_err());
+        assert_eq!(parse_hold("00000000000000ff").unwrap(), 255);
+        assert_eq!(parse_ttl("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_ttl("5m").unwrap(), Duration::from_secs(300));
+        assert!(parse_ttl("soon").is_err());
+    }
+}
