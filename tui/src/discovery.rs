@@ -169,7 +169,7 @@ mod tests {
             ..Overrides::default()
         };
         let target = discover(&overrides).unwrap();
-        assert_eq!(target.addr, "127.0.0.1:4567".parse().unwrap());
+        assert_eq!(target.addr, "127.0.0.1:4567".parse::<SocketAddr>().unwrap());
         assert_eq!(target.ca_pem, b"PEM");
         assert_eq!(target.api_key, "k1");
         let overrides = Overrides {
