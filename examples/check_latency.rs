@@ -16,19 +16,36 @@ use tally_protocol::message::ReportItem;
 use tally_protocol::{Client, ClientConfig};
 
 fn main() -> anyhow::Result<()> {
-    let count: usize = std::env::args().nth(1).map(|n| n.parse()).transpose()?.unwrap_or(20_000);
+    let count: usize = std::env::args()
+        .nth(1)
+        .map(|n| n.parse())
+        .transpose()?
+        .unwrap_or(20_000);
     let dir = tempfile::tempdir()?;
     let mut config = Config::parse(DEFAULT_CONFIG_TOML, dir.path(), "embedded config")?;
     config.server.listen = "127.0.0.1:0".parse()?;
     let daemon = Daemon::start(config, Arc::new(SystemClock))?;
-    let admin_key = daemon.dev_api_keys().expect("development keys").admin.clone();
-    let client_config = ClientConfig::new(daemon.local_addr(), daemon.cert_pem().as_bytes().to_vec(), admin_key);
+    let admin_key = daemon
+        .dev_api_keys()
+        .expect("development keys")
+        .admin
+        .clone();
+    let client_config = ClientConfig::new(
+        daemon.local_addr(),
+        daemon.cert_pem().as_bytes().to_vec(),
+        admin_key,
+    );
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let mut samples_us = runtime.block_on(async {
         let client = Client::connect(client_config).await?;
         client.admin().create_customer("bench", "pro").await?;
-        client.usage().report(ReportItem::new("bench", "tokens", 10)).await?;
+        client
+            .usage()
+            .report(ReportItem::new("bench", "tokens", 10))
+            .await?;
         for _ in 0..count / 10 {
             client.entitlements().check("bench", "tokens", 1).await?;
         }

@@ -7,4 +7,5 @@ mod concurrency;
 mod holds;
 mod idempotency;
 mod seed_examples;
+mod startup;
 mod test_daemon;

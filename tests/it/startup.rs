@@ -1,0 +1,51 @@
+//! Start-up refusals: development credentials off loopback, a missing data dir that may not be
+//! created, and development credentials reused across restarts.
+
+use std::sync::Arc;
+
+use tally_daemon::config::{Config, DEFAULT_CONFIG_TOML};
+use tally_daemon::{Daemon, ManualClock, StartError};
+
+fn config_in(dir: &std::path::Path) -> Config {
+    let mut config = Config::parse(DEFAULT_CONFIG_TOML, dir, "test config").unwrap();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.shards = 1;
+    config
+}
+
+#[test]
+fn development_credentials_are_refused_off_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_in(dir.path());
+    config.server.listen = "0.0.0.0:0".parse().unwrap();
+    let refused = Daemon::start(config, Arc::new(ManualClock::new(0)));
+    assert!(matches!(
+        refused,
+        Err(StartError::DevelopmentCredentialsOffLoopback { .. })
+    ));
+}
+
+#[test]
+fn a_missing_data_dir_is_not_created_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_in(dir.path());
+    config.storage.data_dir = dir.path().join("typo");
+    config.storage.create_if_missing = false;
+    let refused = Daemon::start(config, Arc::new(ManualClock::new(0)));
+    let Err(StartError::DataDir { reason, .. }) = refused else {
+        panic!("expected a data dir error")
+    };
+    assert!(reason.contains("does not exist"), "{reason}");
+    assert!(!dir.path().join("typo").exists());
+}
+
+#[test]
+fn development_credentials_are_created_once_and_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Daemon::start(config_in(dir.path()), Arc::new(ManualClock::new(0))).unwrap();
+    let (cert, keys) = (first.cert_pem().to_string(), first.dev_api_keys().cloned());
+    first.shutdown();
+    let second = Daemon::start(config_in(dir.path()), Arc::new(ManualClock::new(0))).unwrap();
+    assert_eq!(second.cert_pem(), cert);
+    assert_eq!(second.dev_api_keys().cloned(), keys);
+}
