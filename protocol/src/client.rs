@@ -115,7 +115,11 @@ impl Shared {
         let mut closed = self.closed.lock().expect("client lock poisoned");
         closed.get_or_insert(reason);
         // Dropping the senders wakes every waiter, which then reads `closed`.
-        self.pending.lock().expect("client lock poisoned").clear();
+        self.pending().clear();
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Reply>>> {
+        self.pending.lock().expect("client lock poisoned")
     }
 
     fn closed_reason(&self) -> Option<String> {
@@ -207,19 +211,9 @@ impl Client {
         )
         .map_err(|e| Error::Protocol(e.to_string()))?;
         let (answer, answered) = oneshot::channel();
-        inner
-            .shared
-            .pending
-            .lock()
-            .expect("client lock poisoned")
-            .insert(id, answer);
+        inner.shared.pending().insert(id, answer);
         if let Some(reason) = inner.shared.closed_reason() {
-            inner
-                .shared
-                .pending
-                .lock()
-                .expect("client lock poisoned")
-                .remove(&id);
+            inner.shared.pending().remove(&id);
             return Err(Error::Closed(reason));
         }
         if inner.outgoing.send(frame).await.is_err() {
@@ -237,12 +231,7 @@ impl Client {
                     .unwrap_or_else(|| "the connection ended".into()),
             )),
             Err(_) => {
-                inner
-                    .shared
-                    .pending
-                    .lock()
-                    .expect("client lock poisoned")
-                    .remove(&id);
+                inner.shared.pending().remove(&id);
                 Err(Error::Timeout {
                     ms: inner.request_timeout.as_millis() as u64,
                 })
@@ -368,11 +357,7 @@ async fn read_loop(mut recv: quinn::RecvStream, shared: Arc<Shared>) {
         }
         match decode::<ServerFrame>(&body) {
             Ok(ServerFrame::Response(response)) => {
-                let waiter = shared
-                    .pending
-                    .lock()
-                    .expect("client lock poisoned")
-                    .remove(&response.id);
+                let waiter = shared.pending().remove(&response.id);
                 // A missing waiter timed out already; its late answer is dropped.
                 if let Some(waiter) = waiter {
                     let _ = waiter.send(response.reply);

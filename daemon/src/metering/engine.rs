@@ -128,22 +128,24 @@ impl ShardCore {
             }
         }
         let charged = customer.record(&item.feature, terms, item.amount);
-        let outcome = ReportOutcome {
-            seq: customer.seq,
-            duplicate: false,
-            amount: item.amount,
-            charged,
-            standing: customer.standing(&item.feature, terms.into()),
-        };
-        if let Some(key) = item.idempotency_key {
-            self.idempotency.remember(
-                now_ms,
-                key,
-                fingerprint,
-                Remembered::Report(outcome.clone()),
-            );
+        let outcome = report_outcome(customer, &item.feature, terms, item.amount, charged);
+        Ok(self.remember_report(now_ms, item.idempotency_key, fingerprint, outcome))
+    }
+
+    /// Remembers a keyed report's outcome so a retry returns it, and passes it on.
+    fn remember_report(
+        &mut self,
+        now_ms: u64,
+        key: Option<IdempotencyKey>,
+        fingerprint: u64,
+        outcome: ReportOutcome,
+    ) -> ReportOutcome {
+        if let Some(key) = key {
+            let remembered = Remembered::Report(outcome.clone());
+            self.idempotency
+                .remember(now_ms, key, fingerprint, remembered);
         }
-        Ok(outcome)
+        outcome
     }
 
     fn check(&mut self, now_ms: u64, c: &CheckRequest) -> Result<CheckOutcome, TallyError> {
@@ -267,22 +269,8 @@ impl ShardCore {
             customer.seq += 1;
             0
         };
-        let outcome = ReportOutcome {
-            seq: customer.seq,
-            duplicate: false,
-            amount: s.actual,
-            charged,
-            standing: customer.standing(&hold.feature, terms.into()),
-        };
-        if let Some(key) = s.idempotency_key {
-            self.idempotency.remember(
-                now_ms,
-                key,
-                fingerprint,
-                Remembered::Report(outcome.clone()),
-            );
-        }
-        Ok(outcome)
+        let outcome = report_outcome(customer, &hold.feature, terms, s.actual, charged);
+        Ok(self.remember_report(now_ms, s.idempotency_key, fingerprint, outcome))
     }
 
     fn release(&mut self, now_ms: u64, hold_id: u64) -> Result<ReleaseOutcome, TallyError> {
@@ -416,6 +404,22 @@ impl ShardCore {
                 .remember(now_ms, key, fingerprint, Remembered::TopUp(outcome.clone()));
         }
         Ok(outcome)
+    }
+}
+
+fn report_outcome(
+    customer: &Customer,
+    feature: &str,
+    terms: super::catalogue::UsageTerms,
+    amount: u64,
+    charged: i64,
+) -> ReportOutcome {
+    ReportOutcome {
+        seq: customer.seq,
+        duplicate: false,
+        amount,
+        charged,
+        standing: customer.standing(feature, terms.into()),
     }
 }
 
