@@ -6,14 +6,19 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
 use crate::clock::Clock;
+use crate::committer::{Committer, StoreHealth};
 use crate::config::Config;
 use crate::credentials::{Credentials, CredentialsError, DevApiKeys};
+use crate::metering::engine::ShardCore;
 use crate::router::Shards;
 use crate::server::{self, BindError, ServerContext};
+use crate::stable_hash::{shard_of, stable_hash};
+use crate::store::{Store, StoreError, StoreFaults, Write};
 
 /// File in the data dir where a running daemon writes the address it listens on, so tools find
 /// it even when the config says port 0.
@@ -42,9 +47,19 @@ pub enum StartError {
     /// The listener could not start.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// The store could not be opened or recovered.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
     /// The server thread could not be started.
     #[error("cannot start the server thread: {0}")]
     Thread(String),
+}
+
+/// Knobs for tests and tools; production uses the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Fault injection at the storage boundary.
+    pub store_faults: StoreFaults,
 }
 
 /// A running daemon. Dropping it shuts it down.
@@ -57,8 +72,17 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts a daemon and returns once it accepts connections.
+    /// Starts a daemon and returns once it has recovered its state and accepts connections.
     pub fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Daemon, StartError> {
+        Daemon::start_with(config, clock, StartOptions::default())
+    }
+
+    /// [`Daemon::start`] with options.
+    pub fn start_with(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        options: StartOptions,
+    ) -> Result<Daemon, StartError> {
         prepare_data_dir(&config)?;
         let credentials = Credentials::prepare(&config)?;
         if credentials.is_development() && !config.server.listen.ip().is_loopback() {
@@ -66,13 +90,26 @@ impl Daemon {
                 addr: config.server.listen,
             });
         }
+        let store = Arc::new(Store::open(&config.storage.data_dir, options.store_faults)?);
+        let cores = recover(&store, &config, clock.now_ms())?;
+        let health = StoreHealth::default();
+        let committer = Committer::start(store.clone(), config.storage.durability, health.clone());
         let cert_pem = credentials.cert_pem.clone();
         let dev_api_keys = credentials.dev_api_keys.clone();
         let (ready, started) = std::sync::mpsc::channel();
         let (stop, stopped) = oneshot::channel();
+        let parts = Parts {
+            config,
+            credentials,
+            clock,
+            cores,
+            store,
+            committer,
+            health,
+        };
         let thread = std::thread::Builder::new()
             .name("tallyd-server".into())
-            .spawn(move || serve_on_this_thread(config, credentials, clock, ready, stopped))
+            .spawn(move || serve_on_this_thread(parts, ready, stopped))
             .map_err(|e| StartError::Thread(e.to_string()))?;
         let addr = started
             .recv()
@@ -129,27 +166,48 @@ impl Drop for Daemon {
     }
 }
 
-fn serve_on_this_thread(
+/// Everything the server thread takes ownership of.
+struct Parts {
     config: Config,
     credentials: Credentials,
     clock: Arc<dyn Clock>,
+    cores: Vec<ShardCore>,
+    store: Arc<Store>,
+    committer: Committer,
+    health: StoreHealth,
+}
+
+fn serve_on_this_thread(
+    parts: Parts,
     ready: std::sync::mpsc::Sender<Result<SocketAddr, StartError>>,
     stop: oneshot::Receiver<()>,
 ) {
+    let Parts {
+        config,
+        credentials,
+        clock,
+        cores,
+        store,
+        committer,
+        health,
+    } = parts;
     let system = actix::System::new();
-    let shards = system.block_on(async move {
+    let commits = committer.sender();
+    system.block_on(async move {
         let shards = Shards::start(
-            config.server.shards,
+            cores,
             config.server.mailbox_capacity,
-            config.catalogue.clone(),
-            config.billing.dedup_window_ms,
             clock,
+            store,
+            commits,
+            health,
         );
         let endpoint = match server::bind(&config.server, &credentials) {
             Ok(endpoint) => endpoint,
             Err(e) => {
                 let _ = ready.send(Err(e.into()));
-                return shards;
+                shards.stop_after_hand_over().await;
+                return;
             }
         };
         let addr = endpoint.local_addr().expect("a bound endpoint has an address");
@@ -165,10 +223,57 @@ fn serve_on_this_thread(
             limits: config.server.clone(),
         });
         server::serve(endpoint, context, stop).await;
-        shards
+        shards.stop_after_hand_over().await;
     });
-    shards.stop();
+    // Every shard is gone, so the committer drains what they handed over and ends.
+    committer.stop();
     tracing::info!("tallyd stopped");
+}
+
+/// Rebuilds every shard's state from the store, placing customers and keys by hash for the
+/// current shard count (which may differ from the last run's).
+fn recover(store: &Store, config: &Config, now_ms: u64) -> Result<Vec<ShardCore>, StartError> {
+    let started = Instant::now();
+    let recovered = store.recover(&config.catalogue, now_ms)?;
+    let shard_count = config.server.shards;
+    let (customer_count, key_count) = (recovered.customers.len(), recovered.keys.len());
+    let mut customers: Vec<Vec<_>> = (0..shard_count).map(|_| Vec::new()).collect();
+    let mut keys: Vec<Vec<_>> = (0..shard_count).map(|_| Vec::new()).collect();
+    for customer in recovered.customers {
+        customers[shard_of(stable_hash(customer.id.as_bytes()), shard_count)].push(customer);
+    }
+    for (key, record) in recovered.keys {
+        keys[shard_of(record.placement, shard_count)].push((key, record));
+    }
+    if !recovered.expired_keys.is_empty() {
+        let forget: Vec<Write> = recovered
+            .expired_keys
+            .into_iter()
+            .map(|key| Write::ForgetKey { key })
+            .collect();
+        store.persist(&forget, fjall::PersistMode::SyncData)?;
+    }
+    let cores = customers
+        .into_iter()
+        .zip(keys)
+        .map(|(customers, keys)| {
+            ShardCore::restore(
+                config.catalogue.clone(),
+                config.billing.dedup_window_ms,
+                customers,
+                keys,
+            )
+        })
+        .collect();
+    tracing::info!(
+        customers = customer_count,
+        idempotency_keys = key_count,
+        events_approx = store.approximate_event_count(),
+        shards = shard_count,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "recovered state from the store"
+    );
+    Ok(cores)
 }
 
 fn prepare_data_dir(config: &Config) -> Result<(), StartError> {

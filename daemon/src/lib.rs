@@ -3,15 +3,18 @@
 //! # Layout
 //! - [`metering`]: the pure core — money, catalogue, periods, models, holds, idempotency.
 //! - [`shard`] and [`router`]: the actix shard actors that own customers, and routing to them.
+//! - [`committer`] and [`store`]: group commit into the fjall store, and recovery from it.
 //! - [`server`]: the QUIC edge — accept, authenticate, decode, route, encode.
 //! - [`daemon`]: start-up and shutdown; [`config`], [`credentials`], [`clock`] around it.
 //!
-//! # Guarantees (this release)
-//! Answers are exact: the shard that owns a customer answers from its live state. State lives in
-//! memory only: persistence (fjall, group commit) is the next piece of work, and a restart starts
-//! empty until then.
+//! # Guarantees
+//! Answers are exact: the shard that owns a customer answers from its live state. An answer to a
+//! state change is released only after the change is persisted per the durability mode (`sync`:
+//! fsynced; `buffered`: in the OS; `periodic`: in the OS, fsynced every N ms); a restart
+//! recovers every customer, hold and idempotency key from the store before serving.
 
 pub mod clock;
+pub mod committer;
 pub mod config;
 pub mod credentials;
 pub mod daemon;
@@ -20,7 +23,8 @@ pub mod router;
 pub mod server;
 pub mod shard;
 pub mod stable_hash;
+pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::Config;
-pub use daemon::{Daemon, StartError};
+pub use daemon::{Daemon, StartError, StartOptions};

@@ -3,22 +3,28 @@
 //! `Overloaded` at once instead of queueing without bound. Batches are split per shard, sent as
 //! one message per shard, and reassembled in order.
 
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use tally_protocol::message::{BatchItemResult, ReportItem, Request, Response, TallyError};
+use tally_protocol::message::{
+    BatchItemResult, EventList, ListEventsRequest, ReportItem, Request, Response, TallyError,
+    UsageEventView,
+};
 use tokio::sync::oneshot;
 
 use crate::clock::Clock;
-use crate::metering::catalogue::Catalogue;
+use crate::committer::{Burst, StoreHealth};
 use crate::metering::engine::ShardCore;
-use crate::shard::{ApplyBatch, ApplyRequest, CountCustomers, Shard};
+use crate::shard::{ApplyBatch, ApplyRequest, CountCustomers, HandOver, Shard};
 use crate::stable_hash::{shard_of, stable_hash};
+use crate::store::Store;
 
-/// Handles to every shard. Cheap to clone.
+/// Handles to every shard, and the store for reads that need no shard. Cheap to clone.
 #[derive(Clone)]
 pub struct Router {
     shards: Arc<[Addr<Shard>]>,
+    store: Arc<Store>,
 }
 
 /// The running shards: their router and the arbiters (threads) to stop at shutdown.
@@ -29,24 +35,26 @@ pub struct Shards {
 }
 
 impl Shards {
-    /// Starts `count` shards, each on its own arbiter. Must run inside an actix `System`.
+    /// Starts one shard per core in `cores`, each on its own arbiter. Must run inside an actix
+    /// `System`. Shard `i` must own exactly the customers that `shard_of(hash, cores.len())`
+    /// places on `i`.
     pub fn start(
-        count: usize,
+        cores: Vec<ShardCore>,
         mailbox_capacity: usize,
-        catalogue: Arc<Catalogue>,
-        dedup_window_ms: u64,
         clock: Arc<dyn Clock>,
+        store: Arc<Store>,
+        commits: SyncSender<Burst>,
+        health: StoreHealth,
     ) -> Shards {
-        assert!(count > 0, "at least one shard");
-        let mut arbiters = Vec::with_capacity(count);
-        let mut addresses = Vec::with_capacity(count);
-        for _ in 0..count {
+        assert!(!cores.is_empty(), "at least one shard");
+        let mut arbiters = Vec::with_capacity(cores.len());
+        let mut addresses = Vec::with_capacity(cores.len());
+        for core in cores {
             let arbiter = Arbiter::new();
-            let core = ShardCore::new(catalogue.clone(), dedup_window_ms);
-            let clock = clock.clone();
+            let (clock, commits, health) = (clock.clone(), commits.clone(), health.clone());
             let address = Shard::start_in_arbiter(&arbiter.handle(), move |ctx| {
                 ctx.set_mailbox_capacity(mailbox_capacity);
-                Shard::new(core, clock)
+                Shard::new(core, clock, commits, health)
             });
             arbiters.push(arbiter);
             addresses.push(address);
@@ -54,9 +62,19 @@ impl Shards {
         Shards {
             router: Router {
                 shards: addresses.into(),
+                store,
             },
             arbiters,
         }
+    }
+
+    /// Hands every shard's pending burst to the committer, then stops every shard thread and
+    /// waits for it.
+    pub async fn stop_after_hand_over(self) {
+        for shard in self.router.shards.iter() {
+            let _ = shard.send(HandOver).await;
+        }
+        self.stop();
     }
 
     /// Stops every shard thread and waits for it.
@@ -99,6 +117,12 @@ impl Router {
                 };
                 return Ok(Response::ReportBatch(self.route_batch(items).await));
             }
+            Request::ListEvents(_) => {
+                let Request::ListEvents(list) = request else {
+                    unreachable!()
+                };
+                return self.list_events(list).await;
+            }
             other => {
                 return Err(TallyError::Unsupported {
                     operation: other.operation_name().into(),
@@ -110,6 +134,35 @@ impl Router {
             .try_send(ApplyRequest { request, reply })
             .map_err(send_error)?;
         answer.await.map_err(|_| shard_gone())?
+    }
+
+    /// Reads events straight from the store on the blocking pool: they are immutable once
+    /// written, so no shard needs to be involved, and a large range never stalls this thread.
+    async fn list_events(&self, list: ListEventsRequest) -> Result<Response, TallyError> {
+        let store = self.store.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            store.list_events(&list.customer, list.from_ms, list.to_ms)
+        });
+        let (events, more) = read
+            .await
+            .map_err(|e| TallyError::Internal {
+                reason: format!("reading events: {e}"),
+            })?
+            .map_err(|e| TallyError::Internal {
+                reason: format!("reading events: {e}"),
+            })?;
+        let events = events
+            .into_iter()
+            .map(|e| UsageEventView {
+                at_ms: e.at_ms,
+                seq: e.seq,
+                feature: e.feature,
+                amount: e.amount,
+                charged: e.charged,
+                idempotency_key: e.idempotency_key,
+            })
+            .collect();
+        Ok(Response::Events(EventList { events, more }))
     }
 
     async fn route_batch(&self, items: Vec<ReportItem>) -> Vec<BatchItemResult> {
@@ -183,7 +236,8 @@ fn shard_gone() -> TallyError {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::config::{Config, DEFAULT_CONFIG_TOML};
+    use crate::committer::Committer;
+    use crate::config::{Config, Durability, DEFAULT_CONFIG_TOML};
     use tally_protocol::message::{CheckRequest, CustomerPlan};
 
     #[test]
@@ -196,13 +250,13 @@ mod tests {
         .unwrap();
         let system = actix::System::new();
         system.block_on(async move {
-            let shards = Shards::start(
-                1,
-                2,
-                config.catalogue,
-                60_000,
-                Arc::new(ManualClock::new(0)),
-            );
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(Store::open(dir.path(), Default::default()).unwrap());
+            let health = StoreHealth::default();
+            let committer = Committer::start(store.clone(), Durability::Buffered, health.clone());
+            let core = ShardCore::new(config.catalogue, 60_000);
+            let clock = Arc::new(ManualClock::new(0));
+            let shards = Shards::start(vec![core], 2, clock, store, committer.sender(), health);
             let router = shards.router.clone();
             let create = Request::CreateCustomer(CustomerPlan {
                 customer: "acme".into(),
@@ -254,6 +308,7 @@ mod tests {
             );
             assert!(overloaded >= 10);
             shards.stop();
+            committer.stop();
         });
     }
 }

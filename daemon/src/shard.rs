@@ -1,11 +1,14 @@
 //! The shard actor: owns one [`ShardCore`] exclusively on its own actix arbiter (thread), so the
 //! hot path takes no locks. It decides *when* things happen — applying requests in mailbox order,
-//! sweeping expired holds — and never *what* (that is the core's).
+//! handing each burst of changes to the committer, sweeping expired holds and keys — never *what*
+//! (that is the core's).
 //!
-//! Persistence slots in here: a shard will apply a burst of requests to memory, write them as one
-//! store batch, and only then send the replies it collected (group commit). Replies therefore
-//! travel in a oneshot inside each message rather than as the handler's return value.
+//! Group commit, shard side: requests are applied to memory as they arrive; answers that depend
+//! on a change wait in the current burst. When the mailbox is drained (or the burst is full) the
+//! burst's writes and answers go to the committer, which releases the answers after persisting.
+//! Read-only requests (`check`, `get_customer`) are answered from memory at once.
 
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,22 +17,76 @@ use tally_protocol::message::{BatchItemResult, ReportItem, Request, Response, Ta
 use tokio::sync::oneshot;
 
 use crate::clock::Clock;
+use crate::committer::{Burst, PendingReply, StoreHealth};
 use crate::metering::engine::ShardCore;
+use crate::store::writes_for;
 
-/// How often a shard releases expired holds that no request touched. Expiry itself is exact
-/// (every answer expires its customer's holds first); the sweep only frees them sooner.
-pub const HOLD_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a shard releases expired holds and forgets expired keys that no request touched.
+/// Expiry itself is exact (every answer expires its customer's holds first); the sweep only
+/// frees them sooner and persists the release.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Most answers in one burst; a larger backlog is handed over in several bursts.
+pub const BURST_REPLIES_MAX: usize = 4_096;
 
 /// One shard.
 pub struct Shard {
     core: ShardCore,
     clock: Arc<dyn Clock>,
+    commits: SyncSender<Burst>,
+    health: StoreHealth,
+    replies: Vec<PendingReply>,
+    is_handover_scheduled: bool,
 }
 
 impl Shard {
-    /// A shard around `core`, reading time from `clock`.
-    pub fn new(core: ShardCore, clock: Arc<dyn Clock>) -> Self {
-        Self { core, clock }
+    /// A shard around `core`, reading time from `clock`, committing through `commits`.
+    pub fn new(
+        core: ShardCore,
+        clock: Arc<dyn Clock>,
+        commits: SyncSender<Burst>,
+        health: StoreHealth,
+    ) -> Self {
+        Self {
+            core,
+            clock,
+            commits,
+            health,
+            replies: Vec::new(),
+            is_handover_scheduled: false,
+        }
+    }
+
+    /// Schedules the hand-over of the current burst once the mailbox is drained, or hands it over
+    /// now when it is full.
+    fn burst_grew(&mut self, ctx: &mut Context<Self>) {
+        if self.replies.len() >= BURST_REPLIES_MAX {
+            self.hand_over();
+        } else if !self.is_handover_scheduled
+            && (!self.replies.is_empty() || self.core.has_changes())
+        {
+            self.is_handover_scheduled = true;
+            // Notifications run after the mailbox is drained: everything that arrived meanwhile
+            // joins this burst, with no timer on the acknowledgement path.
+            ctx.notify(HandOver);
+        }
+    }
+
+    fn hand_over(&mut self) {
+        let writes = writes_for(self.core.take_changes(), &self.core);
+        let replies = std::mem::take(&mut self.replies);
+        if writes.is_empty() && replies.is_empty() {
+            return;
+        }
+        // Blocks while the committer's queue is full: this shard then stops draining its
+        // mailbox, which fills, and new requests are answered `Overloaded`.
+        if let Err(unsent) = self.commits.send(Burst { writes, replies }) {
+            let refusal = StoreHealth::refusal("the committer stopped");
+            unsent
+                .0
+                .replies
+                .into_iter()
+                .for_each(|reply| reply.fail(refusal.clone()));
+        }
     }
 }
 
@@ -37,9 +94,31 @@ impl Actor for Shard {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(HOLD_SWEEP_INTERVAL, |shard, _| {
-            shard.core.expire_holds(shard.clock.now_ms());
+        ctx.run_interval(SWEEP_INTERVAL, |shard, ctx| {
+            let now_ms = shard.clock.now_ms();
+            shard.core.purge_keys(now_ms);
+            shard.core.expire_holds(now_ms);
+            shard.burst_grew(ctx);
         });
+    }
+
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        self.hand_over();
+        Running::Stop
+    }
+}
+
+/// Hand the current burst to the committer (sent by the shard to itself, and at shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HandOver;
+
+impl Handler<HandOver> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, _: HandOver, _: &mut Self::Context) {
+        self.is_handover_scheduled = false;
+        self.hand_over();
     }
 }
 
@@ -56,10 +135,24 @@ pub struct ApplyRequest {
 impl Handler<ApplyRequest> for Shard {
     type Result = ();
 
-    fn handle(&mut self, message: ApplyRequest, _: &mut Self::Context) {
+    fn handle(&mut self, message: ApplyRequest, ctx: &mut Self::Context) {
+        if let Some(reason) = self.health.failure() {
+            let _ = message.reply.send(Err(StoreHealth::refusal(reason)));
+            return;
+        }
+        let is_read_only = matches!(message.request, Request::Check(_) | Request::GetCustomer(_));
         let answer = self.core.handle(self.clock.now_ms(), message.request);
-        // The caller may have given up (connection gone); the state change stands either way.
-        let _ = message.reply.send(answer);
+        if is_read_only {
+            // Served from memory; it may reflect changes still being persisted, whose own
+            // answers are held until they are.
+            let _ = message.reply.send(answer);
+        } else {
+            self.replies.push(PendingReply::One {
+                reply: message.reply,
+                answer,
+            });
+        }
+        self.burst_grew(ctx);
     }
 }
 
@@ -76,13 +169,24 @@ pub struct ApplyBatch {
 impl Handler<ApplyBatch> for Shard {
     type Result = ();
 
-    fn handle(&mut self, message: ApplyBatch, _: &mut Self::Context) {
-        let now_ms = self.clock.now_ms();
+    fn handle(&mut self, message: ApplyBatch, ctx: &mut Self::Context) {
         let (positions, items): (Vec<usize>, Vec<ReportItem>) = message.items.into_iter().unzip();
-        let results = self.core.report_batch(now_ms, items);
-        let _ = message
-            .reply
-            .send(positions.into_iter().zip(results).collect());
+        if let Some(reason) = self.health.failure() {
+            let refusal = BatchItemResult::Err(StoreHealth::refusal(reason));
+            let _ = message.reply.send(
+                positions
+                    .into_iter()
+                    .map(|p| (p, refusal.clone()))
+                    .collect(),
+            );
+            return;
+        }
+        let results = self.core.report_batch(self.clock.now_ms(), items);
+        self.replies.push(PendingReply::Batch {
+            reply: message.reply,
+            answer: positions.into_iter().zip(results).collect(),
+        });
+        self.burst_grew(ctx);
     }
 }
 

@@ -542,6 +542,24 @@ impl Admin<'_> {
         }
     }
 
+    /// Raw usage events with `from_ms <= at_ms < to_ms`, oldest first (one page).
+    pub async fn list_events(
+        &self,
+        customer: &str,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<EventList, Error> {
+        let request = Request::ListEvents(ListEventsRequest {
+            customer: customer.into(),
+            from_ms,
+            to_ms,
+        });
+        match self.client.call(request).await? {
+            Response::Events(list) => Ok(list),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Closes the customer's current period now (answered `Unsupported` until billing lands).
     pub async fn close_period(&self, customer: &str) -> Result<Response, Error> {
         self.client

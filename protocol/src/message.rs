@@ -16,6 +16,8 @@ pub const CUSTOMER_ID_BYTES_MAX: usize = 128;
 pub const SLUG_BYTES_MAX: usize = 64;
 /// Longest API key a client may present, in bytes.
 pub const API_KEY_BYTES_MAX: usize = 256;
+/// Most events in one `list_events` answer.
+pub const LIST_EVENTS_MAX: usize = 10_000;
 /// Most items in one `report_batch`.
 pub const BATCH_ITEMS_MAX: usize = 4096;
 /// Largest usage amount in one report, check or hold (a trillion units): keeps every cost
@@ -30,6 +32,7 @@ pub const HOLD_TTL_MS_MAX: u64 = 24 * 60 * 60 * 1000;
 /// Money is counted in rate units: 10,000 rate units are one dollar.
 pub const RATE_UNITS_PER_DOLLAR: i64 = 10_000;
 
+const _: () = assert!(LIST_EVENTS_MAX * (SLUG_BYTES_MAX + 96) < FRAME_BYTES_MAX as usize);
 const _: () = assert!(
     BATCH_ITEMS_MAX * (CUSTOMER_ID_BYTES_MAX + SLUG_BYTES_MAX + 64) < FRAME_BYTES_MAX as usize
 );
@@ -130,8 +133,8 @@ pub enum Reply {
 
 /// Every operation of SPEC §5.
 ///
-/// `ListEvents`, `ListInvoices`, `ListTransactions`, `ClosePeriod` and `Stats` are part of the
-/// wire already; until the billing, durability and console work lands the daemon answers them with
+/// `ListInvoices`, `ListTransactions`, `ClosePeriod` and `Stats` are part of the wire already;
+/// until the billing and console work lands the daemon answers them with
 /// [`TallyError::Unsupported`].
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Request {
@@ -155,7 +158,7 @@ pub enum Request {
     TopUp(TopUpRequest),
     /// Admin: the customer's plan, period, usage, credits or balance and holds.
     GetCustomer(CustomerRef),
-    /// Admin: raw usage events in a time range (not yet supported).
+    /// Admin: raw usage events in a time range, oldest first, at most `LIST_EVENTS_MAX` per answer.
     ListEvents(ListEventsRequest),
     /// Admin: closed-period invoices (not yet supported).
     ListInvoices(CustomerRef),
@@ -373,6 +376,34 @@ pub enum Response {
     Customer(CustomerView),
     /// For `top_up`.
     TopUp(TopUpOutcome),
+    /// For `list_events`.
+    Events(EventList),
+}
+
+/// Raw usage events of one customer.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct EventList {
+    /// Events, oldest first.
+    pub events: Vec<UsageEventView>,
+    /// Whether more events follow in the range (ask again from the last event's `at_ms + 1`).
+    pub more: bool,
+}
+
+/// One recorded usage.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct UsageEventView {
+    /// When it was recorded, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// The customer's sequence number after it.
+    pub seq: u64,
+    /// The usage feature.
+    pub feature: String,
+    /// Units.
+    pub amount: u64,
+    /// What it cost: overage rate units, credits or rate units by model.
+    pub charged: i64,
+    /// The idempotency key it came with.
+    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 /// One item's result in a batch.

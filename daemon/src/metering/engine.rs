@@ -2,14 +2,14 @@
 //! state changes: it applies a request to memory and returns the typed answer. Pure: the caller
 //! passes the time and decides when answers are released (after persistence, once it exists).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use tally_protocol::message::*;
 
 use super::catalogue::{Catalogue, ModelTerms};
 use super::customer::Customer;
-use super::idempotency::{IdempotencyLog, Remembered};
+use super::idempotency::{IdempotencyLog, KeyRecord, Remembered};
 use crate::stable_hash::{stable_hash, Fingerprint};
 
 /// Most open holds one customer may have; a hold is bookkeeping the shard must scan.
@@ -23,6 +23,50 @@ pub struct ShardCore {
     hold_owners: HashMap<u64, String>,
     hold_expiry: BTreeSet<(u64, u64)>,
     idempotency: IdempotencyLog,
+    changes: Changes,
+}
+
+/// What changed since the last [`ShardCore::take_changes`]: what the store must persist before
+/// the answers that caused it are released.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Customers whose state changed (their whole state is persisted).
+    pub customers: HashSet<String>,
+    /// Usage recorded, in order.
+    pub events: Vec<UsageEvent>,
+    /// Idempotency keys applied.
+    pub keys_remembered: Vec<(IdempotencyKey, KeyRecord)>,
+    /// Idempotency keys whose window ended.
+    pub keys_forgotten: Vec<IdempotencyKey>,
+}
+
+impl Changes {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.customers.is_empty()
+            && self.events.is_empty()
+            && self.keys_remembered.is_empty()
+            && self.keys_forgotten.is_empty()
+    }
+}
+
+/// One recorded usage: the raw event that invoices reconcile against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageEvent {
+    /// The customer.
+    pub customer: String,
+    /// The customer's sequence number after this usage (unique per customer).
+    pub seq: u64,
+    /// When it was recorded.
+    pub at_ms: u64,
+    /// The usage feature.
+    pub feature: String,
+    /// Units.
+    pub amount: u64,
+    /// What it cost, in the model's unit.
+    pub charged: i64,
+    /// The idempotency key it came with.
+    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 impl ShardCore {
@@ -34,7 +78,59 @@ impl ShardCore {
             hold_owners: HashMap::new(),
             hold_expiry: BTreeSet::new(),
             idempotency: IdempotencyLog::new(dedup_window_ms),
+            changes: Changes::default(),
         }
+    }
+
+    /// A shard rebuilt from stored customers and keys (recovery).
+    pub fn restore(
+        catalogue: Arc<Catalogue>,
+        dedup_window_ms: u64,
+        customers: Vec<Customer>,
+        keys: Vec<(IdempotencyKey, KeyRecord)>,
+    ) -> Self {
+        let mut core = ShardCore::new(catalogue, dedup_window_ms);
+        for customer in customers {
+            for (&hold, h) in &customer.holds {
+                core.hold_owners.insert(hold, customer.id.clone());
+                core.hold_expiry.insert((h.expires_at_ms, hold));
+            }
+            let id = customer.id.clone();
+            let previous = core.customers.insert(id, customer);
+            assert!(previous.is_none(), "the store holds one row per customer");
+        }
+        for (key, record) in keys {
+            core.idempotency.restore(key, record);
+        }
+        core.idempotency.sort_after_restore();
+        core
+    }
+
+    /// Everything that changed since the last call.
+    pub fn take_changes(&mut self) -> Changes {
+        let mut changes = std::mem::take(&mut self.changes);
+        changes.keys_forgotten = self.idempotency.drain_forgotten();
+        changes
+    }
+
+    /// Whether changes are waiting to be taken.
+    pub fn has_changes(&self) -> bool {
+        !self.changes.is_empty()
+    }
+
+    /// A customer's state, for persisting it.
+    pub fn customer(&self, id: &str) -> Option<&Customer> {
+        self.customers.get(id)
+    }
+
+    /// Every customer (for tests and statistics).
+    pub fn customers(&self) -> impl Iterator<Item = &Customer> {
+        self.customers.values()
+    }
+
+    /// Forgets idempotency keys whose window ended.
+    pub fn purge_keys(&mut self, now_ms: u64) {
+        self.idempotency.purge(now_ms);
     }
 
     /// Customers this shard owns.
@@ -100,7 +196,11 @@ impl ShardCore {
             .ok_or_else(|| TallyError::UnknownCustomer {
                 customer: id.into(),
             })?;
-        for hold in customer.expire_holds(now_ms) {
+        let expired = customer.expire_holds(now_ms);
+        if !expired.is_empty() {
+            self.changes.customers.insert(id.into());
+        }
+        for hold in expired {
             self.hold_owners.remove(&hold);
         }
         Ok(customer)
@@ -129,7 +229,44 @@ impl ShardCore {
         }
         let charged = customer.record(&item.feature, terms, item.amount);
         let outcome = report_outcome(customer, &item.feature, terms, item.amount, charged);
-        Ok(self.remember_report(now_ms, item.idempotency_key, fingerprint, outcome))
+        self.record_usage(
+            now_ms,
+            &item.customer,
+            &item.feature,
+            &outcome,
+            item.idempotency_key,
+        );
+        let placement = stable_hash(item.customer.as_bytes());
+        Ok(self.remember_report(
+            now_ms,
+            item.idempotency_key,
+            fingerprint,
+            placement,
+            outcome,
+        ))
+    }
+
+    /// Notes recorded usage: the customer's new state and the raw event, for the store.
+    fn record_usage(
+        &mut self,
+        now_ms: u64,
+        customer: &str,
+        feature: &str,
+        outcome: &ReportOutcome,
+        idempotency_key: Option<IdempotencyKey>,
+    ) {
+        self.changes.customers.insert(customer.into());
+        if outcome.amount > 0 {
+            self.changes.events.push(UsageEvent {
+                customer: customer.into(),
+                seq: outcome.seq,
+                at_ms: now_ms,
+                feature: feature.into(),
+                amount: outcome.amount,
+                charged: outcome.charged,
+                idempotency_key,
+            });
+        }
     }
 
     /// Remembers a keyed report's outcome so a retry returns it, and passes it on.
@@ -138,12 +275,15 @@ impl ShardCore {
         now_ms: u64,
         key: Option<IdempotencyKey>,
         fingerprint: u64,
+        placement: u64,
         outcome: ReportOutcome,
     ) -> ReportOutcome {
         if let Some(key) = key {
             let remembered = Remembered::Report(outcome.clone());
-            self.idempotency
-                .remember(now_ms, key, fingerprint, remembered);
+            let record = self
+                .idempotency
+                .remember(now_ms, key, fingerprint, placement, remembered);
+            self.changes.keys_remembered.push((key, record));
         }
         outcome
     }
@@ -169,15 +309,11 @@ impl ShardCore {
 
     fn reserve(&mut self, now_ms: u64, r: &ReserveRequest) -> Result<ReserveOutcome, TallyError> {
         let catalogue = self.catalogue.clone();
-        let customer =
-            self.customers
-                .get_mut(&r.customer)
-                .ok_or_else(|| TallyError::UnknownCustomer {
-                    customer: r.customer.clone(),
-                })?;
-        for hold in customer.expire_holds(now_ms) {
-            self.hold_owners.remove(&hold);
-        }
+        self.touch(now_ms, &r.customer)?;
+        let customer = self
+            .customers
+            .get_mut(&r.customer)
+            .expect("touch found the customer");
         let terms = customer.usage_terms(&catalogue, &r.feature)?;
         if customer.holds.len() >= HOLDS_PER_CUSTOMER_MAX {
             return Err(TallyError::InvalidRequest {
@@ -220,6 +356,7 @@ impl ShardCore {
         );
         self.hold_owners.insert(hold, r.customer.clone());
         self.hold_expiry.insert((expires_at_ms, hold));
+        self.changes.customers.insert(r.customer.clone());
         Ok(ReserveOutcome {
             allowed: true,
             hold: Some(hold),
@@ -270,7 +407,8 @@ impl ShardCore {
             0
         };
         let outcome = report_outcome(customer, &hold.feature, terms, s.actual, charged);
-        Ok(self.remember_report(now_ms, s.idempotency_key, fingerprint, outcome))
+        self.record_usage(now_ms, &owner, &hold.feature, &outcome, s.idempotency_key);
+        Ok(self.remember_report(now_ms, s.idempotency_key, fingerprint, s.hold, outcome))
     }
 
     fn release(&mut self, now_ms: u64, hold_id: u64) -> Result<ReleaseOutcome, TallyError> {
@@ -282,6 +420,7 @@ impl ShardCore {
             .expect("a hold's owner exists");
         customer.seq += 1;
         let rule = customer.rule(&catalogue, &hold.feature)?;
+        self.changes.customers.insert(owner);
         Ok(ReleaseOutcome {
             seq: customer.seq,
             released: hold.held,
@@ -306,6 +445,7 @@ impl ShardCore {
             .ok_or(TallyError::UnknownPlan { plan: cp.plan })?;
         let customer = Customer::new(cp.customer.clone(), plan, now_ms);
         let view = customer.view();
+        self.changes.customers.insert(cp.customer.clone());
         self.customers.insert(cp.customer, customer);
         Ok(view)
     }
@@ -332,6 +472,7 @@ impl ShardCore {
         for hold in dropped {
             self.hold_owners.remove(&hold);
         }
+        self.changes.customers.insert(cp.customer.clone());
         Ok(view)
     }
 
@@ -399,9 +540,14 @@ impl ShardCore {
             balance_added_units,
             customer: customer.view(),
         };
+        self.changes.customers.insert(t.customer.clone());
         if let Some(key) = t.idempotency_key {
-            self.idempotency
-                .remember(now_ms, key, fingerprint, Remembered::TopUp(outcome.clone()));
+            let placement = stable_hash(t.customer.as_bytes());
+            let remembered = Remembered::TopUp(outcome.clone());
+            let record = self
+                .idempotency
+                .remember(now_ms, key, fingerprint, placement, remembered);
+            self.changes.keys_remembered.push((key, record));
         }
         Ok(outcome)
     }

@@ -1,5 +1,6 @@
 //! Idempotency keys: the outcome of every applied keyed request, kept for the dedup window, so a
 //! retry returns the first outcome and changes nothing. Pure and bounded; time is passed in.
+//! Forgotten keys are reported so the store can delete them too.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -18,18 +19,26 @@ pub enum Remembered {
     TopUp(TopUpOutcome),
 }
 
-#[derive(Debug)]
-struct Record {
-    fingerprint: u64,
-    outcome: Remembered,
+/// Everything known about one applied key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    /// Fingerprint of the request's content; the same key with other content is a conflict.
+    pub fingerprint: u64,
+    /// When the key is forgotten.
+    pub expires_at_ms: u64,
+    /// Placement hash of what the key guards (a customer's hash or a hold id): which shard owns it.
+    pub placement: u64,
+    /// The first outcome.
+    pub outcome: Remembered,
 }
 
 /// The keys of one shard.
 #[derive(Debug)]
 pub struct IdempotencyLog {
     window_ms: u64,
-    records: HashMap<IdempotencyKey, Record>,
+    records: HashMap<IdempotencyKey, KeyRecord>,
     by_expiry: VecDeque<(u64, IdempotencyKey)>,
+    forgotten: Vec<IdempotencyKey>,
 }
 
 impl IdempotencyLog {
@@ -39,6 +48,7 @@ impl IdempotencyLog {
             window_ms,
             records: HashMap::new(),
             by_expiry: VecDeque::new(),
+            forgotten: Vec::new(),
         }
     }
 
@@ -64,27 +74,38 @@ impl IdempotencyLog {
         }
     }
 
-    /// Remembers the outcome of an applied keyed request.
+    /// Remembers the outcome of an applied keyed request; returns the record to persist.
     pub fn remember(
         &mut self,
         now_ms: u64,
         key: IdempotencyKey,
         fingerprint: u64,
+        placement: u64,
         outcome: Remembered,
-    ) {
-        let expires_at_ms = now_ms.saturating_add(self.window_ms);
-        let previous = self.records.insert(
-            key,
-            Record {
-                fingerprint,
-                outcome,
-            },
-        );
+    ) -> KeyRecord {
+        let record = KeyRecord {
+            fingerprint,
+            expires_at_ms: now_ms.saturating_add(self.window_ms),
+            placement,
+            outcome,
+        };
+        self.restore(key, record.clone());
+        record
+    }
+
+    /// Puts back a record read from the store (or just made).
+    pub fn restore(&mut self, key: IdempotencyKey, record: KeyRecord) {
+        self.by_expiry.push_back((record.expires_at_ms, key));
+        let previous = self.records.insert(key, record);
         assert!(
             previous.is_none(),
             "a key is remembered only after a lookup found nothing"
         );
-        self.by_expiry.push_back((expires_at_ms, key));
+    }
+
+    /// Keys forgotten since the last call, for the store to delete.
+    pub fn drain_forgotten(&mut self) -> Vec<IdempotencyKey> {
+        std::mem::take(&mut self.forgotten)
     }
 
     /// Keys remembered now.
@@ -97,14 +118,29 @@ impl IdempotencyLog {
         self.records.is_empty()
     }
 
-    fn purge(&mut self, now_ms: u64) {
+    /// Forgets keys whose window ended at or before `now_ms`.
+    pub fn purge(&mut self, now_ms: u64) {
+        // The queue is in expiry order: keys are remembered with `now + window` as time moves
+        // forward, and recovery sorts it once (`sort_after_restore`).
         while let Some(&(expires_at_ms, key)) = self.by_expiry.front() {
             if expires_at_ms > now_ms {
                 break;
             }
             self.by_expiry.pop_front();
-            self.records.remove(&key);
+            if self
+                .records
+                .get(&key)
+                .is_some_and(|r| r.expires_at_ms == expires_at_ms)
+            {
+                self.records.remove(&key);
+                self.forgotten.push(key);
+            }
         }
+    }
+
+    /// Sorts the expiry queue after records were restored in arbitrary order.
+    pub fn sort_after_restore(&mut self) {
+        self.by_expiry.make_contiguous().sort_unstable();
     }
 }
 
@@ -132,7 +168,7 @@ mod tests {
         let mut log = IdempotencyLog::new(1_000);
         let key = [7u8; 16];
         assert_eq!(log.lookup(0, &key, 1), Ok(None));
-        log.remember(0, key, 1, outcome(1));
+        log.remember(0, key, 1, 0, outcome(1));
         assert_eq!(log.lookup(999, &key, 1), Ok(Some(outcome(1))));
         assert!(matches!(
             log.lookup(999, &key, 2),
@@ -140,5 +176,6 @@ mod tests {
         ));
         assert_eq!(log.lookup(1_000, &key, 2), Ok(None));
         assert!(log.is_empty());
+        assert_eq!(log.drain_forgotten(), vec![key]);
     }
 }

@@ -1,0 +1,227 @@
+//! Group commit: one thread takes every burst the shards queued, writes them to the store as one
+//! atomic batch, persists it per the durability mode, and only then releases the answers that
+//! depended on it. No timer on the acknowledgement path: an idle committer commits a lone burst at
+//! once; a busy one takes everything that queued while it was persisting (one fsync for all).
+//! A failed write is never acknowledged: its answers become errors and the store is marked failed.
+
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use fjall::PersistMode;
+use tally_protocol::message::{BatchItemResult, Response, TallyError};
+use tokio::sync::oneshot;
+
+use crate::config::Durability;
+use crate::store::{Store, Write};
+
+/// Bursts that may wait for the committer; a full queue blocks the shard sending, so its mailbox
+/// fills and new requests are answered `Overloaded` instead of memory growing.
+pub const QUEUED_BURSTS_MAX: usize = 256;
+/// Most writes in one store batch; a larger backlog is committed in several batches.
+pub const COMMIT_WRITES_MAX: usize = 65_536;
+
+/// An answer waiting for the writes it depends on.
+pub enum PendingReply {
+    /// One request's answer.
+    One {
+        /// Where it goes.
+        reply: oneshot::Sender<Result<Response, TallyError>>,
+        /// The answer.
+        answer: Result<Response, TallyError>,
+    },
+    /// A shard's share of a batch.
+    Batch {
+        /// Where it goes.
+        reply: oneshot::Sender<Vec<(usize, BatchItemResult)>>,
+        /// The results with their positions in the batch.
+        answer: Vec<(usize, BatchItemResult)>,
+    },
+}
+
+impl PendingReply {
+    /// Sends the answer (its writes are persisted). A caller that went away is ignored.
+    pub fn release(self) {
+        match self {
+            PendingReply::One { reply, answer } => drop(reply.send(answer)),
+            PendingReply::Batch { reply, answer } => drop(reply.send(answer)),
+        }
+    }
+
+    /// Replaces the answer by `error` (its writes were not persisted).
+    pub fn fail(self, error: TallyError) {
+        match self {
+            PendingReply::One { reply, .. } => drop(reply.send(Err(error))),
+            PendingReply::Batch { reply, answer } => {
+                let failed = answer
+                    .into_iter()
+                    .map(|(position, _)| (position, BatchItemResult::Err(error.clone())))
+                    .collect();
+                drop(reply.send(failed));
+            }
+        }
+    }
+}
+
+/// What one shard hands the committer: writes and the answers that wait for them.
+pub struct Burst {
+    /// Store writes, in the order they were made.
+    pub writes: Vec<Write>,
+    /// Answers to release once the writes are persisted.
+    pub replies: Vec<PendingReply>,
+}
+
+/// Whether the store is still trustworthy. Once a write fails it never is again in this process:
+/// memory may be ahead of disk, so every shard refuses work until a restart recovers.
+#[derive(Debug, Clone, Default)]
+pub struct StoreHealth(Arc<OnceLock<String>>);
+
+impl StoreHealth {
+    /// Records the first failure.
+    pub fn fail(&self, reason: String) {
+        let _ = self.0.set(reason);
+    }
+
+    /// The failure, if any.
+    pub fn failure(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+
+    /// The typed error that requests get once the store failed.
+    pub fn refusal(reason: &str) -> TallyError {
+        TallyError::Internal {
+            reason: format!(
+                "storage failed ({reason}); nothing was applied; restart tallyd to recover"
+            ),
+        }
+    }
+}
+
+/// The committer thread.
+pub struct Committer {
+    sender: Option<SyncSender<Burst>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Committer {
+    /// Starts the committer for `store` in `durability` mode.
+    pub fn start(store: Arc<Store>, durability: Durability, health: StoreHealth) -> Committer {
+        let (sender, bursts) = sync_channel(QUEUED_BURSTS_MAX);
+        let thread = std::thread::Builder::new()
+            .name("tallyd-committer".into())
+            .spawn(move || commit_loop(&store, durability, &health, &bursts))
+            .expect("spawning the committer thread");
+        Committer {
+            sender: Some(sender),
+            thread: Some(thread),
+        }
+    }
+
+    /// A handle for a shard to queue bursts.
+    pub fn sender(&self) -> SyncSender<Burst> {
+        self.sender.clone().expect("the committer is running")
+    }
+
+    /// Waits until every queued burst is committed and the thread ends. Every other sender
+    /// (the shards) must be gone first.
+    pub fn stop(mut self) {
+        self.sender.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn commit_loop(
+    store: &Store,
+    durability: Durability,
+    health: &StoreHealth,
+    bursts: &Receiver<Burst>,
+) {
+    let (mode, sync_every) = match durability {
+        Durability::Sync => (PersistMode::SyncData, None),
+        Durability::Buffered => (PersistMode::Buffer, None),
+        Durability::Periodic { interval_ms } => (
+            PersistMode::Buffer,
+            Some(Duration::from_millis(interval_ms)),
+        ),
+    };
+    let mut last_sync = Instant::now();
+    loop {
+        let first = match sync_every {
+            None => match bursts.recv() {
+                Ok(burst) => burst,
+                Err(_) => return,
+            },
+            Some(every) => {
+                let due = (last_sync + every).saturating_duration_since(Instant::now());
+                match bursts.recv_timeout(due) {
+                    Ok(burst) => burst,
+                    Err(RecvTimeoutError::Timeout) => {
+                        sync(store, health);
+                        last_sync = Instant::now();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => {
+                        sync(store, health);
+                        return;
+                    }
+                }
+            }
+        };
+        let mut writes = first.writes;
+        let mut replies = first.replies;
+        while writes.len() < COMMIT_WRITES_MAX {
+            match bursts.try_recv() {
+                Ok(mut burst) => {
+                    writes.append(&mut burst.writes);
+                    replies.append(&mut burst.replies);
+                }
+                Err(_) => break,
+            }
+        }
+        commit(store, mode, health, &writes, replies);
+        if sync_every.is_some_and(|every| last_sync.elapsed() >= every) {
+            sync(store, health);
+            last_sync = Instant::now();
+        }
+    }
+}
+
+fn commit(
+    store: &Store,
+    mode: PersistMode,
+    health: &StoreHealth,
+    writes: &[Write],
+    replies: Vec<PendingReply>,
+) {
+    let result = match health.failure() {
+        Some(reason) => Err(reason.to_string()),
+        None if writes.is_empty() => Ok(()),
+        None => store.persist(writes, mode).map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(()) => replies.into_iter().for_each(PendingReply::release),
+        Err(reason) => {
+            if health.failure().is_none() {
+                tracing::error!(error = %reason, writes = writes.len(), "persisting a group commit failed; refusing all work until restart");
+                health.fail(reason.clone());
+            }
+            let refusal = StoreHealth::refusal(&reason);
+            replies
+                .into_iter()
+                .for_each(|reply| reply.fail(refusal.clone()));
+        }
+    }
+}
+
+fn sync(store: &Store, health: &StoreHealth) {
+    if health.failure().is_some() {
+        return;
+    }
+    if let Err(e) = store.sync() {
+        tracing::error!(error = %e, "periodic fsync failed; refusing all work until restart");
+        health.fail(e.to_string());
+    }
+}

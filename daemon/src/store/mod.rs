@@ -1,0 +1,349 @@
+//! The fjall store: customer state, idempotency keys and raw usage events under
+//! `<data_dir>/store`. It owns the key layout and recovery reads; it does not decide when to write
+//! (the committer does) and knows nothing of actors or the wire.
+//!
+//! # Guarantees
+//! [`Store::persist`] writes one atomic batch: every customer row, event and key record of a group
+//! commit lands together or not at all, so a retried key can never be counted zero times or
+//! twice. With `PersistMode::SyncData` the batch is on disk when it returns; with `Buffer` it is
+//! in the OS (survives a process kill, not a power cut). A failed write poisons fjall: the daemon
+//! must restart and recover, never retry.
+//!
+//! # Layout (keyspaces)
+//! - `customers`: customer id → [`records::StoredCustomer`] (whole state, holds included).
+//! - `events`: `[len][id][at_ms BE][seq BE]` → [`records::StoredEvent`].
+//! - `keys`: 16-byte idempotency key → [`records::StoredKey`].
+//! - `meta`: `format` → [`records::STORE_FORMAT`].
+
+pub mod records;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use tally_protocol::message::{IdempotencyKey, LIST_EVENTS_MAX};
+
+use crate::metering::catalogue::Catalogue;
+use crate::metering::customer::Customer;
+use crate::metering::engine::{Changes, ShardCore};
+use crate::metering::idempotency::KeyRecord;
+use records::{RecordError, StoredEvent, STORE_FORMAT};
+
+/// Folder under the data dir that holds the fjall database.
+pub const STORE_DIR: &str = "store";
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// fjall failed (IO, corruption, or poisoned after an earlier failure).
+    #[error("storage engine: {0}")]
+    Engine(#[from] fjall::Error),
+    /// A record could not be read back.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// The folder holds something that is not a Tally store.
+    #[error("{path} is not a Tally store (no format marker); refusing to use it")]
+    NotAStore {
+        /// The folder.
+        path: PathBuf,
+    },
+    /// A write failed on purpose (fault injection in tests).
+    #[error("injected write failure")]
+    InjectedFault,
+}
+
+/// A switch that makes every write fail, for tests of the failure path at the storage boundary.
+#[derive(Debug, Clone, Default)]
+pub struct StoreFaults(Arc<AtomicBool>);
+
+impl StoreFaults {
+    /// From now on, every write fails (or succeeds again with `false`).
+    pub fn fail_writes(&self, fail: bool) {
+        self.0.store(fail, Ordering::SeqCst);
+    }
+
+    fn is_failing(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// One write of a group commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// A customer's whole state.
+    Customer {
+        /// The customer's id.
+        id: String,
+        /// [`records::encode_customer`].
+        record: Vec<u8>,
+    },
+    /// A usage event.
+    Event {
+        /// [`records::event_key`].
+        key: Vec<u8>,
+        /// [`records::encode_event`].
+        record: Vec<u8>,
+    },
+    /// An applied idempotency key.
+    Key {
+        /// The key.
+        key: IdempotencyKey,
+        /// [`records::encode_key_record`].
+        record: Vec<u8>,
+    },
+    /// A key whose window ended.
+    ForgetKey {
+        /// The key.
+        key: IdempotencyKey,
+    },
+}
+
+/// The store writes that persist `changes` of `core` (customer rows re-read from `core`).
+pub fn writes_for(changes: Changes, core: &ShardCore) -> Vec<Write> {
+    let mut writes = Vec::with_capacity(
+        changes.customers.len() + changes.events.len() + changes.keys_remembered.len(),
+    );
+    for id in changes.customers {
+        let customer = core.customer(&id).expect("changed customers exist");
+        writes.push(Write::Customer {
+            record: records::encode_customer(customer),
+            id,
+        });
+    }
+    for event in &changes.events {
+        writes.push(Write::Event {
+            key: records::event_key(&event.customer, event.at_ms, event.seq),
+            record: records::encode_event(event),
+        });
+    }
+    for (key, record) in &changes.keys_remembered {
+        writes.push(Write::Key {
+            key: *key,
+            record: records::encode_key_record(record),
+        });
+    }
+    for key in changes.keys_forgotten {
+        writes.push(Write::ForgetKey { key });
+    }
+    writes
+}
+
+/// What recovery read back.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Every customer.
+    pub customers: Vec<Customer>,
+    /// Keys still inside their window.
+    pub keys: Vec<(IdempotencyKey, KeyRecord)>,
+    /// Keys found expired (to be deleted).
+    pub expired_keys: Vec<IdempotencyKey>,
+}
+
+/// The open store.
+pub struct Store {
+    db: Database,
+    customers: Keyspace,
+    events: Keyspace,
+    keys: Keyspace,
+    faults: StoreFaults,
+}
+
+impl Store {
+    /// Opens (or, in a folder without one, creates) the store under `data_dir`.
+    pub fn open(data_dir: &Path, faults: StoreFaults) -> Result<Store, StoreError> {
+        let path = data_dir.join(STORE_DIR);
+        let is_new = !path.exists();
+        let db = Database::builder(&path).open()?;
+        let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        match meta.get("format")? {
+            Some(format) if &*format == STORE_FORMAT => {}
+            Some(_) => return Err(StoreError::NotAStore { path }),
+            None if is_new => {
+                meta.insert("format", STORE_FORMAT)?;
+                db.persist(PersistMode::SyncAll)?;
+            }
+            None => return Err(StoreError::NotAStore { path }),
+        }
+        Ok(Store {
+            customers: db.keyspace("customers", KeyspaceCreateOptions::default)?,
+            events: db.keyspace("events", KeyspaceCreateOptions::default)?,
+            keys: db.keyspace("keys", KeyspaceCreateOptions::default)?,
+            db,
+            faults,
+        })
+    }
+
+    /// Reads every customer and every idempotency key still inside its window at `now_ms`.
+    pub fn recover(&self, catalogue: &Catalogue, now_ms: u64) -> Result<Recovered, StoreError> {
+        let mut recovered = Recovered::default();
+        for guard in self.customers.iter() {
+            let (_, value) = guard.into_inner()?;
+            recovered
+                .customers
+                .push(records::decode_customer(&value, catalogue)?);
+        }
+        for guard in self.keys.iter() {
+            let (key, value) = guard.into_inner()?;
+            let key = records::decode_key(&key)?;
+            let record = records::decode_key_record(&value)?;
+            if record.expires_at_ms > now_ms {
+                recovered.keys.push((key, record));
+            } else {
+                recovered.expired_keys.push(key);
+            }
+        }
+        Ok(recovered)
+    }
+
+    /// Roughly how many events are stored (cheap; for logs).
+    pub fn approximate_event_count(&self) -> usize {
+        self.events.approximate_len()
+    }
+
+    /// Writes `writes` as one atomic batch and persists it per `mode` before returning.
+    pub fn persist(&self, writes: &[Write], mode: PersistMode) -> Result<(), StoreError> {
+        if self.faults.is_failing() {
+            return Err(StoreError::InjectedFault);
+        }
+        let mut batch = self.db.batch().durability(Some(mode));
+        for write in writes {
+            match write {
+                Write::Customer { id, record } => {
+                    batch.insert(&self.customers, id.as_bytes(), record.as_slice())
+                }
+                Write::Event { key, record } => {
+                    batch.insert(&self.events, key.as_slice(), record.as_slice())
+                }
+                Write::Key { key, record } => {
+                    batch.insert(&self.keys, key.as_slice(), record.as_slice())
+                }
+                Write::ForgetKey { key } => batch.remove(&self.keys, key.as_slice()),
+            }
+        }
+        batch.commit()?;
+        Ok(())
+    }
+
+    /// fsyncs everything written so far (the `periodic` durability mode's timer).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        if self.faults.is_failing() {
+            return Err(StoreError::InjectedFault);
+        }
+        self.db.persist(PersistMode::SyncData)?;
+        Ok(())
+    }
+
+    /// A customer's events with `from_ms <= at_ms < to_ms`, oldest first, at most
+    /// [`LIST_EVENTS_MAX`]; the flag says whether more follow.
+    pub fn list_events(
+        &self,
+        customer: &str,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<(Vec<StoredEvent>, bool), StoreError> {
+        let mut events = Vec::new();
+        if from_ms >= to_ms {
+            return Ok((events, false));
+        }
+        let start = records::event_key(customer, from_ms, 0);
+        let end = records::event_key(customer, to_ms, 0);
+        for guard in self.events.range(start..end) {
+            if events.len() == LIST_EVENTS_MAX {
+                return Ok((events, true));
+            }
+            let (_, value) = guard.into_inner()?;
+            events.push(records::decode_event(&value)?);
+        }
+        Ok((events, false))
+    }
+
+    /// Bytes the store takes on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.db.disk_space().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, DEFAULT_CONFIG_TOML};
+    use crate::metering::engine::UsageEvent;
+
+    fn catalogue() -> Arc<Catalogue> {
+        Config::parse(DEFAULT_CONFIG_TOML, Path::new("."), "config.toml")
+            .unwrap()
+            .catalogue
+    }
+
+    #[test]
+    fn customers_and_events_come_back_exactly_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalogue = catalogue();
+        let mut customer = Customer::new("acme".into(), catalogue.plan("pro").unwrap().clone(), 5);
+        customer.usage.insert("tokens".into(), 42);
+        let event = UsageEvent {
+            customer: "acme".into(),
+            seq: 2,
+            at_ms: 1_000,
+            feature: "tokens".into(),
+            amount: 42,
+            charged: 0,
+            idempotency_key: Some([3; 16]),
+        };
+        {
+            let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
+            let writes = [
+                Write::Customer {
+                    id: "acme".into(),
+                    record: records::encode_customer(&customer),
+                },
+                Write::Event {
+                    key: records::event_key("acme", 1_000, 2),
+                    record: records::encode_event(&event),
+                },
+            ];
+            store.persist(&writes, PersistMode::SyncData).unwrap();
+        }
+        let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
+        let recovered = store.recover(&catalogue, 0).unwrap();
+        assert_eq!(recovered.customers, vec![customer]);
+        let (events, more) = store.list_events("acme", 0, 2_000).unwrap();
+        assert!(!more);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].amount, 42);
+        assert!(store
+            .list_events("acme", 1_001, 2_000)
+            .unwrap()
+            .0
+            .is_empty());
+        assert!(store.list_events("acm", 0, u64::MAX).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn a_folder_that_is_not_a_tally_store_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::builder(dir.path().join(STORE_DIR))
+                .open()
+                .unwrap();
+            db.keyspace("other", KeyspaceCreateOptions::default)
+                .unwrap();
+        }
+        let refused = Store::open(dir.path(), StoreFaults::default());
+        assert!(matches!(refused, Err(StoreError::NotAStore { .. })));
+    }
+
+    #[test]
+    fn injected_faults_fail_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = StoreFaults::default();
+        let store = Store::open(dir.path(), faults.clone()).unwrap();
+        faults.fail_writes(true);
+        let write = Write::ForgetKey { key: [0; 16] };
+        assert!(matches!(
+            store.persist(&[write], PersistMode::Buffer),
+            Err(StoreError::InjectedFault)
+        ));
+    }
+}

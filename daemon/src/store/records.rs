@@ -1,0 +1,271 @@
+//! The on-disk records and key layout. The disk format is Tally's own (rkyv, validated on every
+//! read), independent of the wire; the one exception is an idempotency key's remembered outcome,
+//! kept as the wire bytes of the answer it stands for (tagged with the protocol version), because
+//! a retry must get exactly that answer back.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rkyv::rancor;
+use rkyv::{Archive, Deserialize, Serialize};
+use tally_protocol::codec::decode;
+use tally_protocol::message::{IdempotencyKey, Response, PROTOCOL_VERSION};
+
+use crate::metering::catalogue::Catalogue;
+use crate::metering::customer::{Customer, Hold};
+use crate::metering::engine::UsageEvent;
+use crate::metering::idempotency::{KeyRecord, Remembered};
+
+/// Value of the `format` key in the `meta` keyspace; a folder without it is not a Tally store.
+pub const STORE_FORMAT: &[u8] = b"tally-store-1";
+
+/// A customer's whole state.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StoredCustomer {
+    id: String,
+    plan: String,
+    seq: u64,
+    anchor_ms: u64,
+    period_start_ms: u64,
+    period_end_ms: u64,
+    usage: Vec<(String, u64)>,
+    granted_credits: i64,
+    purchased_credits: i64,
+    balance_units: i64,
+    next_hold: u32,
+    holds: Vec<StoredHold>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+struct StoredHold {
+    id: u64,
+    feature: String,
+    amount: u64,
+    held: i64,
+    expires_at_ms: u64,
+}
+
+/// One usage event.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// The customer's sequence number after this usage.
+    pub seq: u64,
+    /// When it was recorded.
+    pub at_ms: u64,
+    /// The usage feature.
+    pub feature: String,
+    /// Units.
+    pub amount: u64,
+    /// What it cost, in the plan model's unit.
+    pub charged: i64,
+    /// The idempotency key it came with.
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// An applied idempotency key.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StoredKey {
+    fingerprint: u64,
+    expires_at_ms: u64,
+    placement: u64,
+    protocol_version: u32,
+    /// rkyv bytes of `Response::Report` or `Response::TopUp`.
+    outcome: Vec<u8>,
+}
+
+/// Why a stored record could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The bytes are not a valid record.
+    #[error("corrupt {what} record: {reason}")]
+    Corrupt {
+        /// Which kind of record.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The record refers to a plan the catalogue no longer has.
+    #[error("customer `{customer}` is on plan `{plan}`, which config.toml no longer defines; restore the plan to start")]
+    UnknownPlan {
+        /// The customer.
+        customer: String,
+        /// Its plan.
+        plan: String,
+    },
+}
+
+fn encode<T>(value: &T) -> Vec<u8>
+where
+    T: for<'a> Serialize<
+        rkyv::api::high::HighSerializer<
+            rkyv::util::AlignedVec,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            rancor::Error,
+        >,
+    >,
+{
+    rkyv::to_bytes::<rancor::Error>(value)
+        .expect("records serialize into memory")
+        .into_vec()
+}
+
+/// A customer as stored.
+pub fn encode_customer(customer: &Customer) -> Vec<u8> {
+    encode(&StoredCustomer {
+        id: customer.id.clone(),
+        plan: customer.plan.slug.clone(),
+        seq: customer.seq,
+        anchor_ms: customer.anchor_ms,
+        period_start_ms: customer.period_start_ms,
+        period_end_ms: customer.period_end_ms,
+        usage: customer
+            .usage
+            .iter()
+            .map(|(f, &u)| (f.clone(), u))
+            .collect(),
+        granted_credits: customer.granted_credits,
+        purchased_credits: customer.purchased_credits,
+        balance_units: customer.balance_units,
+        next_hold: customer.next_hold,
+        holds: customer
+            .holds
+            .iter()
+            .map(|(&id, h)| StoredHold {
+                id,
+                feature: h.feature.clone(),
+                amount: h.amount,
+                held: h.held,
+                expires_at_ms: h.expires_at_ms,
+            })
+            .collect(),
+    })
+}
+
+/// A stored customer, checked and tied to the current catalogue.
+pub fn decode_customer(bytes: &[u8], catalogue: &Catalogue) -> Result<Customer, RecordError> {
+    let stored: StoredCustomer = decode(bytes).map_err(|e| RecordError::Corrupt {
+        what: "customer",
+        reason: e.to_string(),
+    })?;
+    let plan = catalogue
+        .plan(&stored.plan)
+        .cloned()
+        .ok_or_else(|| RecordError::UnknownPlan {
+            customer: stored.id.clone(),
+            plan: stored.plan.clone(),
+        })?;
+    Ok(Customer {
+        id: stored.id,
+        plan: Arc::clone(&plan),
+        seq: stored.seq,
+        anchor_ms: stored.anchor_ms,
+        period_start_ms: stored.period_start_ms,
+        period_end_ms: stored.period_end_ms,
+        usage: stored.usage.into_iter().collect::<BTreeMap<_, _>>(),
+        granted_credits: stored.granted_credits,
+        purchased_credits: stored.purchased_credits,
+        balance_units: stored.balance_units,
+        holds: stored
+            .holds
+            .into_iter()
+            .map(|h| {
+                let hold = Hold {
+                    feature: h.feature,
+                    amount: h.amount,
+                    held: h.held,
+                    expires_at_ms: h.expires_at_ms,
+                };
+                (h.id, hold)
+            })
+            .collect(),
+        next_hold: stored.next_hold,
+    })
+}
+
+/// Event key: `[id length][id][at_ms big-endian][seq big-endian]`, so one customer's events are
+/// contiguous and in time order, and a time range is a key range.
+pub fn event_key(customer: &str, at_ms: u64, seq: u64) -> Vec<u8> {
+    let mut key = event_prefix(customer);
+    key.extend_from_slice(&at_ms.to_be_bytes());
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The key prefix of all of a customer's events.
+pub fn event_prefix(customer: &str) -> Vec<u8> {
+    let id = customer.as_bytes();
+    let length = u8::try_from(id.len()).expect("customer ids are at most 128 bytes");
+    let mut key = Vec::with_capacity(1 + id.len() + 16);
+    key.push(length);
+    key.extend_from_slice(id);
+    key
+}
+
+/// An event as stored.
+pub fn encode_event(event: &UsageEvent) -> Vec<u8> {
+    encode(&StoredEvent {
+        seq: event.seq,
+        at_ms: event.at_ms,
+        feature: event.feature.clone(),
+        amount: event.amount,
+        charged: event.charged,
+        idempotency_key: event.idempotency_key,
+    })
+}
+
+/// A stored event, checked.
+pub fn decode_event(bytes: &[u8]) -> Result<StoredEvent, RecordError> {
+    decode(bytes).map_err(|e| RecordError::Corrupt {
+        what: "event",
+        reason: e.to_string(),
+    })
+}
+
+/// An idempotency key's record as stored.
+pub fn encode_key_record(record: &KeyRecord) -> Vec<u8> {
+    let response = match &record.outcome {
+        Remembered::Report(outcome) => Response::Report(outcome.clone()),
+        Remembered::TopUp(outcome) => Response::TopUp(outcome.clone()),
+    };
+    encode(&StoredKey {
+        fingerprint: record.fingerprint,
+        expires_at_ms: record.expires_at_ms,
+        placement: record.placement,
+        protocol_version: PROTOCOL_VERSION,
+        outcome: encode(&response),
+    })
+}
+
+/// A stored key record, checked.
+pub fn decode_key_record(bytes: &[u8]) -> Result<KeyRecord, RecordError> {
+    let corrupt = |reason: String| RecordError::Corrupt {
+        what: "idempotency key",
+        reason,
+    };
+    let stored: StoredKey = decode(bytes).map_err(|e| corrupt(e.to_string()))?;
+    if stored.protocol_version != PROTOCOL_VERSION {
+        return Err(corrupt(format!(
+            "written by protocol version {}, this daemon speaks {PROTOCOL_VERSION}",
+            stored.protocol_version
+        )));
+    }
+    let outcome = match decode::<Response>(&stored.outcome).map_err(|e| corrupt(e.to_string()))? {
+        Response::Report(outcome) => Remembered::Report(outcome),
+        Response::TopUp(outcome) => Remembered::TopUp(outcome),
+        other => return Err(corrupt(format!("unexpected outcome {other:?}"))),
+    };
+    Ok(KeyRecord {
+        fingerprint: stored.fingerprint,
+        expires_at_ms: stored.expires_at_ms,
+        placement: stored.placement,
+        outcome,
+    })
+}
+
+/// Reads a 16-byte idempotency key back from its store key.
+pub fn decode_key(bytes: &[u8]) -> Result<IdempotencyKey, RecordError> {
+    bytes.try_into().map_err(|_| RecordError::Corrupt {
+        what: "idempotency key",
+        reason: format!("the key is {} bytes, not 16", bytes.len()),
+    })
+}
