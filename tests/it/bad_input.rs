@@ -27,7 +27,7 @@ struct RawPeer {
 impl RawPeer {
     async fn connect(daemon: &TestDaemon) -> RawPeer {
         let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(daemon.daemon.cert_pem().as_bytes()) {
+        for cert in CertificateDer::pem_slice_iter(daemon.daemon().cert_pem().as_bytes()) {
             roots.add(cert.unwrap()).unwrap();
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -42,7 +42,7 @@ impl RawPeer {
             QuicClientConfig::try_from(tls).unwrap(),
         )));
         let connection = endpoint
-            .connect(daemon.daemon.local_addr(), "localhost")
+            .connect(daemon.daemon().local_addr(), "localhost")
             .unwrap()
             .await
             .unwrap();

@@ -6,6 +6,7 @@ mod bad_input;
 mod concurrency;
 mod holds;
 mod idempotency;
+mod recovery;
 mod seed_examples;
 mod startup;
 mod test_daemon;

@@ -1,9 +1,10 @@
-//! A daemon for one test: shipped catalogue, port 0, a temporary data dir, a manual clock.
+//! A daemon for one test: shipped catalogue, port 0, a temporary data dir, a manual clock. It can
+//! be restarted on the same data dir to test recovery.
 
 use std::sync::Arc;
 
 use tally_daemon::config::{Config, DEFAULT_CONFIG_TOML};
-use tally_daemon::{Daemon, ManualClock};
+use tally_daemon::{Daemon, ManualClock, StartOptions};
 use tally_protocol::message::Role;
 use tally_protocol::{Client, ClientConfig};
 
@@ -11,18 +12,20 @@ use tally_protocol::{Client, ClientConfig};
 pub const T0_MS: u64 = 1_800_000_000_000;
 
 pub struct TestDaemon {
-    pub daemon: Daemon,
+    daemon: Option<Daemon>,
+    pub config: Config,
     pub clock: ManualClock,
+    options: StartOptions,
     _dir: tempfile::TempDir,
 }
 
 impl TestDaemon {
     pub fn start() -> TestDaemon {
-        Self::start_with(|_| {})
+        Self::start_with(|_| {}, StartOptions::default())
     }
 
     /// Starts with the shipped config, loopback port 0, two shards, after `adjust`.
-    pub fn start_with(adjust: impl FnOnce(&mut Config)) -> TestDaemon {
+    pub fn start_with(adjust: impl FnOnce(&mut Config), options: StartOptions) -> TestDaemon {
         let dir = tempfile::tempdir().expect("a temp dir");
         let mut config =
             Config::parse(DEFAULT_CONFIG_TOML, dir.path(), "test config").expect("shipped config");
@@ -30,16 +33,40 @@ impl TestDaemon {
         config.server.shards = 2;
         adjust(&mut config);
         let clock = ManualClock::new(T0_MS);
-        let daemon = Daemon::start(config, Arc::new(clock.clone())).expect("daemon starts");
+        let daemon = Daemon::start_with(config.clone(), Arc::new(clock.clone()), options.clone())
+            .expect("daemon starts");
         TestDaemon {
-            daemon,
+            daemon: Some(daemon),
+            config,
             clock,
+            options,
             _dir: dir,
         }
     }
 
+    pub fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().expect("the daemon is running")
+    }
+
+    /// Shuts the daemon down cleanly and starts a new one on the same data dir, after `adjust`.
+    pub fn restart_with(&mut self, adjust: impl FnOnce(&mut Config, &mut StartOptions)) {
+        self.daemon
+            .take()
+            .expect("the daemon is running")
+            .shutdown();
+        adjust(&mut self.config, &mut self.options);
+        let clock = Arc::new(self.clock.clone());
+        let daemon = Daemon::start_with(self.config.clone(), clock, self.options.clone())
+            .expect("daemon restarts");
+        self.daemon = Some(daemon);
+    }
+
+    pub fn restart(&mut self) {
+        self.restart_with(|_, _| {});
+    }
+
     pub fn key(&self, role: Role) -> String {
-        let keys = self.daemon.dev_api_keys().expect("development keys");
+        let keys = self.daemon().dev_api_keys().expect("development keys");
         match role {
             Role::Admin => keys.admin.clone(),
             Role::Client => keys.client.clone(),
@@ -49,8 +76,8 @@ impl TestDaemon {
 
     pub fn client_config(&self, api_key: String) -> ClientConfig {
         ClientConfig::new(
-            self.daemon.local_addr(),
-            self.daemon.cert_pem().as_bytes().to_vec(),
+            self.daemon().local_addr(),
+            self.daemon().cert_pem().as_bytes().to_vec(),
             api_key,
         )
     }
