@@ -90,7 +90,12 @@ impl Daemon {
                 addr: config.server.listen,
             });
         }
+        let opening = Instant::now();
         let store = Arc::new(Store::open(&config.storage.data_dir, options.store_faults)?);
+        tracing::info!(
+            elapsed_ms = opening.elapsed().as_millis() as u64,
+            "opened the store (journal replayed)"
+        );
         let cores = recover(&store, &config, clock.now_ms())?;
         let health = StoreHealth::default();
         let committer = Committer::start(store.clone(), config.storage.durability, health.clone());
@@ -193,12 +198,13 @@ fn serve_on_this_thread(
     } = parts;
     let system = actix::System::new();
     let commits = committer.sender();
+    let shard_store = store.clone();
     system.block_on(async move {
         let shards = Shards::start(
             cores,
             config.server.mailbox_capacity,
             clock,
-            store,
+            shard_store,
             commits,
             health,
         );
@@ -227,6 +233,16 @@ fn serve_on_this_thread(
     });
     // Every shard is gone, so the committer drains what they handed over and ends.
     committer.stop();
+    let flushing = Instant::now();
+    match store.flush_for_shutdown() {
+        Ok(()) => tracing::info!(
+            elapsed_ms = flushing.elapsed().as_millis() as u64,
+            "flushed the store for a fast restart"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "flushing the store at shutdown failed; the next start replays the journal")
+        }
+    }
     tracing::info!("tallyd stopped");
 }
 

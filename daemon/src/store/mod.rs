@@ -32,6 +32,9 @@ use records::{RecordError, StoredEvent, STORE_FORMAT};
 
 /// Folder under the data dir that holds the fjall database.
 pub const STORE_DIR: &str = "store";
+/// Journal bytes fjall keeps before flushing memtables (its floor is 64 MiB). After a crash,
+/// opening the store replays at most this much journal, which bounds recovery time.
+pub const JOURNAL_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +157,9 @@ impl Store {
     pub fn open(data_dir: &Path, faults: StoreFaults) -> Result<Store, StoreError> {
         let path = data_dir.join(STORE_DIR);
         let is_new = !path.exists();
-        let db = Database::builder(&path).open()?;
+        let db = Database::builder(&path)
+            .max_journaling_size(JOURNAL_BYTES_MAX)
+            .open()?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         match meta.get("format")? {
             Some(format) if &*format == STORE_FORMAT => {}
@@ -256,6 +261,16 @@ impl Store {
             events.push(records::decode_event(&value)?);
         }
         Ok((events, false))
+    }
+
+    /// Flushes every memtable to disk tables so the next start has no journal to replay (clean
+    /// shutdown only; a crash replays the journal instead).
+    pub fn flush_for_shutdown(&self) -> Result<(), StoreError> {
+        for keyspace in [&self.customers, &self.events, &self.keys] {
+            keyspace.rotate_memtable_and_wait()?;
+        }
+        self.db.persist(PersistMode::SyncAll)?;
+        Ok(())
     }
 
     /// Bytes the store takes on disk.
