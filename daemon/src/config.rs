@@ -12,7 +12,7 @@ use tally_protocol::message::{Role, FRAME_BYTES_MAX};
 
 use crate::metering::catalogue::{Catalogue, FeatureToml, PlanToml};
 use crate::metering::money::parse_dollars;
-use crate::metering::period::parse_duration_ms;
+use crate::metering::period::{parse_duration_ms, Period};
 
 /// The config shipped at the root of the repository, used when no file is given or found.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config.toml");
@@ -107,6 +107,7 @@ struct StorageToml {
     durability: String,
     periodic_ms: u64,
     create_if_missing: bool,
+    event_retention: String,
 }
 
 impl Default for StorageToml {
@@ -116,6 +117,7 @@ impl Default for StorageToml {
             durability: "sync".into(),
             periodic_ms: 100,
             create_if_missing: true,
+            event_retention: "13 months".into(),
         }
     }
 }
@@ -223,6 +225,9 @@ pub struct StorageConfig {
     pub durability: Durability,
     /// Whether a missing data dir may be created.
     pub create_if_missing: bool,
+    /// Usage events older than this are deleted (at least two of the longest plan period, so
+    /// the current and the previous period always reconcile).
+    pub event_retention_ms: u64,
 }
 
 /// `[auth]`: API keys stored as SHA-256 hex.
@@ -288,6 +293,18 @@ impl Config {
                 Catalogue::build(&BTreeMap::new(), &BTreeMap::new())
                     .expect("an empty catalogue is valid")
             });
+        let longest_period_ms = catalogue
+            .plans()
+            .map(|plan| period_upper_bound_ms(plan.period))
+            .max()
+            .unwrap_or(0);
+        if storage.event_retention_ms < longest_period_ms.saturating_mul(2) {
+            errors.push(format!(
+                "storage.event_retention: keeps {} days of events; the longest plan period needs at least {} (two periods)",
+                storage.event_retention_ms / DAY_MS,
+                longest_period_ms.saturating_mul(2).div_ceil(DAY_MS)
+            ));
+        }
         if !errors.is_empty() {
             return Err(ConfigError::Invalid {
                 origin: origin.into(),
@@ -301,6 +318,16 @@ impl Config {
             billing,
             catalogue: Arc::new(catalogue),
         })
+    }
+}
+
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// The longest a period can last: months count as 31 days.
+fn period_upper_bound_ms(period: Period) -> u64 {
+    match period {
+        Period::Months(months) => u64::from(months) * 31 * DAY_MS,
+        Period::Fixed { length_ms } => length_ms,
     }
 }
 
@@ -396,6 +423,13 @@ fn storage_config(raw: &StorageToml, base: &Path, errors: &mut Vec<String>) -> S
         data_dir: base.join(&raw.data_dir),
         durability,
         create_if_missing: raw.create_if_missing,
+        event_retention_ms: match Period::parse(&raw.event_retention) {
+            Ok(period) => period_upper_bound_ms(period),
+            Err(e) => {
+                errors.push(format!("storage.event_retention: {e}"));
+                u64::MAX
+            }
+        },
     }
 }
 
@@ -466,6 +500,18 @@ mod tests {
         }
         assert_eq!(config.billing.fee_fixed_units, 4_000);
         assert_eq!(config.billing.dedup_window_ms, 24 * 3_600_000);
+    }
+
+    #[test]
+    fn event_retention_must_cover_two_periods() {
+        let text = DEFAULT_CONFIG_TOML.replace(
+            "event_retention = \"13 months\"",
+            "event_retention = \"1 month\"",
+        );
+        let err = Config::parse(&text, Path::new("."), "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("storage.event_retention"), "{err}");
     }
 
     #[test]

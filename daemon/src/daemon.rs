@@ -14,6 +14,7 @@ use crate::clock::Clock;
 use crate::committer::{Committer, StoreHealth};
 use crate::config::Config;
 use crate::credentials::{Credentials, CredentialsError, DevApiKeys};
+use crate::janitor::Janitor;
 use crate::metering::engine::ShardCore;
 use crate::router::Shards;
 use crate::server::{self, BindError, ServerContext};
@@ -99,6 +100,12 @@ impl Daemon {
         let cores = recover(&store, &config, clock.now_ms())?;
         let health = StoreHealth::default();
         let committer = Committer::start(store.clone(), config.storage.durability, health.clone());
+        let janitor = Janitor::start(
+            store.clone(),
+            clock.clone(),
+            config.storage.event_retention_ms,
+            health.clone(),
+        );
         let cert_pem = credentials.cert_pem.clone();
         let dev_api_keys = credentials.dev_api_keys.clone();
         let (ready, started) = std::sync::mpsc::channel();
@@ -110,6 +117,7 @@ impl Daemon {
             cores,
             store,
             committer,
+            janitor,
             health,
         };
         let thread = std::thread::Builder::new()
@@ -179,6 +187,7 @@ struct Parts {
     cores: Vec<ShardCore>,
     store: Arc<Store>,
     committer: Committer,
+    janitor: Janitor,
     health: StoreHealth,
 }
 
@@ -194,6 +203,7 @@ fn serve_on_this_thread(
         cores,
         store,
         committer,
+        janitor,
         health,
     } = parts;
     let system = actix::System::new();
@@ -233,6 +243,7 @@ fn serve_on_this_thread(
     });
     // Every shard is gone, so the committer drains what they handed over and ends.
     committer.stop();
+    janitor.stop();
     let flushing = Instant::now();
     match store.flush_for_shutdown() {
         Ok(()) => tracing::info!(

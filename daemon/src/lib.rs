@@ -18,6 +18,7 @@ pub mod committer;
 pub mod config;
 pub mod credentials;
 pub mod daemon;
+pub mod janitor;
 pub mod metering;
 pub mod router;
 pub mod server;

@@ -263,6 +263,44 @@ impl Store {
         Ok((events, false))
     }
 
+    /// Deletes events recorded before `cutoff_ms` among the next `limit` event keys after
+    /// `cursor` (from the start when `None`). Returns how many were deleted and where to go on
+    /// (`None` after the last key: start over).
+    pub fn purge_events(
+        &self,
+        cutoff_ms: u64,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(usize, Option<Vec<u8>>), StoreError> {
+        if self.faults.is_failing() {
+            return Err(StoreError::InjectedFault);
+        }
+        let range = match cursor {
+            Some(after) => self.events.range(after.to_vec()..),
+            None => self.events.iter(),
+        };
+        let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
+        let mut seen = 0;
+        let mut last = None;
+        for guard in range {
+            let key = guard.key()?;
+            if cursor.is_some_and(|after| &*key == after) {
+                continue;
+            }
+            if records::event_time(&key).is_some_and(|at_ms| at_ms < cutoff_ms) {
+                batch.remove(&self.events, key.clone());
+            }
+            last = Some(key.to_vec());
+            seen += 1;
+            if seen == limit {
+                break;
+            }
+        }
+        let deleted = batch.len();
+        batch.commit()?;
+        Ok((deleted, if seen == limit { last } else { None }))
+    }
+
     /// Flushes every memtable to disk tables so the next start has no journal to replay (clean
     /// shutdown only; a crash replays the journal instead).
     pub fn flush_for_shutdown(&self) -> Result<(), StoreError> {
@@ -333,6 +371,49 @@ mod tests {
             .0
             .is_empty());
         assert!(store.list_events("acm", 0, u64::MAX).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn purging_deletes_only_events_before_the_cutoff_and_walks_the_whole_keyspace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
+        let mut writes = Vec::new();
+        for customer in ["a", "b", "c"] {
+            for at_ms in [100u64, 200, 300] {
+                let event = UsageEvent {
+                    customer: customer.into(),
+                    seq: at_ms,
+                    at_ms,
+                    feature: "tokens".into(),
+                    amount: 1,
+                    charged: 0,
+                    idempotency_key: None,
+                };
+                writes.push(Write::Event {
+                    key: records::event_key(customer, at_ms, at_ms),
+                    record: records::encode_event(&event),
+                });
+            }
+        }
+        store.persist(&writes, PersistMode::Buffer).unwrap();
+        let mut cursor = None;
+        let mut deleted = 0;
+        loop {
+            let (n, next) = store.purge_events(250, cursor.as_deref(), 2).unwrap();
+            deleted += n;
+            cursor = next;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        assert_eq!(deleted, 6);
+        for customer in ["a", "b", "c"] {
+            let (events, _) = store.list_events(customer, 0, u64::MAX).unwrap();
+            assert_eq!(
+                events.iter().map(|e| e.at_ms).collect::<Vec<_>>(),
+                vec![300]
+            );
+        }
     }
 
     #[test]

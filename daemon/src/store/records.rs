@@ -191,6 +191,13 @@ pub fn event_key(customer: &str, at_ms: u64, seq: u64) -> Vec<u8> {
     key
 }
 
+/// The time an event key was recorded at, or `None` for a malformed key.
+pub fn event_time(key: &[u8]) -> Option<u64> {
+    let id_length = usize::from(*key.first()?);
+    let at = key.get(1 + id_length..1 + id_length + 8)?;
+    Some(u64::from_be_bytes(at.try_into().ok()?))
+}
+
 /// The key prefix of all of a customer's events.
 pub fn event_prefix(customer: &str) -> Vec<u8> {
     let id = customer.as_bytes();
