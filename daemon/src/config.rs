@@ -10,6 +10,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use tally_protocol::message::{Role, FRAME_BYTES_MAX};
 
+use crate::metering::billing::BillingTerms;
 use crate::metering::catalogue::{Catalogue, FeatureToml, PlanToml};
 use crate::metering::money::parse_dollars;
 use crate::metering::period::{parse_duration_ms, Period};
@@ -257,6 +258,16 @@ pub struct BillingConfig {
     pub fee_fixed_units: i64,
     /// How long idempotency keys are remembered.
     pub dedup_window_ms: u64,
+}
+
+impl BillingConfig {
+    /// The fee terms the metering core applies.
+    pub fn terms(&self) -> BillingTerms {
+        BillingTerms {
+            fee_percent: self.fee_percent,
+            fee_fixed_units: self.fee_fixed_units,
+        }
+    }
 }
 
 impl Config {

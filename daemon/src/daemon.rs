@@ -287,6 +287,7 @@ fn recover(store: &Store, config: &Config, now_ms: u64) -> Result<Vec<ShardCore>
             ShardCore::restore(
                 config.catalogue.clone(),
                 config.billing.dedup_window_ms,
+                config.billing.terms(),
                 customers,
                 keys,
             )

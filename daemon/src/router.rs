@@ -15,10 +15,16 @@ use tokio::sync::oneshot;
 
 use crate::clock::Clock;
 use crate::committer::{Burst, StoreHealth};
+use crate::metering::billing::{Invoice, Transaction};
 use crate::metering::engine::ShardCore;
 use crate::shard::{ApplyBatch, ApplyRequest, CountCustomers, HandOver, Shard};
 use crate::stable_hash::{shard_of, stable_hash};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+
+/// Most invoices one `list_invoices` answer carries (the newest).
+pub const LIST_INVOICES_MAX: usize = 500;
+/// Most transactions one `list_transactions` answer carries (the newest).
+pub const LIST_TRANSACTIONS_MAX: usize = 5_000;
 
 /// Handles to every shard, and the store for reads that need no shard. Cheap to clone.
 #[derive(Clone)]
@@ -123,6 +129,27 @@ impl Router {
                 };
                 return self.list_events(list).await;
             }
+            Request::ListInvoices(c) => {
+                let customer = c.customer.clone();
+                let invoices = self
+                    .read_store(move |store| store.list_invoices(&customer, LIST_INVOICES_MAX))
+                    .await?;
+                return Ok(Response::Invoices(
+                    invoices.iter().map(Invoice::view).collect(),
+                ));
+            }
+            Request::ListTransactions(c) => {
+                let customer = c.customer.clone();
+                let transactions = self
+                    .read_store(move |store| {
+                        store.list_transactions(&customer, LIST_TRANSACTIONS_MAX)
+                    })
+                    .await?;
+                return Ok(Response::Transactions(
+                    transactions.iter().map(Transaction::view).collect(),
+                ));
+            }
+            Request::ClosePeriod(c) => self.shard_for_customer(&c.customer),
             other => {
                 return Err(TallyError::Unsupported {
                     operation: other.operation_name().into(),
@@ -136,21 +163,26 @@ impl Router {
         answer.await.map_err(|_| shard_gone())?
     }
 
-    /// Reads events straight from the store on the blocking pool: they are immutable once
-    /// written, so no shard needs to be involved, and a large range never stalls this thread.
-    async fn list_events(&self, list: ListEventsRequest) -> Result<Response, TallyError> {
+    /// Reads the store on the blocking pool. Events, invoices and transactions are immutable
+    /// once written, so no shard needs to be involved, and a large read never stalls this thread.
+    async fn read_store<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, TallyError> {
         let store = self.store.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            store.list_events(&list.customer, list.from_ms, list.to_ms)
-        });
-        let (events, more) = read
+        let failed = |reason: String| TallyError::Internal {
+            reason: format!("reading the store: {reason}"),
+        };
+        tokio::task::spawn_blocking(move || read(&store))
             .await
-            .map_err(|e| TallyError::Internal {
-                reason: format!("reading events: {e}"),
-            })?
-            .map_err(|e| TallyError::Internal {
-                reason: format!("reading events: {e}"),
-            })?;
+            .map_err(|e| failed(e.to_string()))?
+            .map_err(|e| failed(e.to_string()))
+    }
+
+    async fn list_events(&self, list: ListEventsRequest) -> Result<Response, TallyError> {
+        let (events, more) = self
+            .read_store(move |store| store.list_events(&list.customer, list.from_ms, list.to_ms))
+            .await?;
         let events = events
             .into_iter()
             .map(|e| UsageEventView {
@@ -254,7 +286,7 @@ mod tests {
             let store = Arc::new(Store::open(dir.path(), Default::default()).unwrap());
             let health = StoreHealth::default();
             let committer = Committer::start(store.clone(), Durability::Buffered, health.clone());
-            let core = ShardCore::new(config.catalogue, 60_000);
+            let core = ShardCore::new(config.catalogue, 60_000, Default::default());
             let clock = Arc::new(ManualClock::new(0));
             let shards = Shards::start(vec![core], 2, clock, store, committer.sender(), health);
             let router = shards.router.clone();

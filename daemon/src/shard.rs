@@ -27,6 +27,9 @@ use crate::store::writes_for;
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Most answers in one burst; a larger backlog is handed over in several bursts.
 pub const BURST_REPLIES_MAX: usize = 4_096;
+/// Most customers whose due periods one sweep step closes; a larger backlog continues in the
+/// next step, after the mailbox is drained, so requests keep being served meanwhile.
+pub const CLOSES_PER_STEP_MAX: usize = 2_000;
 
 /// One shard.
 pub struct Shard {
@@ -71,6 +74,17 @@ impl Shard {
         }
     }
 
+    /// Closes a bounded number of due periods, and schedules another step if more are due.
+    fn close_due_periods(&mut self, ctx: &mut Context<Self>) {
+        let closed = self
+            .core
+            .close_due_periods(self.clock.now_ms(), CLOSES_PER_STEP_MAX);
+        if closed == CLOSES_PER_STEP_MAX {
+            ctx.notify(CloseDuePeriods);
+        }
+        self.burst_grew(ctx);
+    }
+
     fn hand_over(&mut self) {
         let writes = writes_for(self.core.take_changes(), &self.core);
         let replies = std::mem::take(&mut self.replies);
@@ -98,7 +112,7 @@ impl Actor for Shard {
             let now_ms = shard.clock.now_ms();
             shard.core.purge_keys(now_ms);
             shard.core.expire_holds(now_ms);
-            shard.burst_grew(ctx);
+            shard.close_due_periods(ctx);
         });
     }
 
@@ -119,6 +133,19 @@ impl Handler<HandOver> for Shard {
     fn handle(&mut self, _: HandOver, _: &mut Self::Context) {
         self.is_handover_scheduled = false;
         self.hand_over();
+    }
+}
+
+/// Continue closing due periods (sent by the shard to itself).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct CloseDuePeriods;
+
+impl Handler<CloseDuePeriods> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseDuePeriods, ctx: &mut Self::Context) {
+        self.close_due_periods(ctx);
     }
 }
 

@@ -560,13 +560,38 @@ impl Admin<'_> {
         }
     }
 
-    /// Closes the customer's current period now (answered `Unsupported` until billing lands).
-    pub async fn close_period(&self, customer: &str) -> Result<Response, Error> {
-        self.client
-            .call(Request::ClosePeriod(CustomerRef {
-                customer: customer.into(),
-            }))
-            .await
+    /// Closes the customer's current period now and returns its invoice; the next period
+    /// starts now.
+    pub async fn close_period(&self, customer: &str) -> Result<InvoiceView, Error> {
+        let request = Request::ClosePeriod(CustomerRef {
+            customer: customer.into(),
+        });
+        match self.client.call(request).await? {
+            Response::Closed(invoice) => Ok(invoice),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The customer's invoices, oldest first.
+    pub async fn list_invoices(&self, customer: &str) -> Result<Vec<InvoiceView>, Error> {
+        let request = Request::ListInvoices(CustomerRef {
+            customer: customer.into(),
+        });
+        match self.client.call(request).await? {
+            Response::Invoices(invoices) => Ok(invoices),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The customer's credit purchases and top-ups, oldest first.
+    pub async fn list_transactions(&self, customer: &str) -> Result<Vec<TransactionView>, Error> {
+        let request = Request::ListTransactions(CustomerRef {
+            customer: customer.into(),
+        });
+        match self.client.call(request).await? {
+            Response::Transactions(transactions) => Ok(transactions),
+            other => Err(unexpected(other)),
+        }
     }
 }
 

@@ -4,8 +4,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tally_protocol::message::{CustomerView, FeatureUsage, HoldView, Standing, TallyError};
+use tally_protocol::message::{
+    CloseReason, CustomerView, FeatureUsage, HoldView, Standing, TallyError,
+};
 
+use super::billing::{invoice_lines, reason_code, BillingTerms, Invoice};
 use super::catalogue::{Catalogue, FeatureKind, ModelTerms, Plan, UsageTerms};
 
 /// A customer's state: everything that survives between requests.
@@ -35,6 +38,10 @@ pub struct Customer {
     pub holds: BTreeMap<u64, Hold>,
     /// Low 32 bits of the next hold id.
     pub next_hold: u32,
+    /// Invoices issued so far (the last invoice's number).
+    pub invoices_issued: u64,
+    /// Transactions made so far (the last transaction's number).
+    pub transactions_made: u64,
 }
 
 /// An open reservation.
@@ -98,6 +105,8 @@ impl Customer {
             balance_units: 0,
             holds: BTreeMap::new(),
             next_hold: 0,
+            invoices_issued: 0,
+            transactions_made: 0,
         };
         customer.start_plan(plan, now_ms);
         customer
@@ -117,6 +126,68 @@ impl Customer {
         self.holds.clear();
         self.seq += 1;
         dropped
+    }
+
+    /// Closes the current period at `end_ms` (`closed_at_ms` for a scheduled close is the
+    /// moment it was noticed) and returns its invoice. Usage resets, the period's credit grant
+    /// renews, credits or balance below zero are invoiced and reset to zero; purchased credits
+    /// and balance carry over. The next period follows from the anchor (scheduled), starts at
+    /// `end_ms` with a new anchor (manual), or is the caller's to start (plan change).
+    pub fn close_period(
+        &mut self,
+        end_ms: u64,
+        closed_at_ms: u64,
+        reason: CloseReason,
+        terms: &BillingTerms,
+    ) -> Invoice {
+        assert!(
+            end_ms >= self.period_start_ms,
+            "a period ends after it starts"
+        );
+        let base_share = (reason == CloseReason::PlanChange).then(|| {
+            (
+                end_ms - self.period_start_ms,
+                self.period_end_ms - self.period_start_ms,
+            )
+        });
+        let lines = invoice_lines(self, base_share);
+        let settlement = terms.settle(lines.iter().map(|l| l.amount_units).sum());
+        self.invoices_issued += 1;
+        let invoice = Invoice {
+            customer: self.id.clone(),
+            number: self.invoices_issued,
+            plan: self.plan.slug.clone(),
+            period_start_ms: self.period_start_ms,
+            period_end_ms: end_ms,
+            closed_at_ms,
+            reason: reason_code(reason),
+            lines,
+            total_units: settlement.total_units,
+            fee_units: settlement.fee_units,
+            net_units: settlement.net_units,
+        };
+        self.usage.clear();
+        match self.plan.terms {
+            ModelTerms::Credits { .. } => self.purchased_credits = self.purchased_credits.max(0),
+            ModelTerms::Balance { .. } => self.balance_units = self.balance_units.max(0),
+            ModelTerms::Metered { .. } => {}
+        }
+        let plan = self.plan.clone();
+        self.grant_credits_of(&plan);
+        match reason {
+            CloseReason::Scheduled => {
+                self.period_start_ms = end_ms;
+                self.period_end_ms = plan.period.end_containing(self.anchor_ms, end_ms);
+            }
+            CloseReason::Manual => {
+                self.anchor_ms = end_ms;
+                self.period_start_ms = end_ms;
+                self.period_end_ms = plan.period.end_containing(end_ms, end_ms);
+            }
+            CloseReason::PlanChange => {}
+        }
+        self.seq += 1;
+        invoice
     }
 
     fn grant_credits_of(&mut self, plan: &Plan) {

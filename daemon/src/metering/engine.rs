@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tally_protocol::message::*;
 
+use super::billing::{BillingTerms, Invoice, Transaction};
 use super::catalogue::{Catalogue, ModelTerms};
 use super::customer::Customer;
 use super::idempotency::{IdempotencyLog, KeyRecord, Remembered};
@@ -22,7 +23,10 @@ pub struct ShardCore {
     customers: HashMap<String, Customer>,
     hold_owners: HashMap<u64, String>,
     hold_expiry: BTreeSet<(u64, u64)>,
+    /// `(period_end_ms, customer)` of every customer: whose period is due next.
+    period_ends: BTreeSet<(u64, String)>,
     idempotency: IdempotencyLog,
+    billing: BillingTerms,
     changes: Changes,
 }
 
@@ -38,6 +42,10 @@ pub struct Changes {
     pub keys_remembered: Vec<(IdempotencyKey, KeyRecord)>,
     /// Idempotency keys whose window ended.
     pub keys_forgotten: Vec<IdempotencyKey>,
+    /// Invoices of periods closed.
+    pub invoices: Vec<Invoice>,
+    /// Purchases and top-ups.
+    pub transactions: Vec<Transaction>,
 }
 
 impl Changes {
@@ -47,6 +55,8 @@ impl Changes {
             && self.events.is_empty()
             && self.keys_remembered.is_empty()
             && self.keys_forgotten.is_empty()
+            && self.invoices.is_empty()
+            && self.transactions.is_empty()
     }
 }
 
@@ -70,14 +80,17 @@ pub struct UsageEvent {
 }
 
 impl ShardCore {
-    /// An empty shard; idempotency keys are remembered for `dedup_window_ms`.
-    pub fn new(catalogue: Arc<Catalogue>, dedup_window_ms: u64) -> Self {
+    /// An empty shard; idempotency keys are remembered for `dedup_window_ms`; invoices and
+    /// transactions carry the fee of `billing`.
+    pub fn new(catalogue: Arc<Catalogue>, dedup_window_ms: u64, billing: BillingTerms) -> Self {
         Self {
             catalogue,
             customers: HashMap::new(),
             hold_owners: HashMap::new(),
             hold_expiry: BTreeSet::new(),
+            period_ends: BTreeSet::new(),
             idempotency: IdempotencyLog::new(dedup_window_ms),
+            billing,
             changes: Changes::default(),
         }
     }
@@ -86,11 +99,14 @@ impl ShardCore {
     pub fn restore(
         catalogue: Arc<Catalogue>,
         dedup_window_ms: u64,
+        billing: BillingTerms,
         customers: Vec<Customer>,
         keys: Vec<(IdempotencyKey, KeyRecord)>,
     ) -> Self {
-        let mut core = ShardCore::new(catalogue, dedup_window_ms);
+        let mut core = ShardCore::new(catalogue, dedup_window_ms, billing);
         for customer in customers {
+            core.period_ends
+                .insert((customer.period_end_ms, customer.id.clone()));
             for (&hold, h) in &customer.holds {
                 core.hold_owners.insert(hold, customer.id.clone());
                 core.hold_expiry.insert((h.expires_at_ms, hold));
@@ -155,6 +171,7 @@ impl ShardCore {
             Request::GetCustomer(c) => {
                 Ok(Response::Customer(self.touch(now_ms, &c.customer)?.view()))
             }
+            Request::ClosePeriod(c) => self.close_now(now_ms, &c.customer).map(Response::Closed),
             other => Err(TallyError::Unsupported {
                 operation: other.operation_name().into(),
             }),
@@ -188,7 +205,27 @@ impl ShardCore {
         released
     }
 
-    /// The customer, with its expired holds released first so every answer is exact.
+    /// Closes the periods that ended at or before `now_ms`, at most `limit` customers' worth;
+    /// returns how many customers were closed. Requests close their customer's due periods
+    /// themselves (see `touch`), so this only makes closes timely for idle customers.
+    pub fn close_due_periods(&mut self, now_ms: u64, limit: usize) -> usize {
+        let mut closed = 0;
+        while closed < limit {
+            let Some((end_ms, id)) = self.period_ends.first().cloned() else {
+                break;
+            };
+            if end_ms > now_ms {
+                break;
+            }
+            self.touch(now_ms, &id)
+                .expect("every indexed customer exists");
+            closed += 1;
+        }
+        closed
+    }
+
+    /// The customer, with its ended periods closed and its expired holds released first, so
+    /// every answer is exact and counts usage in the period it happened in.
     fn touch(&mut self, now_ms: u64, id: &str) -> Result<&mut Customer, TallyError> {
         let customer = self
             .customers
@@ -196,6 +233,19 @@ impl ShardCore {
             .ok_or_else(|| TallyError::UnknownCustomer {
                 customer: id.into(),
             })?;
+        if customer.period_end_ms <= now_ms {
+            self.period_ends
+                .remove(&(customer.period_end_ms, id.to_string()));
+            while customer.period_end_ms <= now_ms {
+                let end_ms = customer.period_end_ms;
+                let invoice =
+                    customer.close_period(end_ms, now_ms, CloseReason::Scheduled, &self.billing);
+                self.changes.invoices.push(invoice);
+            }
+            self.period_ends
+                .insert((customer.period_end_ms, id.to_string()));
+            self.changes.customers.insert(id.into());
+        }
         let expired = customer.expire_holds(now_ms);
         if !expired.is_empty() {
             self.changes.customers.insert(id.into());
@@ -428,6 +478,21 @@ impl ShardCore {
         })
     }
 
+    /// `close_period`: closes the current period now; the billing cycle re-anchors here.
+    fn close_now(&mut self, now_ms: u64, id: &str) -> Result<InvoiceView, TallyError> {
+        let billing = self.billing;
+        let customer = self.touch(now_ms, id)?;
+        let previous_end = customer.period_end_ms;
+        let invoice = customer.close_period(now_ms, now_ms, CloseReason::Manual, &billing);
+        let next_end = customer.period_end_ms;
+        let view = invoice.view();
+        self.changes.invoices.push(invoice);
+        self.changes.customers.insert(id.into());
+        self.period_ends.remove(&(previous_end, id.to_string()));
+        self.period_ends.insert((next_end, id.to_string()));
+        Ok(view)
+    }
+
     fn create_customer(
         &mut self,
         now_ms: u64,
@@ -446,6 +511,8 @@ impl ShardCore {
         let customer = Customer::new(cp.customer.clone(), plan, now_ms);
         let view = customer.view();
         self.changes.customers.insert(cp.customer.clone());
+        self.period_ends
+            .insert((customer.period_end_ms, cp.customer.clone()));
         self.customers.insert(cp.customer, customer);
         Ok(view)
     }
@@ -458,6 +525,7 @@ impl ShardCore {
                 .ok_or_else(|| TallyError::UnknownPlan {
                     plan: cp.plan.clone(),
                 })?;
+        let billing = self.billing;
         let customer = self.touch(now_ms, &cp.customer)?;
         if customer.plan.slug == plan.slug {
             return Err(TallyError::InvalidRequest {
@@ -467,8 +535,15 @@ impl ShardCore {
                 ),
             });
         }
+        let previous_end = customer.period_end_ms;
+        let invoice = customer.close_period(now_ms, now_ms, CloseReason::PlanChange, &billing);
         let dropped = customer.start_plan(plan, now_ms);
         let view = customer.view();
+        self.changes.invoices.push(invoice);
+        self.period_ends
+            .remove(&(previous_end, cp.customer.clone()));
+        self.period_ends
+            .insert((view.period_end_ms, cp.customer.clone()));
         for hold in dropped {
             self.hold_owners.remove(&hold);
         }
@@ -498,6 +573,7 @@ impl ShardCore {
                 None => {}
             }
         }
+        let billing = self.billing;
         let customer = self.touch(now_ms, &t.customer)?;
         let (gross_units, credits_added, balance_added_units) =
             match (customer.plan.terms, t.amount) {
@@ -532,14 +608,28 @@ impl ShardCore {
                 }
             };
         customer.seq += 1;
+        customer.transactions_made += 1;
+        let settlement = billing.settle(gross_units);
+        let transaction = Transaction {
+            customer: t.customer.clone(),
+            number: customer.transactions_made,
+            kind: u8::from(matches!(t.amount, TopUpAmount::Units(_))),
+            at_ms: now_ms,
+            quantity: value,
+            total_units: settlement.total_units,
+            fee_units: settlement.fee_units,
+            net_units: settlement.net_units,
+        };
         let outcome = TopUpOutcome {
             seq: customer.seq,
             duplicate: false,
             gross_units,
             credits_added,
             balance_added_units,
+            transaction: transaction.view(),
             customer: customer.view(),
         };
+        self.changes.transactions.push(transaction);
         self.changes.customers.insert(t.customer.clone());
         if let Some(key) = t.idempotency_key {
             let placement = stable_hash(t.customer.as_bytes());
@@ -607,7 +697,7 @@ mod tests {
             "config.toml",
         )
         .unwrap();
-        ShardCore::new(config.catalogue, 60_000)
+        ShardCore::new(config.catalogue, 60_000, BillingTerms::default())
     }
 
     fn create(core: &mut ShardCore, id: &str, plan: &str) {

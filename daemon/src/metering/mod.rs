@@ -2,6 +2,7 @@
 //! models, holds and idempotency — as pure code. It must not use actix, fjall, quinn, tokio or
 //! the system clock: the shard around it decides *when*, this decides *what*.
 
+pub mod billing;
 pub mod catalogue;
 pub mod customer;
 pub mod engine;

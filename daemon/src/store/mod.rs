@@ -13,6 +13,8 @@
 //! - `customers`: customer id → [`records::StoredCustomer`] (whole state, holds included).
 //! - `events`: `[len][id][at_ms BE][seq BE]` → [`records::StoredEvent`].
 //! - `keys`: 16-byte idempotency key → [`records::StoredKey`].
+//! - `invoices`: `[len][id][period start BE][number BE]` → [`Invoice`].
+//! - `transactions`: `[len][id][number BE]` → [`Transaction`].
 //! - `meta`: `format` → [`records::STORE_FORMAT`].
 
 pub mod records;
@@ -24,6 +26,7 @@ use std::sync::Arc;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use tally_protocol::message::{IdempotencyKey, LIST_EVENTS_MAX};
 
+use crate::metering::billing::{Invoice, Transaction};
 use crate::metering::catalogue::Catalogue;
 use crate::metering::customer::Customer;
 use crate::metering::engine::{Changes, ShardCore};
@@ -50,6 +53,17 @@ pub enum StoreError {
     NotAStore {
         /// The folder.
         path: PathBuf,
+    },
+    /// A store written by another version of Tally.
+    #[error(
+        "{path} holds store format `{found}`; this tallyd reads `{}`",
+        String::from_utf8_lossy(STORE_FORMAT)
+    )]
+    FormatMismatch {
+        /// The folder.
+        path: PathBuf,
+        /// The format found.
+        found: String,
     },
     /// A write failed on purpose (fault injection in tests).
     #[error("injected write failure")]
@@ -100,6 +114,20 @@ pub enum Write {
         /// The key.
         key: IdempotencyKey,
     },
+    /// A closed period's invoice.
+    Invoice {
+        /// [`records::invoice_key`].
+        key: Vec<u8>,
+        /// [`records::encode_invoice`].
+        record: Vec<u8>,
+    },
+    /// A purchase or top-up.
+    Transaction {
+        /// [`records::transaction_key`].
+        key: Vec<u8>,
+        /// [`records::encode_transaction`].
+        record: Vec<u8>,
+    },
 }
 
 /// The store writes that persist `changes` of `core` (customer rows re-read from `core`).
@@ -129,6 +157,18 @@ pub fn writes_for(changes: Changes, core: &ShardCore) -> Vec<Write> {
     for key in changes.keys_forgotten {
         writes.push(Write::ForgetKey { key });
     }
+    for invoice in &changes.invoices {
+        writes.push(Write::Invoice {
+            key: records::invoice_key(invoice),
+            record: records::encode_invoice(invoice),
+        });
+    }
+    for transaction in &changes.transactions {
+        writes.push(Write::Transaction {
+            key: records::transaction_key(transaction),
+            record: records::encode_transaction(transaction),
+        });
+    }
     writes
 }
 
@@ -149,6 +189,8 @@ pub struct Store {
     customers: Keyspace,
     events: Keyspace,
     keys: Keyspace,
+    invoices: Keyspace,
+    transactions: Keyspace,
     faults: StoreFaults,
 }
 
@@ -163,7 +205,12 @@ impl Store {
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         match meta.get("format")? {
             Some(format) if &*format == STORE_FORMAT => {}
-            Some(_) => return Err(StoreError::NotAStore { path }),
+            Some(format) => {
+                return Err(StoreError::FormatMismatch {
+                    path,
+                    found: String::from_utf8_lossy(&format).into_owned(),
+                })
+            }
             None if is_new => {
                 meta.insert("format", STORE_FORMAT)?;
                 db.persist(PersistMode::SyncAll)?;
@@ -174,6 +221,8 @@ impl Store {
             customers: db.keyspace("customers", KeyspaceCreateOptions::default)?,
             events: db.keyspace("events", KeyspaceCreateOptions::default)?,
             keys: db.keyspace("keys", KeyspaceCreateOptions::default)?,
+            invoices: db.keyspace("invoices", KeyspaceCreateOptions::default)?,
+            transactions: db.keyspace("transactions", KeyspaceCreateOptions::default)?,
             db,
             faults,
         })
@@ -224,6 +273,12 @@ impl Store {
                     batch.insert(&self.keys, key.as_slice(), record.as_slice())
                 }
                 Write::ForgetKey { key } => batch.remove(&self.keys, key.as_slice()),
+                Write::Invoice { key, record } => {
+                    batch.insert(&self.invoices, key.as_slice(), record.as_slice())
+                }
+                Write::Transaction { key, record } => {
+                    batch.insert(&self.transactions, key.as_slice(), record.as_slice())
+                }
             }
         }
         batch.commit()?;
@@ -261,6 +316,42 @@ impl Store {
             events.push(records::decode_event(&value)?);
         }
         Ok((events, false))
+    }
+
+    /// The customer's newest `limit` invoices, oldest first.
+    pub fn list_invoices(&self, customer: &str, limit: usize) -> Result<Vec<Invoice>, StoreError> {
+        let mut invoices = Vec::new();
+        for guard in self.invoices.prefix(records::event_prefix(customer)).rev() {
+            if invoices.len() == limit {
+                break;
+            }
+            let (_, value) = guard.into_inner()?;
+            invoices.push(records::decode_invoice(&value)?);
+        }
+        invoices.reverse();
+        Ok(invoices)
+    }
+
+    /// The customer's newest `limit` transactions, oldest first.
+    pub fn list_transactions(
+        &self,
+        customer: &str,
+        limit: usize,
+    ) -> Result<Vec<Transaction>, StoreError> {
+        let mut transactions = Vec::new();
+        for guard in self
+            .transactions
+            .prefix(records::event_prefix(customer))
+            .rev()
+        {
+            if transactions.len() == limit {
+                break;
+            }
+            let (_, value) = guard.into_inner()?;
+            transactions.push(records::decode_transaction(&value)?);
+        }
+        transactions.reverse();
+        Ok(transactions)
     }
 
     /// Deletes events recorded before `cutoff_ms` among the next `limit` event keys after
@@ -304,7 +395,13 @@ impl Store {
     /// Flushes every memtable to disk tables so the next start has no journal to replay (clean
     /// shutdown only; a crash replays the journal instead).
     pub fn flush_for_shutdown(&self) -> Result<(), StoreError> {
-        for keyspace in [&self.customers, &self.events, &self.keys] {
+        for keyspace in [
+            &self.customers,
+            &self.events,
+            &self.keys,
+            &self.invoices,
+            &self.transactions,
+        ] {
             keyspace.rotate_memtable_and_wait()?;
         }
         self.db.persist(PersistMode::SyncAll)?;

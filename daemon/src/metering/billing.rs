@@ -1,0 +1,370 @@
+//! Turning usage into money at period close, and purchases into transactions: invoice lines per
+//! model, rounding to cents (half away from zero) and the merchant-of-record fee, all with
+//! rust_decimal. Pure: the caller passes the time and the terms.
+
+use rkyv::{Archive, Deserialize, Serialize};
+use rust_decimal::{Decimal, RoundingStrategy};
+use tally_protocol::message::{
+    CloseReason, InvoiceLineView, InvoiceView, LineKind, TransactionKind, TransactionView,
+};
+
+use super::catalogue::{ModelTerms, UsageTerms};
+use super::customer::Customer;
+use super::money::{dollars_to_units, units_to_dollars, Price};
+
+/// The fee every invoice and transaction with a positive total carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BillingTerms {
+    /// Percentage of the total (4.5 means 4.5%).
+    pub fee_percent: Decimal,
+    /// Fixed part, in rate units.
+    pub fee_fixed_units: i64,
+}
+
+impl Default for BillingTerms {
+    /// The spec's defaults: 4.5% + $0.40.
+    fn default() -> Self {
+        Self {
+            fee_percent: Decimal::new(45, 1),
+            fee_fixed_units: 4_000,
+        }
+    }
+}
+
+/// Total, fee and payout of an amount, in rate units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settlement {
+    /// The amount rounded to cents.
+    pub total_units: i64,
+    /// `round_cents(total × fee_percent) + fee_fixed`, or 0 when the total is not positive.
+    pub fee_units: i64,
+    /// `total − fee`.
+    pub net_units: i64,
+}
+
+/// Rounds rate units to whole cents, half away from zero.
+pub fn round_cents(units: i64) -> i64 {
+    let rounded =
+        units_to_dollars(units).round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+    dollars_to_units(rounded).expect("cents are whole rate units")
+}
+
+impl BillingTerms {
+    /// Total, fee and net of `amount_units`.
+    pub fn settle(&self, amount_units: i64) -> Settlement {
+        let total_units = round_cents(amount_units);
+        let fee_units = if total_units > 0 {
+            let percent = units_to_dollars(total_units) * self.fee_percent / Decimal::ONE_HUNDRED;
+            let percent = percent.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+            dollars_to_units(percent).expect("cents are whole rate units") + self.fee_fixed_units
+        } else {
+            0
+        };
+        Settlement {
+            total_units,
+            fee_units,
+            net_units: total_units - fee_units,
+        }
+    }
+}
+
+/// A closed period's invoice, as stored and shown.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Invoice {
+    /// The customer.
+    pub customer: String,
+    /// 1, 2, 3, … per customer.
+    pub number: u64,
+    /// The plan of the period.
+    pub plan: String,
+    /// Period start.
+    pub period_start_ms: u64,
+    /// Period end (exclusive).
+    pub period_end_ms: u64,
+    /// When it closed.
+    pub closed_at_ms: u64,
+    /// 0 scheduled, 1 manual, 2 plan change.
+    pub reason: u8,
+    /// The lines.
+    pub lines: Vec<InvoiceLine>,
+    /// Sum of the lines rounded to cents.
+    pub total_units: i64,
+    /// The fee.
+    pub fee_units: i64,
+    /// total − fee.
+    pub net_units: i64,
+}
+
+/// One invoice line.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct InvoiceLine {
+    /// 0 base, 1 metered, 2 usage, 3 debt.
+    pub kind: u8,
+    /// The feature (see [`InvoiceLineView::feature`]).
+    pub feature: String,
+    /// Units used.
+    pub used: u64,
+    /// Units included.
+    pub included: u64,
+    /// Units charged at the price.
+    pub overage: u64,
+    /// Price in rate units per `per`.
+    pub price_units: i64,
+    /// Quantity of the price.
+    pub per: u64,
+    /// Credits or rate units consumed during the period.
+    pub consumed: i64,
+    /// Amount in rate units.
+    pub amount_units: i64,
+}
+
+/// A purchase or top-up, as stored and shown.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Transaction {
+    /// The customer.
+    pub customer: String,
+    /// 1, 2, 3, … per customer.
+    pub number: u64,
+    /// 0 credit purchase, 1 balance top-up.
+    pub kind: u8,
+    /// When.
+    pub at_ms: u64,
+    /// Packs or rate units.
+    pub quantity: u64,
+    /// Paid, rounded to cents.
+    pub total_units: i64,
+    /// Fee.
+    pub fee_units: i64,
+    /// total − fee.
+    pub net_units: i64,
+}
+
+fn line(kind: LineKind, feature: &str) -> InvoiceLine {
+    InvoiceLine {
+        kind: match kind {
+            LineKind::Base => 0,
+            LineKind::Metered => 1,
+            LineKind::Usage => 2,
+            LineKind::Debt => 3,
+        },
+        feature: feature.into(),
+        used: 0,
+        included: 0,
+        overage: 0,
+        price_units: 0,
+        per: 1,
+        consumed: 0,
+        amount_units: 0,
+    }
+}
+
+/// The invoice lines of `customer`'s current period, and what must be reset: usage per feature,
+/// then debt (credits or balance below zero). `base_share` prorates the base price as
+/// `elapsed / length` (plan changes); `None` charges it in full.
+pub fn invoice_lines(customer: &Customer, base_share: Option<(u64, u64)>) -> Vec<InvoiceLine> {
+    let plan = &customer.plan;
+    let mut lines = Vec::with_capacity(plan.usage.len() + 2);
+    let mut base = line(LineKind::Base, "");
+    base.used = 1;
+    base.price_units = plan.base_price_units;
+    base.amount_units = match base_share {
+        None => plan.base_price_units,
+        Some((elapsed, length)) => Price {
+            units: plan.base_price_units,
+            per: length.max(1),
+        }
+        .cost(elapsed.min(length)),
+    };
+    lines.push(base);
+    for (feature, terms) in &plan.usage {
+        let used = customer.usage.get(feature).copied().unwrap_or(0);
+        let mut l = match terms {
+            UsageTerms::Metered { included, overage } => {
+                let mut l = line(LineKind::Metered, feature);
+                l.included = *included;
+                l.overage = used.saturating_sub(*included);
+                if let Some(price) = overage {
+                    l.price_units = price.units;
+                    l.per = price.per;
+                    l.amount_units = price.cost(l.overage);
+                }
+                l
+            }
+            UsageTerms::Credits { credits_per_unit } => {
+                let mut l = line(LineKind::Usage, feature);
+                l.price_units = *credits_per_unit;
+                l.consumed = used as i64 * credits_per_unit;
+                l
+            }
+            UsageTerms::Balance { price } => {
+                let mut l = line(LineKind::Usage, feature);
+                l.price_units = price.units;
+                l.per = price.per;
+                l.consumed = price.cost(used);
+                l
+            }
+        };
+        l.used = used;
+        lines.push(l);
+    }
+    match plan.terms {
+        ModelTerms::Credits {
+            pack_credits,
+            pack_price_units,
+            ..
+        } if customer.purchased_credits < 0 => {
+            let owed = customer.purchased_credits.unsigned_abs();
+            let price = Price {
+                units: pack_price_units,
+                per: pack_credits.max(1) as u64,
+            };
+            let mut debt = line(LineKind::Debt, "credits");
+            debt.used = owed;
+            debt.overage = owed;
+            debt.price_units = price.units;
+            debt.per = price.per;
+            debt.amount_units = price.cost(owed);
+            lines.push(debt);
+        }
+        ModelTerms::Balance { .. } if customer.balance_units < 0 => {
+            let owed = customer.balance_units.unsigned_abs();
+            let mut debt = line(LineKind::Debt, "");
+            debt.used = owed;
+            debt.overage = owed;
+            debt.price_units = 1;
+            debt.amount_units = owed as i64;
+            lines.push(debt);
+        }
+        _ => {}
+    }
+    lines
+}
+
+/// The reason code stored for a close reason.
+pub fn reason_code(reason: CloseReason) -> u8 {
+    match reason {
+        CloseReason::Scheduled => 0,
+        CloseReason::Manual => 1,
+        CloseReason::PlanChange => 2,
+    }
+}
+
+impl Invoice {
+    /// The invoice as the wire shows it.
+    pub fn view(&self) -> InvoiceView {
+        InvoiceView {
+            customer: self.customer.clone(),
+            number: self.number,
+            plan: self.plan.clone(),
+            period_start_ms: self.period_start_ms,
+            period_end_ms: self.period_end_ms,
+            closed_at_ms: self.closed_at_ms,
+            reason: match self.reason {
+                0 => CloseReason::Scheduled,
+                1 => CloseReason::Manual,
+                _ => CloseReason::PlanChange,
+            },
+            lines: self
+                .lines
+                .iter()
+                .map(|l| InvoiceLineView {
+                    kind: match l.kind {
+                        0 => LineKind::Base,
+                        1 => LineKind::Metered,
+                        2 => LineKind::Usage,
+                        _ => LineKind::Debt,
+                    },
+                    feature: l.feature.clone(),
+                    used: l.used,
+                    included: l.included,
+                    overage: l.overage,
+                    price_units: l.price_units,
+                    per: l.per,
+                    consumed: l.consumed,
+                    amount_units: l.amount_units,
+                })
+                .collect(),
+            total_units: self.total_units,
+            fee_units: self.fee_units,
+            net_units: self.net_units,
+        }
+    }
+}
+
+impl Transaction {
+    /// The transaction as the wire shows it.
+    pub fn view(&self) -> TransactionView {
+        TransactionView {
+            customer: self.customer.clone(),
+            number: self.number,
+            kind: if self.kind == 0 {
+                TransactionKind::CreditPurchase
+            } else {
+                TransactionKind::BalanceTopUp
+            },
+            at_ms: self.at_ms,
+            quantity: self.quantity,
+            total_units: self.total_units,
+            fee_units: self.fee_units,
+            net_units: self.net_units,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn the_pro_invoice_of_the_spec_has_the_exact_fee_and_net() {
+        let s = BillingTerms::default().settle(1_090_000);
+        assert_eq!(
+            s,
+            Settlement {
+                total_units: 1_090_000,
+                fee_units: 53_100,
+                net_units: 1_036_900
+            }
+        );
+    }
+
+    #[test]
+    fn purchases_carry_the_exact_fee() {
+        let terms = BillingTerms::default();
+        // Two packs of $10.00: 4.5% of $20.00 is $0.90, plus $0.40.
+        assert_eq!(terms.settle(200_000).fee_units, 13_000);
+        // $50.00: $2.25 + $0.40 = $2.65, net $47.35.
+        assert_eq!(
+            terms.settle(500_000),
+            Settlement {
+                total_units: 500_000,
+                fee_units: 26_500,
+                net_units: 473_500
+            }
+        );
+        assert_eq!(
+            terms.settle(0).fee_units,
+            0,
+            "no fee without a positive total"
+        );
+    }
+
+    #[test]
+    fn cents_round_half_away_from_zero() {
+        assert_eq!(round_cents(12_350), 12_400);
+        assert_eq!(round_cents(12_349), 12_300);
+        assert_eq!(round_cents(-12_350), -12_400);
+    }
+
+    proptest! {
+        #[test]
+        fn net_plus_fee_is_the_total(amount in -10_000_000i64..1_000_000_000_000, percent in 0u32..1_000, fixed in 0i64..100_000) {
+            let terms = BillingTerms { fee_percent: Decimal::new(i64::from(percent), 1), fee_fixed_units: fixed / 100 * 100 };
+            let s = terms.settle(amount);
+            prop_assert_eq!(s.net_units + s.fee_units, s.total_units);
+            prop_assert_eq!(s.total_units % 100, 0, "whole cents");
+            prop_assert_eq!(s.fee_units % 100, 0, "whole cents");
+        }
+    }
+}
