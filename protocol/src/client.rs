@@ -537,7 +537,7 @@ impl Admin<'_> {
             idempotency_key,
         });
         match self.client.call(request).await? {
-            Response::TopUp(outcome) => Ok(outcome),
+            Response::TopUp(outcome) => Ok(*outcome),
             other => Err(unexpected(other)),
         }
     }

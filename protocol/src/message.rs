@@ -374,7 +374,7 @@ pub enum Response {
     /// For `create_customer`, `change_plan` and `get_customer`.
     Customer(CustomerView),
     /// For `top_up`.
-    TopUp(TopUpOutcome),
+    TopUp(Box<TopUpOutcome>),
     /// For `list_events`.
     Events(EventList),
     /// For `list_invoices`.

@@ -167,7 +167,9 @@ impl ShardCore {
             Request::Release(r) => self.release(now_ms, r.hold).map(Response::Release),
             Request::CreateCustomer(cp) => self.create_customer(now_ms, cp).map(Response::Customer),
             Request::ChangePlan(cp) => self.change_plan(now_ms, &cp).map(Response::Customer),
-            Request::TopUp(t) => self.top_up(now_ms, &t).map(Response::TopUp),
+            Request::TopUp(t) => self
+                .top_up(now_ms, &t)
+                .map(|o| Response::TopUp(Box::new(o))),
             Request::GetCustomer(c) => {
                 Ok(Response::Customer(self.touch(now_ms, &c.customer)?.view()))
             }
@@ -767,7 +769,7 @@ mod tests {
             idempotency_key: key,
         });
         match core.handle(T0, request)? {
-            Response::TopUp(outcome) => Ok(outcome),
+            Response::TopUp(outcome) => Ok(*outcome),
             other => panic!("{other:?}"),
         }
     }
