@@ -6,7 +6,8 @@
 //! Group commit, shard side: requests are applied to memory as they arrive; answers that depend
 //! on a change wait in the current burst. When the mailbox is drained (or the burst is full) the
 //! burst's writes and answers go to the committer, which releases the answers after persisting.
-//! Read-only requests (`check`, `get_customer`) are answered from memory at once.
+//! Read-only requests (`check`, `get_customer`) are answered from memory at once, unless reading
+//! changed state (a due period closed, holds expired): then they wait like writes.
 
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
@@ -169,7 +170,7 @@ impl Handler<ApplyRequest> for Shard {
         }
         let is_read_only = matches!(message.request, Request::Check(_) | Request::GetCustomer(_));
         let answer = self.core.handle(self.clock.now_ms(), message.request);
-        if is_read_only {
+        if is_read_only && !self.core.did_last_request_change_state() {
             // Served from memory; it may reflect changes still being persisted, whose own
             // answers are held until they are.
             let _ = message.reply.send(answer);

@@ -28,6 +28,9 @@ pub struct ShardCore {
     idempotency: IdempotencyLog,
     billing: BillingTerms,
     changes: Changes,
+    /// Whether the request being handled changed state while reading (a period close or hold
+    /// expiry on touch), so its answer must wait for persistence like a write's.
+    did_touch_change: bool,
 }
 
 /// What changed since the last [`ShardCore::take_changes`]: what the store must persist before
@@ -92,6 +95,7 @@ impl ShardCore {
             idempotency: IdempotencyLog::new(dedup_window_ms),
             billing,
             changes: Changes::default(),
+            did_touch_change: false,
         }
     }
 
@@ -154,8 +158,16 @@ impl ShardCore {
         self.customers.len()
     }
 
+    /// Whether the last `handle` changed state as a side effect of reading (closing a due period
+    /// or releasing expired holds). A read-only request's answer that reflects such a change must
+    /// wait until the change is persisted.
+    pub fn did_last_request_change_state(&self) -> bool {
+        self.did_touch_change
+    }
+
     /// Applies one request at `now_ms` and answers it.
     pub fn handle(&mut self, now_ms: u64, request: Request) -> Result<Response, TallyError> {
+        self.did_touch_change = false;
         match request {
             Request::Report(item) => self.report(now_ms, item).map(Response::Report),
             Request::ReportBatch(items) => {
@@ -247,10 +259,12 @@ impl ShardCore {
             self.period_ends
                 .insert((customer.period_end_ms, id.to_string()));
             self.changes.customers.insert(id.into());
+            self.did_touch_change = true;
         }
         let expired = customer.expire_holds(now_ms);
         if !expired.is_empty() {
             self.changes.customers.insert(id.into());
+            self.did_touch_change = true;
         }
         for hold in expired {
             self.hold_owners.remove(&hold);
