@@ -181,7 +181,9 @@ impl Router {
 
     async fn list_events(&self, list: ListEventsRequest) -> Result<Response, TallyError> {
         let (events, more) = self
-            .read_store(move |store| store.list_events(&list.customer, list.from_ms, list.to_ms))
+            .read_store(move |store| {
+                store.list_events(&list.customer, (list.from_ms, list.from_seq), list.to_ms)
+            })
             .await?;
         let events = events
             .into_iter()

@@ -549,9 +549,20 @@ impl Admin<'_> {
         from_ms: u64,
         to_ms: u64,
     ) -> Result<EventList, Error> {
+        self.list_events_from(customer, (from_ms, 0), to_ms).await
+    }
+
+    /// One page of events from `(at_ms, seq)` on; see [`EventList::more`] for paging.
+    pub async fn list_events_from(
+        &self,
+        customer: &str,
+        from: (u64, u64),
+        to_ms: u64,
+    ) -> Result<EventList, Error> {
         let request = Request::ListEvents(ListEventsRequest {
             customer: customer.into(),
-            from_ms,
+            from_ms: from.0,
+            from_seq: from.1,
             to_ms,
         });
         match self.client.call(request).await? {

@@ -354,6 +354,9 @@ pub struct ListEventsRequest {
     pub customer: String,
     /// Inclusive start, milliseconds since the Unix epoch.
     pub from_ms: u64,
+    /// Within `from_ms`, the first sequence number to include (0 for all). To page, ask again
+    /// with the last event's `at_ms` and `seq + 1`.
+    pub from_seq: u64,
     /// Exclusive end, milliseconds since the Unix epoch.
     pub to_ms: u64,
 }
@@ -442,6 +445,8 @@ pub struct InvoiceView {
     pub number: u64,
     /// The plan of the period.
     pub plan: String,
+    /// The plan's consumption model (how to read usage lines' prices).
+    pub model: Model,
     /// Period start, milliseconds since the Unix epoch.
     pub period_start_ms: u64,
     /// Period end (exclusive).
@@ -495,7 +500,8 @@ pub struct TransactionView {
 pub struct EventList {
     /// Events, oldest first.
     pub events: Vec<UsageEventView>,
-    /// Whether more events follow in the range (ask again from the last event's `at_ms + 1`).
+    /// Whether more events follow in the range (ask again from the last event's `at_ms`, with
+    /// `from_seq` = its `seq + 1`).
     pub more: bool,
 }
 

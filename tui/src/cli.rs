@@ -89,6 +89,41 @@ pub enum Command {
         /// Hold id from `tally reserve`.
         hold: String,
     },
+    /// A customer's invoices, oldest first.
+    Invoices {
+        /// Customer id.
+        customer: String,
+        /// One CSV row per invoice line instead of a table.
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
+    },
+    /// A customer's credit purchases and top-ups, with fees.
+    Transactions {
+        /// Customer id.
+        customer: String,
+    },
+    /// A customer's raw usage events in a time range.
+    Events {
+        /// Customer id.
+        customer: String,
+        /// Start (inclusive): RFC 3339 (2027-01-15T00:00:00Z) or milliseconds since the epoch.
+        #[arg(long)]
+        from: Option<String>,
+        /// End (exclusive): RFC 3339 or milliseconds since the epoch.
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Close a customer's current period now and print its invoice.
+    ClosePeriod {
+        /// Customer id.
+        customer: String,
+    },
+    /// Check every invoice's usage against the sum of its period's stored events.
+    /// Exit 1 if any differs.
+    Reconcile {
+        /// Customer id.
+        customer: String,
+    },
 }
 
 /// `tally customer …`.

@@ -4,11 +4,12 @@
 //! - [`cli`]: the command-line shapes (a contract for users' scripts).
 //! - [`discovery`]: finding the daemon, its certificate and a key with no flags.
 //! - [`run`]: one command → one call through the client library.
-//! - [`output`]: human lines or one JSON object.
+//! - [`output`] and [`billing_output`]: human lines, one JSON object, or CSV.
 //!
 //! The live console (`tally top`) is separate work; this crate talks to the daemon only through
 //! `tally-protocol`, never through the daemon crate.
 
+pub mod billing_output;
 pub mod cli;
 pub mod discovery;
 pub mod output;

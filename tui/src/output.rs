@@ -204,6 +204,7 @@ pub fn top_up(outcome: &TopUpOutcome) -> Output {
     let json = json!({
         "seq": outcome.seq, "duplicate": outcome.duplicate,
         "gross": dollars(outcome.gross_units), "gross_units": outcome.gross_units,
+        "transaction": crate::billing_output::transaction_json(&outcome.transaction),
         "credits_added": outcome.credits_added,
         "balance_added_units": outcome.balance_added_units,
         "customer": customer.json,
@@ -218,11 +219,14 @@ pub fn top_up(outcome: &TopUpOutcome) -> Output {
     } else {
         ""
     };
+    let t = &outcome.transaction;
     Output {
         json,
         human: format!(
-            "added {what} for ${}{duplicate}\n{}",
-            dollars(outcome.gross_units),
+            "added {what} for ${} (fee ${}, net ${}){duplicate}\n{}",
+            dollars(t.total_units),
+            dollars(t.fee_units),
+            dollars(t.net_units),
             customer.human
         ),
     }

@@ -7,6 +7,11 @@ use rust_decimal::Decimal;
 use tally_protocol::message::{IdempotencyKey, ReportItem, TopUpAmount, RATE_UNITS_PER_DOLLAR};
 use tally_protocol::{Client, ClientConfig};
 
+use std::collections::BTreeMap;
+
+use tally_protocol::message::{InvoiceView, LineKind};
+
+use crate::billing_output::{self, InvoiceCheck};
 use crate::cli::{Cli, Command, CustomerCommand};
 use crate::discovery::{discover, Overrides};
 use crate::output::{self, Output};
@@ -106,7 +111,87 @@ pub async fn run(cli: Cli) -> anyhow::Result<Output> {
             let hold = parse_hold(&hold)?;
             Ok(output::release(hold, &client.holds().release(hold).await?))
         }
+        Command::Invoices { customer, csv } => {
+            let invoices = client.admin().list_invoices(&customer).await?;
+            let mut out = billing_output::invoices(&customer, &invoices);
+            if csv {
+                out.human = billing_output::invoices_csv(&invoices)
+                    .trim_end()
+                    .to_string();
+            }
+            Ok(out)
+        }
+        Command::Transactions { customer } => {
+            let transactions = client.admin().list_transactions(&customer).await?;
+            Ok(billing_output::transactions(&customer, &transactions))
+        }
+        Command::Events { customer, from, to } => {
+            let from_ms = from.as_deref().map(parse_time).transpose()?.unwrap_or(0);
+            let to_ms = to
+                .as_deref()
+                .map(parse_time)
+                .transpose()?
+                .unwrap_or(u64::MAX);
+            let list = client
+                .admin()
+                .list_events(&customer, from_ms, to_ms)
+                .await?;
+            Ok(billing_output::events(&customer, &list))
+        }
+        Command::ClosePeriod { customer } => Ok(billing_output::closed(
+            &client.admin().close_period(&customer).await?,
+        )),
+        Command::Reconcile { customer } => {
+            let mut checks = Vec::new();
+            for invoice in client.admin().list_invoices(&customer).await? {
+                checks.push(reconcile(&client, invoice).await?);
+            }
+            let out = billing_output::reconciliation(&customer, &checks);
+            if checks.iter().all(InvoiceCheck::is_reconciled) {
+                Ok(out)
+            } else {
+                bail!("{}", out.human.replace('\n', "; "))
+            }
+        }
     }
+}
+
+/// Sums the invoice period's stored events per feature, page by page, beside the invoiced usage.
+async fn reconcile(client: &Client, invoice: InvoiceView) -> anyhow::Result<InvoiceCheck> {
+    let mut features: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for line in &invoice.lines {
+        if matches!(line.kind, LineKind::Metered | LineKind::Usage) {
+            features.entry(line.feature.clone()).or_default().0 += line.used;
+        }
+    }
+    let mut from = (invoice.period_start_ms, 0);
+    loop {
+        let page = client
+            .admin()
+            .list_events_from(&invoice.customer, from, invoice.period_end_ms)
+            .await?;
+        for event in &page.events {
+            features.entry(event.feature.clone()).or_default().1 += event.amount;
+        }
+        match (page.more, page.events.last()) {
+            (true, Some(last)) => from = (last.at_ms, last.seq + 1),
+            _ => break,
+        }
+    }
+    Ok(InvoiceCheck { invoice, features })
+}
+
+/// RFC 3339 (`2027-01-15T00:00:00Z`) or milliseconds since the epoch.
+pub fn parse_time(text: &str) -> anyhow::Result<u64> {
+    if let Ok(ms) = text.parse::<u64>() {
+        return Ok(ms);
+    }
+    let time = chrono::DateTime::parse_from_rfc3339(text).map_err(|_| {
+        anyhow!(
+            "`{text}` is not a time; write 2027-01-15T00:00:00Z or milliseconds since the epoch"
+        )
+    })?;
+    u64::try_from(time.timestamp_millis()).map_err(|_| anyhow!("`{text}` is before 1970"))
 }
 
 /// `50.00` → 500000 rate units; refuses anything finer than $0.0001 or not positive.

@@ -5,7 +5,7 @@
 use rkyv::{Archive, Deserialize, Serialize};
 use rust_decimal::{Decimal, RoundingStrategy};
 use tally_protocol::message::{
-    CloseReason, InvoiceLineView, InvoiceView, LineKind, TransactionKind, TransactionView,
+    CloseReason, InvoiceLineView, InvoiceView, LineKind, Model, TransactionKind, TransactionView,
 };
 
 use super::catalogue::{ModelTerms, UsageTerms};
@@ -77,6 +77,8 @@ pub struct Invoice {
     pub number: u64,
     /// The plan of the period.
     pub plan: String,
+    /// 0 metered, 1 credits, 2 balance.
+    pub model: u8,
     /// Period start.
     pub period_start_ms: u64,
     /// Period end (exclusive).
@@ -256,6 +258,11 @@ impl Invoice {
             customer: self.customer.clone(),
             number: self.number,
             plan: self.plan.clone(),
+            model: match self.model {
+                0 => Model::Metered,
+                1 => Model::Credits,
+                _ => Model::Balance,
+            },
             period_start_ms: self.period_start_ms,
             period_end_ms: self.period_end_ms,
             closed_at_ms: self.closed_at_ms,

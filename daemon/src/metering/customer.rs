@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tally_protocol::message::{
-    CloseReason, CustomerView, FeatureUsage, HoldView, Standing, TallyError,
+    CloseReason, CustomerView, FeatureUsage, HoldView, Model, Standing, TallyError,
 };
 
 use super::billing::{invoice_lines, reason_code, BillingTerms, Invoice};
@@ -157,6 +157,11 @@ impl Customer {
             customer: self.id.clone(),
             number: self.invoices_issued,
             plan: self.plan.slug.clone(),
+            model: match self.plan.model() {
+                Model::Metered => 0,
+                Model::Credits => 1,
+                Model::Balance => 2,
+            },
             period_start_ms: self.period_start_ms,
             period_end_ms: end_ms,
             closed_at_ms,

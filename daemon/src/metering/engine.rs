@@ -1027,3 +1027,111 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod invoice_properties {
+    //! Invoices against an independent computation from the events the shard emitted (exactly
+    //! what the store keeps), for random prices, `per` quantities and usage histories.
+
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+    const T0: u64 = 1_800_000_000_000;
+
+    fn catalogue(included: u64, overage: (i64, u64), price: (i64, u64)) -> Arc<Catalogue> {
+        let text = format!(
+            r#"[features]
+            tokens = {{ kind = "usage" }}
+            [plans.metered]
+            model = "metered"
+            period = "7 days"
+            base_price = "12.34"
+            features.tokens = {{ included = {included}, overage = "{}", per = {} }}
+            [plans.balance]
+            model = "balance"
+            period = "7 days"
+            features.tokens = {{ price = "{}", per = {} }}"#,
+            rust_decimal::Decimal::new(overage.0, 4),
+            overage.1,
+            rust_decimal::Decimal::new(price.0, 4),
+            price.1
+        );
+        #[derive(serde::Deserialize)]
+        struct Doc {
+            features: BTreeMap<String, super::super::catalogue::FeatureToml>,
+            plans: BTreeMap<String, super::super::catalogue::PlanToml>,
+        }
+        let doc: Doc = toml::from_str(&text).unwrap();
+        Arc::new(Catalogue::build(&doc.features, &doc.plans).unwrap())
+    }
+
+    /// `ceil(a × b / c)` in plain integers.
+    fn ceil_div(a: u64, b: i64, c: u64) -> i64 {
+        let n = u128::from(a) * b as u128;
+        n.div_ceil(u128::from(c)) as i64
+    }
+
+    /// Rounds non-negative rate units to cents, half up (= away from zero here).
+    fn cents(units: i64) -> i64 {
+        (units + 50) / 100 * 100
+    }
+
+    proptest! {
+        #[test]
+        fn invoices_equal_a_straightforward_computation_from_the_events(
+            included in 0u64..50_000,
+            overage in (0i64..10_000, 1u64..1_000_000),
+            price in (0i64..10_000, 1u64..1_000_000),
+            history in proptest::collection::vec((0u64..3 * DAY_MS, any::<bool>(), 1u64..40_000), 1..60),
+        ) {
+            let mut core = ShardCore::new(catalogue(included, overage, price), 60_000, BillingTerms::default());
+            for (id, plan) in [("m", "metered"), ("b", "balance")] {
+                core.handle(T0, Request::CreateCustomer(CustomerPlan { customer: id.into(), plan: plan.into() })).unwrap();
+            }
+            let mut events = Vec::new();
+            let mut invoices = Vec::new();
+            let mut now = T0;
+            for (advance, metered, amount) in history {
+                now += advance;
+                let customer = if metered { "m" } else { "b" };
+                core.handle(now, Request::Report(ReportItem::new(customer, "tokens", amount))).unwrap();
+                let changes = core.take_changes();
+                events.extend(changes.events);
+                invoices.extend(changes.invoices);
+            }
+            core.close_due_periods(now + 8 * DAY_MS, usize::MAX);
+            invoices.extend(core.take_changes().invoices);
+            prop_assert!(!invoices.is_empty());
+
+            let (mut gross, mut fees, mut nets) = (0i64, 0i64, 0i64);
+            for invoice in &invoices {
+                let used: u64 = events
+                    .iter()
+                    .filter(|e| e.customer == invoice.customer)
+                    .filter(|e| (invoice.period_start_ms..invoice.period_end_ms).contains(&e.at_ms))
+                    .map(|e| e.amount)
+                    .sum();
+                let subtotal = if invoice.customer == "m" {
+                    let over = used.saturating_sub(included);
+                    123_400 + ceil_div(over, overage.0, overage.1)
+                } else {
+                    // No top-ups: everything consumed is owed at close.
+                    ceil_div(used, price.0, price.1)
+                };
+                let line_used: u64 = invoice.lines.iter().filter(|l| l.feature == "tokens").map(|l| l.used).sum();
+                prop_assert_eq!(line_used, used, "invoice usage reconciles with the events");
+                let total = cents(subtotal);
+                let fee = if total > 0 { (total / 100 * 45 + 500) / 1_000 * 100 + 4_000 } else { 0 };
+                prop_assert_eq!(invoice.total_units, total);
+                prop_assert_eq!(invoice.fee_units, fee);
+                prop_assert_eq!(invoice.net_units, total - fee);
+                gross += invoice.total_units;
+                fees += invoice.fee_units;
+                nets += invoice.net_units;
+            }
+            prop_assert_eq!(nets + fees, gross);
+        }
+    }
+}

@@ -294,19 +294,19 @@ impl Store {
         Ok(())
     }
 
-    /// A customer's events with `from_ms <= at_ms < to_ms`, oldest first, at most
+    /// A customer's events from `(at_ms, seq)` = `from` up to `at_ms < to_ms`, oldest first, at most
     /// [`LIST_EVENTS_MAX`]; the flag says whether more follow.
     pub fn list_events(
         &self,
         customer: &str,
-        from_ms: u64,
+        from: (u64, u64),
         to_ms: u64,
     ) -> Result<(Vec<StoredEvent>, bool), StoreError> {
         let mut events = Vec::new();
-        if from_ms >= to_ms {
+        if from.0 >= to_ms {
             return Ok((events, false));
         }
-        let start = records::event_key(customer, from_ms, 0);
+        let start = records::event_key(customer, from.0, from.1);
         let end = records::event_key(customer, to_ms, 0);
         for guard in self.events.range(start..end) {
             if events.len() == LIST_EVENTS_MAX {
@@ -458,16 +458,20 @@ mod tests {
         let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
         let recovered = store.recover(&catalogue, 0).unwrap();
         assert_eq!(recovered.customers, vec![customer]);
-        let (events, more) = store.list_events("acme", 0, 2_000).unwrap();
+        let (events, more) = store.list_events("acme", (0, 0), 2_000).unwrap();
         assert!(!more);
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].amount, 42);
         assert!(store
-            .list_events("acme", 1_001, 2_000)
+            .list_events("acme", (1_001, 0), 2_000)
             .unwrap()
             .0
             .is_empty());
-        assert!(store.list_events("acm", 0, u64::MAX).unwrap().0.is_empty());
+        assert!(store
+            .list_events("acm", (0, 0), u64::MAX)
+            .unwrap()
+            .0
+            .is_empty());
     }
 
     #[test]
@@ -505,7 +509,7 @@ mod tests {
         }
         assert_eq!(deleted, 6);
         for customer in ["a", "b", "c"] {
-            let (events, _) = store.list_events(customer, 0, u64::MAX).unwrap();
+            let (events, _) = store.list_events(customer, (0, 0), u64::MAX).unwrap();
             assert_eq!(
                 events.iter().map(|e| e.at_ms).collect::<Vec<_>>(),
                 vec![300]
