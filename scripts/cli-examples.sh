@@ -32,7 +32,7 @@ doc = json.load(sys.stdin)
 path, want = sys.argv[1], json.loads(sys.argv[2])
 value = doc
 for part in path.split("."):
-    value = value[part]
+    value = value[int(part)] if part.isdigit() else value[part]
 if value != want:
     sys.exit(f"{path}: expected {want!r}, got {value!r} in {doc}")
 ' "$1" "$2"
@@ -70,4 +70,16 @@ hold="$(tally --json reserve wally gpt-4 2 --ttl 30s | python3 -c 'import json,s
 tally --json settle "$hold" 1 | expect charged 300
 tally --json customer show wally | expect balance_units 499369
 
-echo "cli-examples: 3 passed, 0 failed"
+# Billing: the Pro invoice of 130,000 tokens is $49.00 + $60.00 = $109.00, fee $5.31, net $103.69.
+tally customer create bill --plan pro > /dev/null
+tally report bill tokens 130000 > /dev/null
+tally --json close-period bill | expect total '"109.00"'
+tally --json invoices bill | expect invoices.0.fee '"5.31"'
+tally --json invoices bill | expect invoices.0.net '"103.69"'
+tally invoices bill --csv | grep -q '^bill,1,pro,.*,metered,tokens,130000,100000,30000,0.002,1,60.00,109.00,5.31,103.69$'
+tally --json transactions pics | expect transactions.0.fee '"0.85"'
+tally --json transactions wally | expect transactions.0.net '"47.35"'
+tally --json events bill | expect events.0.amount 130000
+tally --json reconcile bill | expect reconciled true
+
+echo "cli-examples: 4 passed, 0 failed"
