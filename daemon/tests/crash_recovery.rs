@@ -252,3 +252,117 @@ fn sync_mode_loses_and_doubles_nothing_across_kill_9() {
 fn buffered_mode_loses_and_doubles_nothing_across_kill_9() {
     run_crash_rounds("buffered");
 }
+
+/// Periods of one second close continuously (by the sweep and on touch) while reports flow;
+/// SIGKILL lands in the middle of closes. After each restart every customer's invoices must be
+/// numbered 1..n without gaps or repeats, each period must start where the previous ended, and
+/// each invoice's usage must equal its period's stored events: every period closed exactly once.
+#[test]
+fn period_closes_interrupted_by_kill_9_happen_exactly_once() {
+    let seed = std::env::var("TALLY_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("period close crash test: TALLY_CRASH_SEED={seed}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config.toml"))
+        .unwrap()
+        .replace("listen = \"127.0.0.1:7070\"", "listen = \"127.0.0.1:0\"")
+        + "\n[plans.tick]\nmodel = \"metered\"\nperiod = \"1 second\"\nbase_price = \"1.00\"\n\
+           features.tokens = { included = 10, overage = \"0.01\" }\n";
+    std::fs::write(dir.path().join("config.toml"), config).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rng = Rng(seed);
+    let mut daemon = Tallyd::start(dir.path());
+    runtime.block_on(async {
+        let client = daemon.client().await;
+        for c in 0..CUSTOMERS {
+            client
+                .admin()
+                .create_customer(&format!("t{c}"), "tick")
+                .await
+                .unwrap();
+        }
+    });
+    let mut invoices_seen = 0;
+    for round in 0..2 {
+        let kill_after = Duration::from_millis(1_200 + rng.below(1_500));
+        runtime.block_on(async {
+            let client = daemon.client().await;
+            let started = Instant::now();
+            let mut n = 0u64;
+            while started.elapsed() < kill_after {
+                n += 1;
+                let item =
+                    ReportItem::new(format!("t{}", n % CUSTOMERS as u64), "tokens", 1 + n % 7);
+                client.usage().report(item).await.unwrap();
+            }
+        });
+        daemon.kill();
+        daemon = Tallyd::start(dir.path());
+        invoices_seen = runtime.block_on(async {
+            let client = daemon.client().await;
+            let mut total = 0;
+            for c in 0..CUSTOMERS {
+                let id = format!("t{c}");
+                let view = client.admin().get_customer(&id).await.unwrap();
+                let invoices = client.admin().list_invoices(&id).await.unwrap();
+                for (i, invoice) in invoices.iter().enumerate() {
+                    assert_eq!(
+                        invoice.number,
+                        i as u64 + 1,
+                        "{id}: numbered without gaps or repeats (round {round}, seed {seed})"
+                    );
+                    if i > 0 {
+                        assert_eq!(
+                            invoice.period_start_ms,
+                            invoices[i - 1].period_end_ms,
+                            "{id}: contiguous periods"
+                        );
+                    }
+                    let events = client
+                        .admin()
+                        .list_events(&id, invoice.period_start_ms, invoice.period_end_ms)
+                        .await
+                        .unwrap();
+                    let from_events: u64 = events.events.iter().map(|e| e.amount).sum();
+                    let invoiced: u64 = invoice
+                        .lines
+                        .iter()
+                        .filter(|l| l.feature == "tokens")
+                        .map(|l| l.used)
+                        .sum();
+                    assert_eq!(
+                        invoiced, from_events,
+                        "{id} invoice {}: usage reconciles",
+                        invoice.number
+                    );
+                }
+                assert!(
+                    invoices
+                        .iter()
+                        .any(|i| i.period_end_ms == view.period_start_ms),
+                    "{id}: the current period starts where an invoice ended"
+                );
+                total += invoices.len();
+            }
+            total
+        });
+        assert!(
+            invoices_seen > CUSTOMERS,
+            "periods must have closed for the test to mean anything"
+        );
+    }
+    eprintln!("period close crash test: {invoices_seen} invoices, each period closed exactly once");
+    daemon.kill();
+}
