@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use tally_daemon::config::{Config, DEFAULT_CONFIG_TOML};
 use tally_daemon::{Daemon, SystemClock};
-use tally_protocol::message::ReportItem;
-use tally_protocol::{Client, ClientConfig};
+use tally_protocol::message::{ReportItem, Role};
+use tally_protocol::Client;
 
 fn main() -> anyhow::Result<()> {
     let count: usize = std::env::args()
@@ -25,16 +25,9 @@ fn main() -> anyhow::Result<()> {
     let mut config = Config::parse(DEFAULT_CONFIG_TOML, dir.path(), "embedded config")?;
     config.server.listen = "127.0.0.1:0".parse()?;
     let daemon = Daemon::start(config, Arc::new(SystemClock))?;
-    let admin_key = daemon
-        .dev_api_keys()
-        .expect("development keys")
-        .admin
-        .clone();
-    let client_config = ClientConfig::new(
-        daemon.local_addr(),
-        daemon.cert_pem().as_bytes().to_vec(),
-        admin_key,
-    );
+    let client_config = daemon
+        .dev_client_config(Role::Admin)
+        .expect("development keys");
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use tally_daemon::config::{Config, DEFAULT_CONFIG_TOML};
 use tally_daemon::stable_hash::{shard_of, stable_hash};
 use tally_daemon::{Daemon, ManualClock};
-use tally_protocol::message::ReportItem;
-use tally_protocol::{Client, ClientConfig};
+use tally_protocol::message::{ReportItem, Role};
+use tally_protocol::Client;
 
 const T0_MS: u64 = 1_800_000_000_000;
 const CREATORS: usize = 16;
@@ -33,16 +33,9 @@ fn main() -> anyhow::Result<()> {
     let shards = config.server.shards;
     let clock = ManualClock::new(T0_MS);
     let daemon = Daemon::start(config, Arc::new(clock.clone()))?;
-    let key = daemon
-        .dev_api_keys()
-        .expect("development keys")
-        .admin
-        .clone();
-    let client_config = ClientConfig::new(
-        daemon.local_addr(),
-        daemon.cert_pem().as_bytes().to_vec(),
-        key,
-    );
+    let client_config = daemon
+        .dev_client_config(Role::Admin)
+        .expect("development keys");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use tally_daemon::config::{Config, Durability, DEFAULT_CONFIG_TOML};
 use tally_daemon::{Daemon, SystemClock};
-use tally_protocol::message::ReportItem;
-use tally_protocol::{Client, ClientConfig};
+use tally_protocol::message::{ReportItem, Role};
+use tally_protocol::Client;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1).map(|a| a.parse::<u64>());
@@ -51,16 +51,9 @@ fn run(
     config.server.listen = "127.0.0.1:0".parse()?;
     config.storage.durability = durability;
     let daemon = Daemon::start(config, Arc::new(SystemClock))?;
-    let key = daemon
-        .dev_api_keys()
-        .expect("development keys")
-        .admin
-        .clone();
-    let client_config = ClientConfig::new(
-        daemon.local_addr(),
-        daemon.cert_pem().as_bytes().to_vec(),
-        key,
-    );
+    let client_config = daemon
+        .dev_client_config(Role::Admin)
+        .expect("development keys");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

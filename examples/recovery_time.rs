@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use tally_daemon::config::{Config, Durability, DEFAULT_CONFIG_TOML};
 use tally_daemon::{Daemon, SystemClock};
-use tally_protocol::message::{BatchItemResult, ReportItem};
-use tally_protocol::{Client, ClientConfig};
+use tally_protocol::message::{BatchItemResult, ReportItem, Role};
+use tally_protocol::Client;
 
 const BATCH: usize = 1_000;
 
@@ -68,16 +68,9 @@ fn config_in(dir: &std::path::Path) -> anyhow::Result<Config> {
 fn load(dir: &std::path::Path, events: usize, customers: usize) -> anyhow::Result<()> {
     let config = config_in(dir)?;
     let daemon = Daemon::start(config.clone(), Arc::new(SystemClock))?;
-    let key = daemon
-        .dev_api_keys()
-        .expect("development keys")
-        .admin
-        .clone();
-    let client_config = ClientConfig::new(
-        daemon.local_addr(),
-        daemon.cert_pem().as_bytes().to_vec(),
-        key,
-    );
+    let client_config = daemon
+        .dev_client_config(Role::Admin)
+        .expect("development keys");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use tally_protocol::message::Role;
+use tally_protocol::ClientConfig;
 use tokio::sync::oneshot;
 
 use crate::clock::Clock;
@@ -149,6 +151,22 @@ impl Daemon {
     /// The development API keys, when no keys are configured.
     pub fn dev_api_keys(&self) -> Option<&DevApiKeys> {
         self.dev_api_keys.as_ref()
+    }
+
+    /// How a client reaches this daemon with its development key of `role` (`None` when keys
+    /// are configured instead).
+    pub fn dev_client_config(&self, role: Role) -> Option<ClientConfig> {
+        let keys = self.dev_api_keys.as_ref()?;
+        let key = match role {
+            Role::Admin => &keys.admin,
+            Role::Client => &keys.client,
+            Role::Monitor => &keys.monitor,
+        };
+        Some(ClientConfig::new(
+            self.addr,
+            self.cert_pem.as_bytes().to_vec(),
+            key.clone(),
+        ))
     }
 
     /// Stops accepting, closes connections, stops the shards and waits for it all.

@@ -137,7 +137,8 @@ fn drive_until_killed(
     tasks
 }
 
-fn run_crash_rounds(durability: &str) {
+/// The seed from `TALLY_CRASH_SEED`, or a fresh one; printed so a failure can be replayed.
+fn seed(test: &str) -> u64 {
     let seed = std::env::var("TALLY_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -148,7 +149,12 @@ fn run_crash_rounds(durability: &str) {
                 .as_nanos() as u64
                 | 1
         });
-    eprintln!("crash test ({durability}): TALLY_CRASH_SEED={seed}");
+    eprintln!("{test}: TALLY_CRASH_SEED={seed}");
+    seed
+}
+
+/// A temp folder with the shipped config.toml on port 0, in `durability` mode, plus `extra`.
+fn folder_with_config(durability: &str, extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config.toml"))
         .unwrap()
@@ -156,14 +162,25 @@ fn run_crash_rounds(durability: &str) {
         .replace(
             "durability = \"sync\"",
             &format!("durability = \"{durability}\""),
-        );
+        )
+        + extra;
     std::fs::write(dir.path().join("config.toml"), config).unwrap();
+    dir
+}
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+fn run_crash_rounds(durability: &str) {
+    let seed = seed(&format!("crash test ({durability})"));
+    let dir = folder_with_config(durability, "");
+
+    let runtime = runtime();
     let mut rng = Rng(seed);
     let sent = Arc::new(Mutex::new(Vec::<Sent>::new()));
     let mut daemon = Tallyd::start(dir.path());
@@ -259,29 +276,13 @@ fn buffered_mode_loses_and_doubles_nothing_across_kill_9() {
 /// each invoice's usage must equal its period's stored events: every period closed exactly once.
 #[test]
 fn period_closes_interrupted_by_kill_9_happen_exactly_once() {
-    let seed = std::env::var("TALLY_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("period close crash test: TALLY_CRASH_SEED={seed}");
-    let dir = tempfile::tempdir().unwrap();
-    let config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config.toml"))
-        .unwrap()
-        .replace("listen = \"127.0.0.1:7070\"", "listen = \"127.0.0.1:0\"")
-        + "\n[plans.tick]\nmodel = \"metered\"\nperiod = \"1 second\"\nbase_price = \"1.00\"\n\
-           features.tokens = { included = 10, overage = \"0.01\" }\n";
-    std::fs::write(dir.path().join("config.toml"), config).unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let seed = seed("period close crash test");
+    let dir = folder_with_config(
+        "sync",
+        "\n[plans.tick]\nmodel = \"metered\"\nperiod = \"1 second\"\nbase_price = \"1.00\"\n\
+         features.tokens = { included = 10, overage = \"0.01\" }\n",
+    );
+    let runtime = runtime();
     let mut rng = Rng(seed);
     let mut daemon = Tallyd::start(dir.path());
     runtime.block_on(async {

@@ -83,8 +83,10 @@ impl TestDaemon {
     }
 
     pub async fn client(&self, role: Role) -> Client {
-        Client::connect(self.client_config(self.key(role)))
-            .await
-            .expect("client connects")
+        let config = self
+            .daemon()
+            .dev_client_config(role)
+            .expect("development keys");
+        Client::connect(config).await.expect("client connects")
     }
 }
