@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -19,7 +19,9 @@ use crate::credentials::{Credentials, CredentialsError, DevApiKeys};
 use crate::janitor::Janitor;
 use crate::metering::engine::ShardCore;
 use crate::router::Shards;
+use crate::server::telemetry::Telemetry;
 use crate::server::{self, BindError, ServerContext};
+use crate::shard::STATS_INTERVAL;
 use crate::stable_hash::{shard_of, stable_hash};
 use crate::store::{Store, StoreError, StoreFaults, Write};
 
@@ -228,6 +230,7 @@ fn serve_on_this_thread(
     let commits = committer.sender();
     let shard_store = store.clone();
     system.block_on(async move {
+        let server_clock = clock.clone();
         let shards = Shards::start(
             cores,
             config.server.mailbox_capacity,
@@ -255,6 +258,8 @@ fn serve_on_this_thread(
             router: shards.router.clone(),
             keys: credentials.keys.clone(),
             limits: config.server.clone(),
+            telemetry: Mutex::new(Telemetry::new(STATS_INTERVAL)),
+            clock: server_clock,
         });
         server::serve(endpoint, context, stop).await;
         shards.stop_after_hand_over().await;

@@ -13,6 +13,7 @@
 //! fsynced; `buffered`: in the OS; `periodic`: in the OS, fsynced every N ms); a restart
 //! recovers every customer, hold and idempotency key from the store before serving.
 
+pub mod activity;
 pub mod clock;
 pub mod committer;
 pub mod config;

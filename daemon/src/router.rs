@@ -3,21 +3,23 @@
 //! `Overloaded` at once instead of queueing without bound. Batches are split per shard, sent as
 //! one message per shard, and reassembled in order.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
 use actix::prelude::*;
 use tally_protocol::message::{
-    BatchItemResult, EventList, ListEventsRequest, ReportItem, Request, Response, TallyError,
-    UsageEventView,
+    BatchItemResult, EventList, ListEventsRequest, ReportItem, Request, Response, ShardStats,
+    TallyError, UsageEventView,
 };
 use tokio::sync::oneshot;
 
+use crate::activity::ActivityReport;
 use crate::clock::Clock;
 use crate::committer::{Burst, StoreHealth};
 use crate::metering::billing::{Invoice, Transaction};
 use crate::metering::engine::ShardCore;
-use crate::shard::{ApplyBatch, ApplyRequest, CountCustomers, HandOver, Shard};
+use crate::shard::{ApplyBatch, ApplyRequest, CollectStats, HandOver, Shard, ShardReport};
 use crate::stable_hash::{shard_of, stable_hash};
 use crate::store::{Store, StoreError};
 
@@ -29,8 +31,30 @@ pub const LIST_TRANSACTIONS_MAX: usize = 5_000;
 /// Handles to every shard, and the store for reads that need no shard. Cheap to clone.
 #[derive(Clone)]
 pub struct Router {
-    shards: Arc<[Addr<Shard>]>,
+    shards: Arc<[ShardHandle]>,
     store: Arc<Store>,
+}
+
+/// A shard's address and its mailbox depth counter.
+struct ShardHandle {
+    address: Addr<Shard>,
+    depth: Arc<AtomicU64>,
+}
+
+impl ShardHandle {
+    /// Hands a message to the shard without waiting: a full mailbox is an error at once.
+    fn try_send<M>(&self, message: M) -> Result<(), SendError<M>>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        Shard: Handler<M>,
+    {
+        // Counted before sending, so the shard's decrement can never run first.
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        self.address.try_send(message).inspect_err(|_| {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+        })
+    }
 }
 
 /// The running shards: their router and the arbiters (threads) to stop at shutdown.
@@ -54,20 +78,22 @@ impl Shards {
     ) -> Shards {
         assert!(!cores.is_empty(), "at least one shard");
         let mut arbiters = Vec::with_capacity(cores.len());
-        let mut addresses = Vec::with_capacity(cores.len());
+        let mut handles = Vec::with_capacity(cores.len());
         for core in cores {
             let arbiter = Arbiter::new();
             let (clock, commits, health) = (clock.clone(), commits.clone(), health.clone());
+            let depth = Arc::new(AtomicU64::new(0));
+            let shard_depth = depth.clone();
             let address = Shard::start_in_arbiter(&arbiter.handle(), move |ctx| {
                 ctx.set_mailbox_capacity(mailbox_capacity);
-                Shard::new(core, clock, commits, health)
+                Shard::new(core, clock, commits, health, shard_depth)
             });
             arbiters.push(arbiter);
-            addresses.push(address);
+            handles.push(ShardHandle { address, depth });
         }
         Shards {
             router: Router {
-                shards: addresses.into(),
+                shards: handles.into(),
                 store,
             },
             arbiters,
@@ -78,7 +104,7 @@ impl Shards {
     /// waits for it.
     pub async fn stop_after_hand_over(self) {
         for shard in self.router.shards.iter() {
-            let _ = shard.send(HandOver).await;
+            let _ = shard.address.send(HandOver).await;
         }
         self.stop();
     }
@@ -243,13 +269,34 @@ impl Router {
             .collect()
     }
 
-    /// Customers per shard, in shard order.
-    pub async fn customers_per_shard(&self) -> Vec<usize> {
-        let mut counts = Vec::with_capacity(self.shards.len());
+    /// Every shard's figures, in shard order, and the store's size. A shard whose mailbox is
+    /// full is reported with its depth only: stats never queue behind real work.
+    pub async fn collect_stats(&self) -> (Vec<(ShardStats, ActivityReport)>, u64) {
+        let mut waiting = Vec::with_capacity(self.shards.len());
         for shard in self.shards.iter() {
-            counts.push(shard.send(CountCustomers).await.unwrap_or(0));
+            let (reply, answer) = oneshot::channel();
+            let sent = shard.try_send(CollectStats { reply }).is_ok();
+            waiting.push(sent.then_some(answer));
         }
-        counts
+        let mut reports = Vec::with_capacity(self.shards.len());
+        for (index, answer) in waiting.into_iter().enumerate() {
+            let report = match answer {
+                Some(answer) => answer.await.unwrap_or_default(),
+                None => ShardReport::default(),
+            };
+            let stats = ShardStats {
+                shard: index as u32,
+                customers: report.customers,
+                mailbox_depth: self.shards[index].depth.load(Ordering::Relaxed),
+                handled: report.handled,
+            };
+            reports.push((stats, report.activity));
+        }
+        let storage_bytes = self
+            .read_store(|store| Ok(store.disk_bytes()))
+            .await
+            .unwrap_or(0);
+        (reports, storage_bytes)
     }
 }
 

@@ -9,6 +9,7 @@
 //! Read-only requests (`check`, `get_customer`) are answered from memory at once, unless reading
 //! changed state (a due period closed, holds expired): then they wait like writes.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use actix::prelude::*;
 use tally_protocol::message::{BatchItemResult, ReportItem, Request, Response, TallyError};
 use tokio::sync::oneshot;
 
+use crate::activity::{Activity, ActivityReport};
 use crate::clock::Clock;
 use crate::committer::{Burst, PendingReply, StoreHealth};
 use crate::metering::engine::ShardCore;
@@ -28,6 +30,8 @@ use crate::store::writes_for;
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Most answers in one burst; a larger backlog is handed over in several bursts.
 pub const BURST_REPLIES_MAX: usize = 4_096;
+/// Length of the console's "last interval" (top customers, recent latency).
+pub const STATS_INTERVAL: Duration = Duration::from_secs(5);
 /// Most customers whose due periods one sweep step closes; a larger backlog continues in the
 /// next step, after the mailbox is drained, so requests keep being served meanwhile.
 pub const CLOSES_PER_STEP_MAX: usize = 2_000;
@@ -40,6 +44,10 @@ pub struct Shard {
     health: StoreHealth,
     replies: Vec<PendingReply>,
     is_handover_scheduled: bool,
+    /// Messages sent to this shard and not yet handled (the router adds, the shard subtracts).
+    depth: Arc<AtomicU64>,
+    handled: u64,
+    activity: Activity,
 }
 
 impl Shard {
@@ -49,6 +57,7 @@ impl Shard {
         clock: Arc<dyn Clock>,
         commits: SyncSender<Burst>,
         health: StoreHealth,
+        depth: Arc<AtomicU64>,
     ) -> Self {
         Self {
             core,
@@ -57,7 +66,16 @@ impl Shard {
             health,
             replies: Vec::new(),
             is_handover_scheduled: false,
+            depth,
+            handled: 0,
+            activity: Activity::default(),
         }
+    }
+
+    /// Counts a message taken off the mailbox.
+    fn took_message(&mut self) {
+        self.handled += 1;
+        self.depth.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Schedules the hand-over of the current burst once the mailbox is drained, or hands it over
@@ -87,7 +105,10 @@ impl Shard {
     }
 
     fn hand_over(&mut self) {
-        let writes = writes_for(self.core.take_changes(), &self.core);
+        let changes = self.core.take_changes();
+        self.activity
+            .note(&changes, &self.core, self.clock.now_ms());
+        let writes = writes_for(changes, &self.core);
         let replies = std::mem::take(&mut self.replies);
         if writes.is_empty() && replies.is_empty() {
             return;
@@ -115,6 +136,7 @@ impl Actor for Shard {
             shard.core.expire_holds(now_ms);
             shard.close_due_periods(ctx);
         });
+        ctx.run_interval(STATS_INTERVAL, |shard, _| shard.activity.roll_interval());
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
@@ -164,6 +186,7 @@ impl Handler<ApplyRequest> for Shard {
     type Result = ();
 
     fn handle(&mut self, message: ApplyRequest, ctx: &mut Self::Context) {
+        self.took_message();
         if let Some(reason) = self.health.failure() {
             let _ = message.reply.send(Err(StoreHealth::refusal(reason)));
             return;
@@ -198,6 +221,7 @@ impl Handler<ApplyBatch> for Shard {
     type Result = ();
 
     fn handle(&mut self, message: ApplyBatch, ctx: &mut Self::Context) {
+        self.took_message();
         let (positions, items): (Vec<usize>, Vec<ReportItem>) = message.items.into_iter().unzip();
         if let Some(reason) = self.health.failure() {
             let refusal = BatchItemResult::Err(StoreHealth::refusal(reason));
@@ -218,15 +242,34 @@ impl Handler<ApplyBatch> for Shard {
     }
 }
 
-/// How many customers the shard owns.
+/// What the shard reports to `stats`.
+#[derive(Debug, Clone, Default)]
+pub struct ShardReport {
+    /// Customers it owns.
+    pub customers: u64,
+    /// Messages handled since start.
+    pub handled: u64,
+    /// Recent activity.
+    pub activity: ActivityReport,
+}
+
+/// Report the shard's figures on `reply`.
 #[derive(Message)]
-#[rtype(result = "usize")]
-pub struct CountCustomers;
+#[rtype(result = "()")]
+pub struct CollectStats {
+    /// Where the report goes.
+    pub reply: oneshot::Sender<ShardReport>,
+}
 
-impl Handler<CountCustomers> for Shard {
-    type Result = usize;
+impl Handler<CollectStats> for Shard {
+    type Result = ();
 
-    fn handle(&mut self, _: CountCustomers, _: &mut Self::Context) -> usize {
-        self.core.customer_count()
+    fn handle(&mut self, message: CollectStats, _: &mut Self::Context) {
+        self.took_message();
+        let _ = message.reply.send(ShardReport {
+            customers: self.core.customer_count() as u64,
+            handled: self.handled,
+            activity: self.activity.report(self.clock.now_ms()),
+        });
     }
 }

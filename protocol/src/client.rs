@@ -612,8 +612,11 @@ pub struct Monitor<'a> {
 }
 
 impl Monitor<'_> {
-    /// The console's data (answered `Unsupported` until the console work lands).
-    pub async fn stats(&self) -> Result<Response, Error> {
-        self.client.call(Request::Stats).await
+    /// The console's data.
+    pub async fn stats(&self) -> Result<StatsSnapshot, Error> {
+        match self.client.call(Request::Stats).await? {
+            Response::Stats(snapshot) => Ok(*snapshot),
+            other => Err(unexpected(other)),
+        }
     }
 }

@@ -209,13 +209,3 @@ async fn bad_peers_are_cut_off_and_good_ones_keep_being_served() {
         Err(Error::Rejected(TallyError::UnknownCustomer { .. }))
     ));
 }
-
-#[tokio::test]
-async fn stats_answers_unsupported_until_the_console_work_lands() {
-    let daemon = TestDaemon::start();
-    let stats = daemon.client(Role::Monitor).await.monitor().stats().await;
-    assert!(matches!(
-        stats,
-        Err(Error::Rejected(TallyError::Unsupported { .. }))
-    ));
-}

@@ -10,4 +10,5 @@ mod idempotency;
 mod recovery;
 mod seed_examples;
 mod startup;
+mod stats;
 mod test_daemon;

@@ -2,14 +2,16 @@
 //! shards, encode answers. It never touches customer state or storage directly.
 
 mod stream;
+pub mod telemetry;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quinn::crypto::rustls::QuicServerConfig;
 use tally_protocol::message::ALPN;
 use tokio::sync::oneshot;
 
+use crate::clock::Clock;
 use crate::config::ServerConfig;
 use crate::credentials::{ApiKeys, Credentials};
 use crate::router::Router;
@@ -34,6 +36,16 @@ pub struct ServerContext {
     pub keys: ApiKeys,
     /// Limits from `[server]`.
     pub limits: ServerConfig,
+    /// Counters for `stats` (only the server thread touches them; the lock is uncontended).
+    pub telemetry: Mutex<telemetry::Telemetry>,
+    /// The daemon's clock (for `stats` timestamps).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl ServerContext {
+    fn telemetry(&self) -> std::sync::MutexGuard<'_, telemetry::Telemetry> {
+        self.telemetry.lock().expect("telemetry lock poisoned")
+    }
 }
 
 /// Why the listener could not start.
@@ -111,6 +123,7 @@ async fn connection(incoming: quinn::Incoming, context: Arc<ServerContext>) {
     };
     let remote = connection.remote_address();
     tracing::debug!(%remote, "connection accepted");
+    context.telemetry().connections += 1;
     while let Ok((send, recv)) = connection.accept_bi().await {
         actix_rt::spawn(stream::serve_stream(
             connection.clone(),
@@ -119,5 +132,6 @@ async fn connection(incoming: quinn::Incoming, context: Arc<ServerContext>) {
             context.clone(),
         ));
     }
+    context.telemetry().connections -= 1;
     tracing::debug!(%remote, "connection closed");
 }

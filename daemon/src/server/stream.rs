@@ -3,7 +3,7 @@
 //! with a `Goodbye` that says why and closes the connection with a code.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rkyv::util::AlignedVec;
 use tally_protocol::codec::{decode_client_frame, encode_frame};
@@ -12,6 +12,7 @@ use tally_protocol::message::*;
 use tokio::sync::{mpsc, Semaphore};
 
 use super::{close_code, ServerContext};
+use crate::activity::{RECENT_MAX, TOP_CUSTOMERS};
 
 /// Bytes of encoded answers the writer coalesces into one stream write.
 const WRITE_COALESCE_BYTES_MAX: usize = 64 * 1024;
@@ -148,16 +149,88 @@ async fn handshake(
 }
 
 async fn answer(context: &ServerContext, role: Role, request: Request) -> Reply {
+    let operation = request.operation_name();
     if !request.role_required().is_granted_to(role) {
         return Reply::Err(TallyError::Forbidden {
             role,
-            operation: request.operation_name().into(),
+            operation: operation.into(),
         });
     }
-    match context.router.route(request).await {
+    let started = Instant::now();
+    let result = match request {
+        Request::Stats => stats(context).await.map(|s| Response::Stats(Box::new(s))),
+        request => context.router.route(request).await,
+    };
+    let mut telemetry = context.telemetry();
+    telemetry.record(operation, started.elapsed(), result.is_err());
+    if let Ok(Response::Check(check)) = &result {
+        if check.allowed {
+            telemetry.checks_allowed += 1;
+        } else {
+            telemetry.checks_denied += 1;
+        }
+    }
+    match result {
         Ok(response) => Reply::Ok(response),
         Err(error) => Reply::Err(error),
     }
+}
+
+/// Gathers the console's snapshot: the server's counters and every shard's report.
+async fn stats(context: &ServerContext) -> Result<StatsSnapshot, TallyError> {
+    let (shards, storage_bytes) = context.router.collect_stats().await;
+    let mut snapshot = StatsSnapshot {
+        at_ms: context.clock.now_ms(),
+        storage_bytes,
+        ..StatsSnapshot::default()
+    };
+    let mut top: Vec<TopCustomer> = Vec::new();
+    for (shard, activity) in shards {
+        snapshot.shards.push(shard);
+        top.extend(activity.top_by_usage);
+        snapshot.top_by_spend.extend(activity.top_by_spend);
+        snapshot.recent_invoices.extend(activity.recent_invoices);
+        snapshot
+            .recent_transactions
+            .extend(activity.recent_transactions);
+        let revenue = &mut snapshot.revenue;
+        revenue.month_start_ms = activity.revenue.month_start_ms;
+        revenue.gross_units += activity.revenue.gross_units;
+        revenue.fee_units += activity.revenue.fee_units;
+        revenue.net_units += activity.revenue.net_units;
+        revenue.invoices += activity.revenue.invoices;
+        revenue.transactions += activity.revenue.transactions;
+    }
+    top.sort_by(|a, b| {
+        b.units
+            .cmp(&a.units)
+            .then_with(|| a.customer.cmp(&b.customer))
+    });
+    top.truncate(TOP_CUSTOMERS);
+    snapshot.top_by_usage = top;
+    let spend = &mut snapshot.top_by_spend;
+    spend.sort_by(|a, b| {
+        b.spend_units
+            .cmp(&a.spend_units)
+            .then_with(|| a.customer.cmp(&b.customer))
+    });
+    spend.truncate(TOP_CUSTOMERS);
+    snapshot
+        .recent_invoices
+        .sort_by(|a, b| b.closed_at_ms.cmp(&a.closed_at_ms));
+    snapshot.recent_invoices.truncate(RECENT_MAX);
+    snapshot
+        .recent_transactions
+        .sort_by(|a, b| b.at_ms.cmp(&a.at_ms));
+    snapshot.recent_transactions.truncate(RECENT_MAX);
+    let mut telemetry = context.telemetry();
+    snapshot.operations = telemetry.operations();
+    snapshot.checks_allowed = telemetry.checks_allowed;
+    snapshot.checks_denied = telemetry.checks_denied;
+    snapshot.connections = telemetry.connections;
+    snapshot.uptime_ms = telemetry.uptime_ms();
+    snapshot.interval_ms = telemetry.interval_ms();
+    Ok(snapshot)
 }
 
 /// Writes queued answers until every sender is gone; returns the stream if it still works.
