@@ -217,11 +217,11 @@ async fn stats(context: &ServerContext) -> Result<StatsSnapshot, TallyError> {
     spend.truncate(TOP_CUSTOMERS);
     snapshot
         .recent_invoices
-        .sort_by(|a, b| b.closed_at_ms.cmp(&a.closed_at_ms));
+        .sort_by_key(|i| std::cmp::Reverse(i.closed_at_ms));
     snapshot.recent_invoices.truncate(RECENT_MAX);
     snapshot
         .recent_transactions
-        .sort_by(|a, b| b.at_ms.cmp(&a.at_ms));
+        .sort_by_key(|t| std::cmp::Reverse(t.at_ms));
     snapshot.recent_transactions.truncate(RECENT_MAX);
     let mut telemetry = context.telemetry();
     snapshot.operations = telemetry.operations();
