@@ -32,6 +32,12 @@ pub struct Cli {
 /// Every command.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The live console: throughput, latency, shards, top customers, money; drill into customers.
+    Top {
+        /// How often to poll the daemon, e.g. 1s, 500ms.
+        #[arg(long, default_value = "1s")]
+        interval: String,
+    },
     /// Create, show or re-plan customers.
     #[command(subcommand)]
     Customer(CustomerCommand),

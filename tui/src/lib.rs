@@ -6,11 +6,13 @@
 //! - [`run`]: one command → one call through the client library.
 //! - [`output`] and [`billing_output`]: human lines, one JSON object, or CSV.
 //!
-//! The live console (`tally top`) is separate work; this crate talks to the daemon only through
-//! `tally-protocol`, never through the daemon crate.
+//! - [`console`]: `tally top`, the live ratatui console.
+//!
+//! This crate talks to the daemon only through `tally-protocol`, never through the daemon crate.
 
 pub mod billing_output;
 pub mod cli;
+pub mod console;
 pub mod discovery;
 pub mod output;
 pub mod run;

@@ -4,10 +4,19 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tally_tui::cli::Cli;
+use tally_tui::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Top { interval } = &cli.command {
+        return match tally_tui::run::run_top(&cli, interval) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("tally: {}", format!("{error:#}").replace('\n', " "));
+                ExitCode::FAILURE
+            }
+        };
+    }
     let json = cli.json;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -16,14 +16,26 @@ use crate::cli::{Cli, Command, CustomerCommand};
 use crate::discovery::{discover, Overrides};
 use crate::output::{self, Output};
 
-/// Runs the command the command line names.
-pub async fn run(cli: Cli) -> anyhow::Result<Output> {
-    let overrides = Overrides {
+/// What the global flags say about where to connect.
+pub fn overrides(cli: &Cli) -> Overrides {
+    Overrides {
         config: cli.config.clone(),
         addr: cli.addr,
         api_key: cli.api_key.clone(),
         ca_cert: cli.ca_cert.clone(),
-    };
+    }
+}
+
+/// Runs `tally top` (outside any async runtime: the console owns its own).
+pub fn run_top(cli: &Cli, interval: &str) -> anyhow::Result<()> {
+    let interval = parse_ttl(interval)?.max(Duration::from_millis(100));
+    let target = discover(&overrides(cli))?;
+    crate::console::run::run_console(target, interval)
+}
+
+/// Runs a one-shot command.
+pub async fn run(cli: Cli) -> anyhow::Result<Output> {
+    let overrides = overrides(&cli);
     let target = discover(&overrides)?;
     let client = Client::connect(ClientConfig::new(
         target.addr,
@@ -33,6 +45,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Output> {
     .await
     .with_context(|| format!("connecting to tallyd at {}", target.addr))?;
     match cli.command {
+        Command::Top { .. } => bail!("`tally top` runs its own event loop; see run_top"),
         Command::Customer(CustomerCommand::Create { customer, plan }) => Ok(output::customer(
             &client.admin().create_customer(&customer, &plan).await?,
         )),

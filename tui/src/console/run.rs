@@ -1,0 +1,126 @@
+//! The console's event loop: every source — keys (a blocking reader thread), stats polls and
+//! drill-down fetches (tasks) — feeds one channel; each event goes through `App::update`, then
+//! the screen is redrawn. Polling never blocks drawing; a failed poll is shown and retried.
+
+use std::time::Duration;
+
+use crossterm::event::{Event as TerminalEvent, KeyEventKind};
+use tally_protocol::{Client, ClientConfig};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use super::app::{Action, App, Event};
+use super::ui;
+use crate::discovery::Target;
+
+/// Longest wait between reconnection attempts.
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Runs `tally top` until the user quits; the terminal is restored on exit and on panic.
+pub fn run_console(target: Target, interval: Duration) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let config = ClientConfig::new(target.addr, target.ca_pem, target.api_key);
+    let (events, mut incoming) = unbounded_channel();
+    let (fetches, fetch_requests) = unbounded_channel();
+    spawn_key_reader(events.clone());
+    runtime.spawn(poll_stats(config.clone(), interval, events.clone()));
+    runtime.spawn(fetch_customers(config, fetch_requests, events));
+
+    // ratatui::init installs a panic hook that restores the terminal before the panic prints.
+    let mut terminal = ratatui::init();
+    let mut app = App::new(target.addr.to_string());
+    let result = runtime.block_on(async {
+        loop {
+            terminal.draw(|frame| ui::draw(frame, &app))?;
+            let Some(event) = incoming.recv().await else {
+                return Ok(());
+            };
+            match app.update(event) {
+                Action::Quit => return Ok(()),
+                Action::FetchCustomer(id) => {
+                    let _ = fetches.send(id);
+                }
+                Action::None => {}
+            }
+        }
+    });
+    ratatui::restore();
+    runtime.shutdown_background();
+    result
+}
+
+fn spawn_key_reader(events: UnboundedSender<Event>) {
+    std::thread::Builder::new()
+        .name("tally-top-keys".into())
+        .spawn(move || loop {
+            let event = match crossterm::event::read() {
+                Ok(TerminalEvent::Key(key)) if key.kind == KeyEventKind::Press => Event::Key(key),
+                Ok(TerminalEvent::Resize(..)) => Event::Resize,
+                Ok(_) => continue,
+                Err(_) => return,
+            };
+            if events.send(event).is_err() {
+                return;
+            }
+        })
+        .expect("spawning the key reader");
+}
+
+/// Polls `stats` every `interval`, reconnecting with backoff when the daemon goes away.
+async fn poll_stats(config: ClientConfig, interval: Duration, events: UnboundedSender<Event>) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let client = match Client::connect(config.clone()).await {
+            Ok(client) => client,
+            Err(e) => {
+                if events
+                    .send(Event::Stats(Err(format!("{e}; retrying"))))
+                    .is_err()
+                {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(250);
+        let mut ticks = tokio::time::interval(interval);
+        loop {
+            ticks.tick().await;
+            match client.monitor().stats().await {
+                Ok(snapshot) => {
+                    if events.send(Event::Stats(Ok(snapshot))).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = events.send(Event::Stats(Err(format!("{e}; reconnecting"))));
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Answers drill-down requests, one connection per fetch (they are rare).
+async fn fetch_customers(
+    config: ClientConfig,
+    mut requests: UnboundedReceiver<String>,
+    events: UnboundedSender<Event>,
+) {
+    while let Some(id) = requests.recv().await {
+        let fetched = async {
+            let client = Client::connect(config.clone()).await?;
+            let view = client.admin().get_customer(&id).await?;
+            let invoices = client.admin().list_invoices(&id).await?;
+            Ok::<_, tally_protocol::Error>((view, invoices))
+        };
+        let result = fetched.await.map_err(|e| e.to_string());
+        if events.send(Event::Customer(result)).is_err() {
+            return;
+        }
+    }
+}
