@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tally_daemon::config::{Config, DEFAULT_CONFIG_TOML};
 use tally_daemon::{Daemon, SystemClock};
+use tally_protocol::message::Role;
 
 /// Tally: usage metering and entitlements for AI products.
 #[derive(Parser)]
@@ -23,6 +24,10 @@ enum Command {
         /// Config file. Default: ./config.toml if present, else the embedded defaults.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Seed demo customers and drive synthetic traffic (development credentials only), so
+        /// `tally top` has something to show.
+        #[arg(long)]
+        demo: bool,
     },
     /// Validate the config and exit (0 when valid).
     CheckConfig {
@@ -50,10 +55,16 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Serve { config } => {
+        Command::Serve { config, demo } => {
             let (config, origin) = load(config.as_deref())?;
             tracing::info!(config = %origin, "starting tallyd");
             let daemon = Daemon::start(config, Arc::new(SystemClock)).context("starting tallyd")?;
+            if demo {
+                let client_config = daemon
+                    .dev_client_config(Role::Admin)
+                    .context("--demo needs the development API keys (no [auth] keys configured)")?;
+                tally_daemon::demo::start(client_config);
+            }
             wait_for_signal()?;
             tracing::info!("shutting down");
             daemon.shutdown();

@@ -21,7 +21,11 @@ pub fn run_console(target: Target, interval: Duration) -> anyhow::Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let config = ClientConfig::new(target.addr, target.ca_pem, target.api_key);
+    let mut config = ClientConfig::new(target.addr, target.ca_pem, target.api_key);
+    // A daemon that vanished must show as disconnected within a few polls, not after the
+    // library's default 10 s.
+    config.request_timeout = (interval * 3).clamp(Duration::from_secs(1), Duration::from_secs(5));
+    config.connect_timeout = Duration::from_secs(2);
     let (events, mut incoming) = unbounded_channel();
     let (fetches, fetch_requests) = unbounded_channel();
     spawn_key_reader(events.clone());

@@ -202,10 +202,10 @@ fn draw_latency(frame: &mut Frame, area: Rect, app: &App, stats: &StatsSnapshot)
         ])
     });
     let widths = [
-        Constraint::Length(13),
+        Constraint::Length(17),
         Constraint::Length(8),
-        Constraint::Length(10),
-        Constraint::Length(6),
+        Constraint::Length(9),
+        Constraint::Length(5),
         Constraint::Length(7),
         Constraint::Length(7),
         Constraint::Length(7),
@@ -346,7 +346,7 @@ fn draw_customer(
     };
     let usage_rows = view.usage.len() as u16 + 3;
     let [summary, usage, holds, history] = Layout::vertical([
-        Constraint::Length(4),
+        Constraint::Length(5),
         Constraint::Length(usage_rows),
         Constraint::Length(view.holds.len().clamp(1, 6) as u16 + 3),
         Constraint::Min(4),
@@ -372,10 +372,11 @@ fn draw_customer(
             Span::raw(format!("  plan {}  seq {}", view.plan, view.seq)),
         ]),
         Line::from(format!(
-            "period {} → {}  {money}",
+            "period {} → {}",
             timestamp(view.period_start_ms),
             timestamp(view.period_end_ms)
         )),
+        Line::from(money),
     ];
     frame.render_widget(
         Paragraph::new(lines).block(Block::bordered().title(" customer ")),
