@@ -3,6 +3,7 @@
 //! raw QUIC streams, as a hostile peer would). One binary so the suite links once.
 
 mod bad_input;
+mod bench_smoke;
 mod billing;
 mod concurrency;
 mod holds;

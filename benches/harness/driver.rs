@@ -1,0 +1,456 @@
+//! Drives a daemon: seeds customers, then runs the load closed-loop (each of `connections ×
+//! inflight` tasks keeps one request in flight) or open-loop (`--rate`: a fixed arrival rate;
+//! latency is measured from each request's intended start, which corrects coordinated omission),
+//! and records client-side latency per operation in hdrhistograms.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use tally_daemon::config::{Config, Durability, DEFAULT_CONFIG_TOML};
+use tally_daemon::{Daemon, SystemClock};
+use tally_protocol::message::{BatchItemResult, ReportItem, Role, TallyError};
+use tally_protocol::{Client, ClientConfig, Error};
+
+use crate::workload::{Distribution, Mix, Op, Rng};
+
+/// Largest latency recorded, in microseconds.
+const LATENCY_US_MAX: u64 = 60_000_000;
+/// Customers created at once while seeding.
+const SEEDERS: usize = 64;
+
+/// `tally-bench`: load for a Tally daemon over QUIC with the real client library.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "tally-bench", version)]
+pub struct Args {
+    /// Daemon to drive (default: discovered from ./config.toml like `tally`).
+    #[arg(long, conflicts_with = "spawn")]
+    pub addr: Option<SocketAddr>,
+    /// Start a daemon on loopback with a temporary data dir (in this process) and stop it after.
+    #[arg(long)]
+    pub spawn: bool,
+    /// QUIC connections.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Requests in flight per connection.
+    #[arg(long, default_value_t = 64)]
+    pub inflight: usize,
+    /// Operation weights: check, report, consume (only_if_allowed report), reserve-settle, batch.
+    #[arg(long, default_value = "check=80,report=20")]
+    pub mix: String,
+    /// Customers (seeded on plan `pro` as bench-0 … bench-N−1).
+    #[arg(long, default_value_t = 10_000)]
+    pub customers: usize,
+    /// Customer distribution: uniform or zipf:S.
+    #[arg(long, default_value = "uniform")]
+    pub dist: String,
+    /// Items per `report_batch`.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Measured time, e.g. 10s.
+    #[arg(long, default_value = "10s")]
+    pub duration: String,
+    /// Unmeasured time before it, e.g. 2s.
+    #[arg(long, default_value = "2s")]
+    pub warmup: String,
+    /// Durability of a `--spawn`ed daemon: sync, buffered or periodic.
+    #[arg(long, default_value = "sync")]
+    pub durability: String,
+    /// Shards of a `--spawn`ed daemon (default: one per core).
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Open loop: total requests per second (default: closed loop).
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Threads of the client's runtime.
+    #[arg(long, default_value_t = 1)]
+    pub client_threads: usize,
+    /// API key for `--addr` (default: the development admin key).
+    #[arg(long, env = "TALLY_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Certificate to trust for `--addr`.
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+    /// Config file to discover the daemon from (default ./config.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// What a run measured.
+pub struct Report {
+    /// The human table.
+    pub table: String,
+    /// The JSON object printed last.
+    pub json: serde_json::Value,
+}
+
+struct Plan {
+    mix: Mix,
+    dist: Distribution,
+    customers: usize,
+    batch: usize,
+    warmup: Duration,
+    duration: Duration,
+    per_task_interval: Option<Duration>,
+}
+
+#[derive(Default)]
+struct Tally {
+    histograms: BTreeMap<Op, Histogram<u64>>,
+    errors: u64,
+    reports: u64,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid bounds")
+}
+
+/// Runs the benchmark the arguments describe.
+pub fn run(args: Args) -> anyhow::Result<Report> {
+    let duration = parse_duration(&args.duration)?;
+    let warmup = parse_duration(&args.warmup)?;
+    if args.connections == 0 || args.inflight == 0 || args.customers == 0 || args.batch == 0 {
+        bail!("--connections, --inflight, --customers and --batch must be at least 1");
+    }
+    let tasks = args.connections * args.inflight;
+    let plan = Plan {
+        mix: Mix::parse(&args.mix)?,
+        dist: Distribution::parse(&args.dist, args.customers)?,
+        customers: args.customers,
+        batch: args.batch,
+        warmup,
+        duration,
+        per_task_interval: match args.rate {
+            Some(0) => bail!("--rate must be at least 1"),
+            Some(rate) => Some(Duration::from_secs_f64(tasks as f64 / rate as f64)),
+            None => None,
+        },
+    };
+    let (daemon, _dir, client_config) = target(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads.max(1))
+        .enable_all()
+        .build()?;
+    let plan = Arc::new(plan);
+    let tally = runtime.block_on(drive(
+        client_config,
+        args.connections,
+        args.inflight,
+        plan.clone(),
+    ))?;
+    if let Some(daemon) = daemon {
+        daemon.shutdown();
+    }
+    Ok(report(&args, &plan, tally))
+}
+
+type Target = (Option<Daemon>, Option<tempfile::TempDir>, ClientConfig);
+
+fn target(args: &Args) -> anyhow::Result<Target> {
+    if args.spawn {
+        let dir = tempfile::tempdir()?;
+        let mut config = Config::parse(DEFAULT_CONFIG_TOML, dir.path(), "embedded config")?;
+        config.server.listen = "127.0.0.1:0".parse()?;
+        config.storage.durability = match args.durability.as_str() {
+            "sync" => Durability::Sync,
+            "buffered" => Durability::Buffered,
+            "periodic" => Durability::Periodic { interval_ms: 100 },
+            other => bail!("--durability `{other}` must be sync, buffered or periodic"),
+        };
+        if let Some(shards) = args.shards {
+            config.server.shards = shards.max(1);
+        }
+        let daemon = Daemon::start(config, Arc::new(SystemClock)).context("starting tallyd")?;
+        let client = daemon
+            .dev_client_config(Role::Admin)
+            .expect("development keys");
+        return Ok((Some(daemon), Some(dir), client));
+    }
+    let overrides = tally_tui::discovery::Overrides {
+        config: args.config.clone(),
+        addr: args.addr,
+        api_key: args.api_key.clone(),
+        ca_cert: args.ca_cert.clone(),
+    };
+    let found = tally_tui::discovery::discover(&overrides)?;
+    Ok((
+        None,
+        None,
+        ClientConfig::new(found.addr, found.ca_pem, found.api_key),
+    ))
+}
+
+fn customer(index: usize) -> String {
+    format!("bench-{index}")
+}
+
+async fn drive(
+    config: ClientConfig,
+    connections: usize,
+    inflight: usize,
+    plan: Arc<Plan>,
+) -> anyhow::Result<Tally> {
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        clients.push(
+            Client::connect(config.clone())
+                .await
+                .context("connecting")?,
+        );
+    }
+    seed(&clients[0], plan.customers).await?;
+    let started = Instant::now() + Duration::from_millis(10);
+    let mut tasks = Vec::new();
+    for (c, client) in clients.iter().enumerate() {
+        for slot in 0..inflight {
+            let seed = ((c * inflight + slot) as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            tasks.push(tokio::spawn(load(
+                client.clone(),
+                plan.clone(),
+                started,
+                seed,
+            )));
+        }
+    }
+    let mut total = Tally::default();
+    for task in tasks {
+        let tally = task.await??;
+        total.errors += tally.errors;
+        total.reports += tally.reports;
+        for (op, h) in tally.histograms {
+            total
+                .histograms
+                .entry(op)
+                .or_insert_with(histogram)
+                .add(&h)?;
+        }
+    }
+    Ok(total)
+}
+
+async fn seed(client: &Client, customers: usize) -> anyhow::Result<()> {
+    let mut seeders = Vec::new();
+    for first in 0..SEEDERS.min(customers) {
+        let client = client.clone();
+        seeders.push(tokio::spawn(async move {
+            for index in (first..customers).step_by(SEEDERS) {
+                match client
+                    .admin()
+                    .create_customer(&customer(index), "pro")
+                    .await
+                {
+                    Ok(_) | Err(Error::Rejected(TallyError::CustomerExists { .. })) => {}
+                    Err(e) => return Err(anyhow!("seeding {}: {e}", customer(index))),
+                }
+            }
+            Ok(())
+        }));
+    }
+    for seeder in seeders {
+        seeder.await??;
+    }
+    Ok(())
+}
+
+async fn load(
+    client: Client,
+    plan: Arc<Plan>,
+    started: Instant,
+    seed: u64,
+) -> anyhow::Result<Tally> {
+    let mut rng = Rng(seed | 1);
+    let mut tally = Tally::default();
+    let measuring_from = started + plan.warmup;
+    let end = measuring_from + plan.duration;
+    let mut intended = started;
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            return Ok(tally);
+        }
+        let begin = match plan.per_task_interval {
+            Some(interval) => {
+                // Open loop: each request has a start time on a fixed schedule; waiting for the
+                // previous answer must not delay when the next one is due.
+                intended += interval;
+                if intended > now {
+                    tokio::time::sleep_until(intended.into()).await;
+                }
+                intended
+            }
+            None => now,
+        };
+        let op = plan.mix.pick(rng.next());
+        let (ok, reports) = one_request(&client, &plan, op, &mut rng).await;
+        if begin >= measuring_from {
+            let us = (begin.elapsed().as_micros() as u64).clamp(1, LATENCY_US_MAX);
+            tally
+                .histograms
+                .entry(op)
+                .or_insert_with(histogram)
+                .saturating_record(us);
+            tally.errors += u64::from(!ok);
+            tally.reports += reports;
+        }
+    }
+}
+
+/// Sends one operation; returns whether it succeeded and how many reports it carried.
+async fn one_request(client: &Client, plan: &Plan, op: Op, rng: &mut Rng) -> (bool, u64) {
+    let id = customer(plan.dist.pick(rng.next(), plan.customers));
+    match op {
+        Op::Check => (
+            client.entitlements().check(&id, "tokens", 1).await.is_ok(),
+            0,
+        ),
+        Op::Report => (
+            client
+                .usage()
+                .report(ReportItem::new(id, "tokens", 1))
+                .await
+                .is_ok(),
+            1,
+        ),
+        Op::Consume => {
+            let item = ReportItem::new(id, "tokens", 1).only_if_allowed();
+            (client.usage().report(item).await.is_ok(), 1)
+        }
+        Op::ReserveSettle => {
+            let held = client
+                .holds()
+                .reserve(&id, "tokens", 10, Duration::from_secs(30))
+                .await;
+            match held.ok().and_then(|h| h.hold) {
+                Some(hold) => (client.holds().settle(hold, 7, None).await.is_ok(), 1),
+                None => (false, 0),
+            }
+        }
+        Op::Batch => {
+            let items = (0..plan.batch)
+                .map(|_| {
+                    ReportItem::new(
+                        customer(plan.dist.pick(rng.next(), plan.customers)),
+                        "tokens",
+                        1,
+                    )
+                })
+                .collect();
+            match client.usage().report_batch(items).await {
+                Ok(results) => {
+                    let ok = results
+                        .iter()
+                        .filter(|r| matches!(r, BatchItemResult::Ok(_)))
+                        .count();
+                    (ok == results.len(), ok as u64)
+                }
+                Err(_) => (false, 0),
+            }
+        }
+    }
+}
+
+fn report(args: &Args, plan: &Plan, tally: Tally) -> Report {
+    let seconds = plan.duration.as_secs_f64();
+    let mut table = format!(
+        "{:<15} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9}\n",
+        "operation", "count", "ops/s", "p50 µs", "p90 µs", "p99 µs", "p99.9 µs", "max µs"
+    );
+    let mut json = serde_json::Map::new();
+    let (mut ops, mut max_us) = (0u64, 0u64);
+    for op in plan.mix.ops() {
+        let h = tally.histograms.get(&op).cloned().unwrap_or_else(histogram);
+        let q = |q: f64| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(q)
+            }
+        };
+        table.push_str(&format!(
+            "{:<15} {:>10} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>9}\n",
+            op.name(),
+            h.len(),
+            h.len() as f64 / seconds,
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(0.999),
+            h.max()
+        ));
+        let key = op.name().replace('-', "_");
+        json.insert(format!("{key}_p50_us"), q(0.5).into());
+        json.insert(format!("{key}_p90_us"), q(0.9).into());
+        json.insert(format!("{key}_p99_us"), q(0.99).into());
+        json.insert(format!("{key}_p999_us"), q(0.999).into());
+        json.insert(format!("{key}_ops"), h.len().into());
+        ops += h.len();
+        max_us = max_us.max(h.max());
+    }
+    for key in ["report", "check"] {
+        for q in ["p50", "p99", "p999"] {
+            json.entry(format!("{key}_{q}_us")).or_insert(0.into());
+        }
+    }
+    json.insert("ops".into(), ops.into());
+    json.insert(
+        "ops_per_sec".into(),
+        ((ops as f64 / seconds).round() as u64).into(),
+    );
+    json.insert(
+        "reports_per_sec".into(),
+        ((tally.reports as f64 / seconds).round() as u64).into(),
+    );
+    json.insert("errors".into(), tally.errors.into());
+    json.insert("max_us".into(), max_us.into());
+    json.insert("connections".into(), args.connections.into());
+    json.insert("inflight".into(), args.inflight.into());
+    json.insert("mix".into(), plan.mix.describe().into());
+    json.insert("customers".into(), args.customers.into());
+    json.insert("dist".into(), plan.dist.describe().into());
+    json.insert("batch".into(), args.batch.into());
+    json.insert("duration_s".into(), seconds.into());
+    json.insert("warmup_s".into(), plan.warmup.as_secs_f64().into());
+    json.insert(
+        "durability".into(),
+        (if args.spawn {
+            args.durability.as_str()
+        } else {
+            "daemon's"
+        })
+        .into(),
+    );
+    json.insert(
+        "rate".into(),
+        args.rate.map_or(serde_json::Value::Null, Into::into),
+    );
+    json.insert(
+        "mode".into(),
+        (if args.rate.is_some() {
+            "open"
+        } else {
+            "closed"
+        })
+        .into(),
+    );
+    json.insert("spawn".into(), args.spawn.into());
+    table.push_str(&format!(
+        "{ops} ops in {seconds:.1} s: {:.0} ops/s, {:.0} reports/s, {} errors",
+        ops as f64 / seconds,
+        tally.reports as f64 / seconds,
+        tally.errors
+    ));
+    Report {
+        table,
+        json: serde_json::Value::Object(json),
+    }
+}
+
+/// `10s`, `500ms`, `2m`.
+pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    tally_tui::run::parse_ttl(text)
+}

@@ -1,0 +1,9 @@
+//! The root package: it owns the end-to-end tests (`tests/`), and here the load harness
+//! `tally-bench` as a library (so a test can run it for a second) with a thin `main.rs`.
+//!
+//! # Layout
+//! - [`workload`]: operation mix, customer distribution, deterministic sampling.
+//! - [`driver`]: seeding, closed- and open-loop load, hdrhistograms, the report.
+
+pub mod driver;
+pub mod workload;

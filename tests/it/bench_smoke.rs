@@ -1,0 +1,64 @@
+//! A smoke test of `tally-bench` (not a timed test): one second against a spawned daemon with
+//! tiny parameters; the JSON line has the fields of SPEC §9 and the run made no errors.
+
+use clap::Parser;
+use tally::driver::{run, Args};
+
+#[test]
+fn tally_bench_runs_for_a_second_and_reports_every_field() {
+    let args = Args::parse_from([
+        "tally-bench",
+        "--spawn",
+        "--durability",
+        "buffered",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--customers",
+        "20",
+        "--connections",
+        "2",
+        "--inflight",
+        "4",
+        "--mix",
+        "check=50,report=20,consume=10,reserve-settle=10,batch=10",
+        "--batch",
+        "10",
+        "--dist",
+        "zipf:1.1",
+    ]);
+    let report = run(args).unwrap();
+    let json = report.json.as_object().unwrap();
+    for field in [
+        "ops",
+        "ops_per_sec",
+        "errors",
+        "report_p50_us",
+        "report_p99_us",
+        "report_p999_us",
+        "check_p50_us",
+        "check_p99_us",
+        "check_p999_us",
+        "max_us",
+        "connections",
+        "inflight",
+        "mix",
+        "customers",
+        "dist",
+        "batch",
+        "duration_s",
+        "durability",
+    ] {
+        assert!(
+            json.contains_key(field),
+            "missing {field} in {}",
+            report.json
+        );
+    }
+    assert_eq!(json["errors"], 0, "{}", report.json);
+    assert!(json["ops"].as_u64().unwrap() > 0);
+    assert!(json["check_p50_us"].as_u64().unwrap() > 0);
+    assert!(json["batch_ops"].as_u64().unwrap() > 0);
+    assert!(report.table.contains("reserve-settle"));
+}
