@@ -285,7 +285,7 @@ async fn load(
             }
             None => now,
         };
-        let op = plan.mix.pick(rng.next());
+        let op = plan.mix.pick(rng.draw());
         let (ok, reports) = one_request(&client, &plan, op, &mut rng).await;
         if begin >= measuring_from {
             let us = (begin.elapsed().as_micros() as u64).clamp(1, LATENCY_US_MAX);
@@ -302,7 +302,7 @@ async fn load(
 
 /// Sends one operation; returns whether it succeeded and how many reports it carried.
 async fn one_request(client: &Client, plan: &Plan, op: Op, rng: &mut Rng) -> (bool, u64) {
-    let id = customer(plan.dist.pick(rng.next(), plan.customers));
+    let id = customer(plan.dist.pick(rng.draw(), plan.customers));
     match op {
         Op::Check => (
             client.entitlements().check(&id, "tokens", 1).await.is_ok(),
@@ -334,7 +334,7 @@ async fn one_request(client: &Client, plan: &Plan, op: Op, rng: &mut Rng) -> (bo
             let items = (0..plan.batch)
                 .map(|_| {
                     ReportItem::new(
-                        customer(plan.dist.pick(rng.next(), plan.customers)),
+                        customer(plan.dist.pick(rng.draw(), plan.customers)),
                         "tokens",
                         1,
                     )

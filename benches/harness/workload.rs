@@ -163,7 +163,7 @@ pub struct Rng(pub u64);
 
 impl Rng {
     /// The next draw.
-    pub fn next(&mut self) -> u64 {
+    pub fn draw(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -180,7 +180,7 @@ mod tests {
         let mix = Mix::parse("check=80,report=20").unwrap();
         let mut rng = Rng(7);
         let checks = (0..10_000)
-            .filter(|_| mix.pick(rng.next()) == Op::Check)
+            .filter(|_| mix.pick(rng.draw()) == Op::Check)
             .count();
         assert!((7_700..8_300).contains(&checks), "{checks}");
         assert!(Mix::parse("check=0").is_err());
@@ -192,7 +192,7 @@ mod tests {
         let dist = Distribution::parse("zipf:1.1", 1_000).unwrap();
         let mut rng = Rng(3);
         let first = (0..10_000)
-            .filter(|_| dist.pick(rng.next(), 1_000) == 0)
+            .filter(|_| dist.pick(rng.draw(), 1_000) == 0)
             .count();
         assert!(
             first > 1_000,
