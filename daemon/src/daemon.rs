@@ -176,13 +176,6 @@ impl Daemon {
         self.stop_and_join();
     }
 
-    /// Blocks until the daemon stops by itself (it does not, unless the server fails).
-    pub fn wait(mut self) {
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-
     fn stop_and_join(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

@@ -121,11 +121,6 @@ impl Shards {
 }
 
 impl Router {
-    /// Number of shards.
-    pub fn shard_count(&self) -> usize {
-        self.shards.len()
-    }
-
     fn shard_for_customer(&self, customer: &str) -> usize {
         shard_of(stable_hash(customer.as_bytes()), self.shards.len())
     }

@@ -143,11 +143,6 @@ impl ShardCore {
         self.customers.get(id)
     }
 
-    /// Every customer (for tests and statistics).
-    pub fn customers(&self) -> impl Iterator<Item = &Customer> {
-        self.customers.values()
-    }
-
     /// Forgets idempotency keys whose window ended.
     pub fn purge_keys(&mut self, now_ms: u64) {
         self.idempotency.purge(now_ms);
@@ -273,17 +268,19 @@ impl ShardCore {
     }
 
     fn report(&mut self, now_ms: u64, item: ReportItem) -> Result<ReportOutcome, TallyError> {
-        let fingerprint = Fingerprint::new("report")
-            .text(&item.customer)
-            .text(&item.feature)
-            .number(item.amount)
-            .number(u64::from(item.only_if_allowed))
-            .finish();
-        if let Some(key) = &item.idempotency_key {
-            if let Some(first) = self.idempotency.lookup(now_ms, key, fingerprint)? {
-                return as_duplicate_report(first);
-            }
-        }
+        let first_use = match self.check_key(now_ms, item.idempotency_key, || {
+            let fingerprint = Fingerprint::new("report")
+                .text(&item.customer)
+                .text(&item.feature)
+                .number(item.amount)
+                .number(u64::from(item.only_if_allowed))
+                .finish();
+            (fingerprint, stable_hash(item.customer.as_bytes()))
+        })? {
+            KeyCheck::Seen(first) => return as_duplicate_report(first),
+            KeyCheck::FirstUse(first_use) => Some(first_use),
+            KeyCheck::Unkeyed => None,
+        };
         let catalogue = self.catalogue.clone();
         let customer = self.touch(now_ms, &item.customer)?;
         let terms = customer.usage_terms(&catalogue, &item.feature)?;
@@ -302,14 +299,10 @@ impl ShardCore {
             &outcome,
             item.idempotency_key,
         );
-        let placement = stable_hash(item.customer.as_bytes());
-        Ok(self.remember_report(
-            now_ms,
-            item.idempotency_key,
-            fingerprint,
-            placement,
-            outcome,
-        ))
+        if let Some(first_use) = first_use {
+            self.remember(now_ms, first_use, Remembered::Report(outcome.clone()));
+        }
+        Ok(outcome)
     }
 
     /// Notes recorded usage: the customer's new state and the raw event, for the store.
@@ -335,23 +328,39 @@ impl ShardCore {
         }
     }
 
-    /// Remembers a keyed report's outcome so a retry returns it, and passes it on.
-    fn remember_report(
+    /// Looks an idempotency key up. `content` (fingerprint, placement) is only computed for
+    /// keyed requests, so unkeyed ones pay nothing.
+    fn check_key(
         &mut self,
         now_ms: u64,
         key: Option<IdempotencyKey>,
-        fingerprint: u64,
-        placement: u64,
-        outcome: ReportOutcome,
-    ) -> ReportOutcome {
-        if let Some(key) = key {
-            let remembered = Remembered::Report(outcome.clone());
-            let record = self
-                .idempotency
-                .remember(now_ms, key, fingerprint, placement, remembered);
-            self.changes.keys_remembered.push((key, record));
-        }
-        outcome
+        content: impl FnOnce() -> (u64, u64),
+    ) -> Result<KeyCheck, TallyError> {
+        let Some(key) = key else {
+            return Ok(KeyCheck::Unkeyed);
+        };
+        let (fingerprint, placement) = content();
+        Ok(match self.idempotency.lookup(now_ms, &key, fingerprint)? {
+            Some(first) => KeyCheck::Seen(first),
+            None => KeyCheck::FirstUse(FirstUse {
+                key,
+                fingerprint,
+                placement,
+            }),
+        })
+    }
+
+    /// Remembers the outcome of a keyed request's first use, for the store too.
+    fn remember(&mut self, now_ms: u64, first_use: FirstUse, outcome: Remembered) {
+        let FirstUse {
+            key,
+            fingerprint,
+            placement,
+        } = first_use;
+        let record = self
+            .idempotency
+            .remember(now_ms, key, fingerprint, placement, outcome);
+        self.changes.keys_remembered.push((key, record));
     }
 
     fn check(&mut self, now_ms: u64, c: &CheckRequest) -> Result<CheckOutcome, TallyError> {
@@ -448,15 +457,17 @@ impl ShardCore {
     }
 
     fn settle(&mut self, now_ms: u64, s: &SettleRequest) -> Result<ReportOutcome, TallyError> {
-        let fingerprint = Fingerprint::new("settle")
-            .number(s.hold)
-            .number(s.actual)
-            .finish();
-        if let Some(key) = &s.idempotency_key {
-            if let Some(first) = self.idempotency.lookup(now_ms, key, fingerprint)? {
-                return as_duplicate_report(first);
-            }
-        }
+        let first_use = match self.check_key(now_ms, s.idempotency_key, || {
+            let fingerprint = Fingerprint::new("settle")
+                .number(s.hold)
+                .number(s.actual)
+                .finish();
+            (fingerprint, s.hold)
+        })? {
+            KeyCheck::Seen(first) => return as_duplicate_report(first),
+            KeyCheck::FirstUse(first_use) => Some(first_use),
+            KeyCheck::Unkeyed => None,
+        };
         let catalogue = self.catalogue.clone();
         let (owner, hold) = self.take_hold(now_ms, s.hold)?;
         let customer = self
@@ -474,7 +485,10 @@ impl ShardCore {
         };
         let outcome = report_outcome(customer, &hold.feature, terms, s.actual, charged);
         self.record_usage(now_ms, &owner, &hold.feature, &outcome, s.idempotency_key);
-        Ok(self.remember_report(now_ms, s.idempotency_key, fingerprint, s.hold, outcome))
+        if let Some(first_use) = first_use {
+            self.remember(now_ms, first_use, Remembered::Report(outcome.clone()));
+        }
+        Ok(outcome)
     }
 
     fn release(&mut self, now_ms: u64, hold_id: u64) -> Result<ReleaseOutcome, TallyError> {
@@ -572,23 +586,24 @@ impl ShardCore {
             TopUpAmount::Packs(packs) => ("packs", u64::from(packs)),
             TopUpAmount::Units(units) => ("units", units as u64),
         };
-        let fingerprint = Fingerprint::new("top_up")
-            .text(&t.customer)
-            .text(kind)
-            .number(value)
-            .finish();
-        if let Some(key) = &t.idempotency_key {
-            match self.idempotency.lookup(now_ms, key, fingerprint)? {
-                Some(Remembered::TopUp(first)) => {
-                    return Ok(TopUpOutcome {
-                        duplicate: true,
-                        ..first
-                    })
-                }
-                Some(Remembered::Report(_)) => return Err(key_reused()),
-                None => {}
+        let first_use = match self.check_key(now_ms, t.idempotency_key, || {
+            let fingerprint = Fingerprint::new("top_up")
+                .text(&t.customer)
+                .text(kind)
+                .number(value)
+                .finish();
+            (fingerprint, stable_hash(t.customer.as_bytes()))
+        })? {
+            KeyCheck::Seen(Remembered::TopUp(first)) => {
+                return Ok(TopUpOutcome {
+                    duplicate: true,
+                    ..*first
+                })
             }
-        }
+            KeyCheck::Seen(Remembered::Report(_)) => return Err(key_reused()),
+            KeyCheck::FirstUse(first_use) => Some(first_use),
+            KeyCheck::Unkeyed => None,
+        };
         let billing = self.billing;
         let customer = self.touch(now_ms, &t.customer)?;
         let (gross_units, credits_added, balance_added_units) =
@@ -647,16 +662,32 @@ impl ShardCore {
         };
         self.changes.transactions.push(transaction);
         self.changes.customers.insert(t.customer.clone());
-        if let Some(key) = t.idempotency_key {
-            let placement = stable_hash(t.customer.as_bytes());
-            let remembered = Remembered::TopUp(outcome.clone());
-            let record = self
-                .idempotency
-                .remember(now_ms, key, fingerprint, placement, remembered);
-            self.changes.keys_remembered.push((key, record));
+        if let Some(first_use) = first_use {
+            self.remember(
+                now_ms,
+                first_use,
+                Remembered::TopUp(Box::new(outcome.clone())),
+            );
         }
         Ok(outcome)
     }
+}
+
+/// What an idempotency key lookup found.
+enum KeyCheck {
+    /// The request carries no key.
+    Unkeyed,
+    /// The key was applied before: its first outcome.
+    Seen(Remembered),
+    /// The key is new: remember the outcome once applied.
+    FirstUse(FirstUse),
+}
+
+/// What remembering a new key's outcome needs.
+struct FirstUse {
+    key: IdempotencyKey,
+    fingerprint: u64,
+    placement: u64,
 }
 
 fn report_outcome(

@@ -16,7 +16,7 @@ pub enum Remembered {
     /// A report or a settle.
     Report(ReportOutcome),
     /// A top-up.
-    TopUp(TopUpOutcome),
+    TopUp(Box<TopUpOutcome>),
 }
 
 /// Everything known about one applied key.

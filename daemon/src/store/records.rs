@@ -281,7 +281,7 @@ pub fn decode_event(bytes: &[u8]) -> Result<StoredEvent, RecordError> {
 pub fn encode_key_record(record: &KeyRecord) -> Vec<u8> {
     let response = match &record.outcome {
         Remembered::Report(outcome) => Response::Report(outcome.clone()),
-        Remembered::TopUp(outcome) => Response::TopUp(Box::new(outcome.clone())),
+        Remembered::TopUp(outcome) => Response::TopUp(outcome.clone()),
     };
     encode(&StoredKey {
         fingerprint: record.fingerprint,
@@ -307,7 +307,7 @@ pub fn decode_key_record(bytes: &[u8]) -> Result<KeyRecord, RecordError> {
     }
     let outcome = match decode::<Response>(&stored.outcome).map_err(|e| corrupt(e.to_string()))? {
         Response::Report(outcome) => Remembered::Report(outcome),
-        Response::TopUp(outcome) => Remembered::TopUp(*outcome),
+        Response::TopUp(outcome) => Remembered::TopUp(outcome),
         other => return Err(corrupt(format!("unexpected outcome {other:?}"))),
     };
     Ok(KeyRecord {
