@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tally_daemon::config::{Config, DEFAULT_CONFIG_TOML};
+use tally_daemon::config::Config;
 use tally_daemon::{Daemon, SystemClock};
 use tally_protocol::message::{ReportItem, Role};
 use tally_protocol::Client;
@@ -22,8 +22,7 @@ fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(20_000);
     let dir = tempfile::tempdir()?;
-    let mut config = Config::parse(DEFAULT_CONFIG_TOML, dir.path(), "embedded config")?;
-    config.server.listen = "127.0.0.1:0".parse()?;
+    let config = Config::loopback_in(dir.path());
     let daemon = Daemon::start(config, Arc::new(SystemClock))?;
     let client_config = daemon
         .dev_client_config(Role::Admin)

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tally_daemon::config::{Config, DEFAULT_CONFIG_TOML};
+use tally_daemon::config::Config;
 use tally_daemon::stable_hash::{shard_of, stable_hash};
 use tally_daemon::{Daemon, ManualClock};
 use tally_protocol::message::{ReportItem, Role};
@@ -28,8 +28,7 @@ fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(100_000);
     let dir = tempfile::tempdir()?;
-    let mut config = Config::parse(DEFAULT_CONFIG_TOML, dir.path(), "embedded config")?;
-    config.server.listen = "127.0.0.1:0".parse()?;
+    let config = Config::loopback_in(dir.path());
     let shards = config.server.shards;
     let clock = ManualClock::new(T0_MS);
     let daemon = Daemon::start(config, Arc::new(clock.clone()))?;

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tally_daemon::config::{Config, Durability, DEFAULT_CONFIG_TOML};
+use tally_daemon::config::{Config, Durability};
 use tally_daemon::{Daemon, SystemClock};
 use tally_protocol::message::{ReportItem, Role};
 use tally_protocol::Client;
@@ -47,8 +47,7 @@ fn run(
     customers: usize,
 ) -> anyhow::Result<(usize, Vec<f64>)> {
     let dir = tempfile::tempdir()?;
-    let mut config = Config::parse(DEFAULT_CONFIG_TOML, dir.path(), "embedded config")?;
-    config.server.listen = "127.0.0.1:0".parse()?;
+    let mut config = Config::loopback_in(dir.path());
     config.storage.durability = durability;
     let daemon = Daemon::start(config, Arc::new(SystemClock))?;
     let client_config = daemon

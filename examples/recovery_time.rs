@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tally_daemon::config::{Config, Durability, DEFAULT_CONFIG_TOML};
+use tally_daemon::config::{Config, Durability};
 use tally_daemon::{Daemon, SystemClock};
 use tally_protocol::message::{BatchItemResult, ReportItem, Role};
 use tally_protocol::Client;
@@ -58,8 +58,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn config_in(dir: &std::path::Path) -> anyhow::Result<Config> {
-    let mut config = Config::parse(DEFAULT_CONFIG_TOML, dir, "embedded config")?;
-    config.server.listen = "127.0.0.1:0".parse()?;
+    let mut config = Config::loopback_in(dir);
     config.storage.durability = Durability::Buffered;
     Ok(config)
 }

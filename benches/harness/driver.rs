@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
 use hdrhistogram::Histogram;
-use tally_daemon::config::{Config, Durability, DEFAULT_CONFIG_TOML};
+use tally_daemon::config::{Config, Durability};
 use tally_daemon::{Daemon, SystemClock};
 use tally_protocol::message::{BatchItemResult, ReportItem, Role, TallyError};
 use tally_protocol::{Client, ClientConfig, Error};
@@ -154,8 +154,7 @@ type Target = (Option<Daemon>, Option<tempfile::TempDir>, ClientConfig);
 fn target(args: &Args) -> anyhow::Result<Target> {
     if args.spawn {
         let dir = tempfile::tempdir()?;
-        let mut config = Config::parse(DEFAULT_CONFIG_TOML, dir.path(), "embedded config")?;
-        config.server.listen = "127.0.0.1:0".parse()?;
+        let mut config = Config::loopback_in(dir.path());
         config.storage.durability = match args.durability.as_str() {
             "sync" => Durability::Sync,
             "buffered" => Durability::Buffered,

@@ -271,6 +271,15 @@ impl BillingConfig {
 }
 
 impl Config {
+    /// The shipped config with its data under `dir`, listening on 127.0.0.1 port 0: the daemon
+    /// that tests, benchmarks and probes start in-process.
+    pub fn loopback_in(dir: &Path) -> Config {
+        let mut config = Config::parse(DEFAULT_CONFIG_TOML, dir, "the embedded default config")
+            .expect("the shipped config is valid (tested)");
+        config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config
+    }
+
     /// Reads and validates a config file; relative paths resolve against its folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -3,12 +3,11 @@
 
 use std::sync::Arc;
 
-use tally_daemon::config::{Config, DEFAULT_CONFIG_TOML};
+use tally_daemon::config::Config;
 use tally_daemon::{Daemon, ManualClock, StartError};
 
 fn config_in(dir: &std::path::Path) -> Config {
-    let mut config = Config::parse(DEFAULT_CONFIG_TOML, dir, "test config").unwrap();
-    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    let mut config = Config::loopback_in(dir);
     config.server.shards = 1;
     config
 }

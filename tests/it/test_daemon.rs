@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tally_daemon::config::{Config, DEFAULT_CONFIG_TOML};
+use tally_daemon::config::Config;
 use tally_daemon::{Daemon, ManualClock, StartOptions};
 use tally_protocol::message::Role;
 use tally_protocol::{Client, ClientConfig};
@@ -27,9 +27,7 @@ impl TestDaemon {
     /// Starts with the shipped config, loopback port 0, two shards, after `adjust`.
     pub fn start_with(adjust: impl FnOnce(&mut Config), options: StartOptions) -> TestDaemon {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let mut config =
-            Config::parse(DEFAULT_CONFIG_TOML, dir.path(), "test config").expect("shipped config");
-        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        let mut config = Config::loopback_in(dir.path());
         config.server.shards = 2;
         adjust(&mut config);
         let clock = ManualClock::new(T0_MS);
