@@ -168,6 +168,17 @@ fn folder_with_config(durability: &str, extra: &str) -> tempfile::TempDir {
     dir
 }
 
+/// Creates customers `{prefix}0` … on `plan`.
+fn create_customers(runtime: &tokio::runtime::Runtime, daemon: &Tallyd, prefix: &str, plan: &str) {
+    runtime.block_on(async {
+        let client = daemon.client().await;
+        for c in 0..CUSTOMERS {
+            let id = format!("{prefix}{c}");
+            client.admin().create_customer(&id, plan).await.unwrap();
+        }
+    });
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -184,16 +195,7 @@ fn run_crash_rounds(durability: &str) {
     let mut rng = Rng(seed);
     let sent = Arc::new(Mutex::new(Vec::<Sent>::new()));
     let mut daemon = Tallyd::start(dir.path());
-    runtime.block_on(async {
-        let client = daemon.client().await;
-        for c in 0..CUSTOMERS {
-            client
-                .admin()
-                .create_customer(&format!("c{c}"), "pro")
-                .await
-                .unwrap();
-        }
-    });
+    create_customers(&runtime, &daemon, "c", "pro");
     for round in 0..KILL_POINTS {
         let stop = Arc::new(AtomicBool::new(false));
         let kill_after = Duration::from_millis(50 + rng.below(400));
@@ -285,16 +287,7 @@ fn period_closes_interrupted_by_kill_9_happen_exactly_once() {
     let runtime = runtime();
     let mut rng = Rng(seed);
     let mut daemon = Tallyd::start(dir.path());
-    runtime.block_on(async {
-        let client = daemon.client().await;
-        for c in 0..CUSTOMERS {
-            client
-                .admin()
-                .create_customer(&format!("t{c}"), "tick")
-                .await
-                .unwrap();
-        }
-    });
+    create_customers(&runtime, &daemon, "t", "tick");
     let mut invoices_seen = 0;
     for round in 0..2 {
         let kill_after = Duration::from_millis(1_200 + rng.below(1_500));
