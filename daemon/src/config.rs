@@ -22,6 +22,10 @@ pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config.toml");
 pub const SHARDS_MAX: usize = 256;
 /// Largest shard mailbox, in messages.
 pub const MAILBOX_CAPACITY_MAX: usize = 1 << 20;
+/// Most connections the daemon may be configured to serve at once.
+pub const MAX_CONNECTIONS_MAX: u32 = 1 << 20;
+/// Smallest configurable frame limit: a `Hello` with the longest key and a small request fit.
+pub const FRAME_BYTES_MIN: u32 = 4 * 1024;
 /// Most requests in flight per stream.
 pub const INFLIGHT_PER_STREAM_MAX: u32 = 65_536;
 
@@ -66,6 +70,8 @@ struct ConfigToml {
     #[serde(default)]
     billing: BillingToml,
     #[serde(default)]
+    ops: OpsToml,
+    #[serde(default)]
     features: BTreeMap<String, FeatureToml>,
     #[serde(default)]
     plans: BTreeMap<String, PlanToml>,
@@ -79,8 +85,12 @@ struct ServerToml {
     mailbox_capacity: usize,
     inflight_per_stream: u32,
     streams_per_connection: u32,
+    max_connections: u32,
+    frame_bytes_max: u32,
     idle_timeout: String,
     handshake_timeout: String,
+    frame_timeout: String,
+    shutdown_grace: String,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
 }
@@ -93,8 +103,12 @@ impl Default for ServerToml {
             mailbox_capacity: 4_096,
             inflight_per_stream: 1_024,
             streams_per_connection: 4,
+            max_connections: 1_024,
+            frame_bytes_max: FRAME_BYTES_MAX,
             idle_timeout: "30s".into(),
             handshake_timeout: "5s".into(),
+            frame_timeout: "10s".into(),
+            shutdown_grace: "10s".into(),
             tls_cert: None,
             tls_key: None,
         }
@@ -117,8 +131,22 @@ impl Default for StorageToml {
             data_dir: "tally-data".into(),
             durability: "sync".into(),
             periodic_ms: 100,
-            create_if_missing: true,
+            create_if_missing: false,
             event_retention: "13 months".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct OpsToml {
+    http_listen: String,
+}
+
+impl Default for OpsToml {
+    fn default() -> Self {
+        Self {
+            http_listen: "127.0.0.1:7071".into(),
         }
     }
 }
@@ -167,6 +195,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[billing]`.
     pub billing: BillingConfig,
+    /// `[ops]`.
+    pub ops: OpsConfig,
     /// `[features]` and `[plans]`.
     pub catalogue: Arc<Catalogue>,
 }
@@ -184,10 +214,17 @@ pub struct ServerConfig {
     pub inflight_per_stream: u32,
     /// Bidirectional streams a connection may open.
     pub streams_per_connection: u32,
+    /// Connections served at once; more are refused during the QUIC handshake.
+    pub max_connections: u32,
     /// A connection silent this long is closed.
     pub idle_timeout_ms: u64,
-    /// A stream must complete its `Hello` within this.
+    /// A connection must open a stream and complete its `Hello` within this.
     pub handshake_timeout_ms: u64,
+    /// Once a frame's first byte arrives, the whole frame must arrive within this (a peer
+    /// trickling bytes cannot hold a stream forever).
+    pub frame_timeout_ms: u64,
+    /// On shutdown, how long in-flight requests may take to be answered before connections close.
+    pub shutdown_grace_ms: u64,
     /// Largest frame accepted.
     pub frame_bytes_max: u32,
     /// Certificate and key files; `None` means development credentials in the data dir.
@@ -249,6 +286,13 @@ pub struct ApiKeyEntry {
     pub sha256: [u8; 32],
 }
 
+/// `[ops]`: the HTTP listener for health checks and metrics.
+#[derive(Debug, Clone)]
+pub struct OpsConfig {
+    /// Where `/livez`, `/readyz` and `/metrics` are served; `None` turns the listener off.
+    pub http_listen: Option<SocketAddr>,
+}
+
 /// `[billing]`.
 #[derive(Debug, Clone)]
 pub struct BillingConfig {
@@ -277,11 +321,20 @@ impl Config {
         let mut config = Config::parse(DEFAULT_CONFIG_TOML, dir, "the embedded default config")
             .expect("the shipped config is valid (tested)");
         config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.ops.http_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         config
     }
 
     /// Reads and validates a config file; relative paths resolve against its folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with_overrides(path, &[])
+    }
+
+    /// [`Config::load`] with environment overrides (see [`Config::parse_with_overrides`]).
+    pub fn load_with_overrides(
+        path: &Path,
+        overrides: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.into(),
             source,
@@ -292,21 +345,59 @@ impl Config {
         } else {
             base
         };
-        Config::parse(&text, &base, &path.display().to_string())
+        Config::parse_with_overrides(&text, &base, &path.display().to_string(), overrides)
     }
 
     /// Validates config text; relative paths resolve against `base_dir`.
     pub fn parse(text: &str, base_dir: &Path, origin: &str) -> Result<Config, ConfigError> {
-        let raw: ConfigToml = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        Config::parse_with_overrides(text, base_dir, origin, &[])
+    }
+
+    /// [`Config::parse`], then environment overrides applied on top: each `(name, value)` with
+    /// a name like `TALLY__SERVER__LISTEN` sets `server.listen`. A value that reads as TOML (a
+    /// number, a boolean, a quoted string, an array) is taken as such, anything else as a string.
+    pub fn parse_with_overrides(
+        text: &str,
+        base_dir: &Path,
+        origin: &str,
+        overrides: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let parse_error = |origin: &str, e: toml::de::Error| ConfigError::Parse {
             origin: origin.into(),
             message: e.to_string().trim_end().into(),
-        })?;
+        };
+        let (raw, origin): (ConfigToml, String) = if overrides.is_empty() {
+            (
+                toml::from_str(text).map_err(|e| parse_error(origin, e))?,
+                origin.into(),
+            )
+        } else {
+            let mut table: toml::Table =
+                toml::from_str(text).map_err(|e| parse_error(origin, e))?;
+            let names: Vec<&str> = overrides.iter().map(|(name, _)| name.as_str()).collect();
+            let origin = format!("{origin} with {}", names.join(", "));
+            let mut errors = Vec::new();
+            for (name, value) in overrides {
+                if let Err(e) = apply_override(&mut table, name, value) {
+                    errors.push(format!("{name}: {e}"));
+                }
+            }
+            if !errors.is_empty() {
+                return Err(ConfigError::Invalid { origin, errors });
+            }
+            let raw = table
+                .try_into()
+                .map_err(|e: toml::de::Error| parse_error(&origin, e))?;
+            (raw, origin)
+        };
+        let origin = origin.as_str();
         let base_dir = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
         let mut errors = Vec::new();
         let server = server_config(&raw.server, &base_dir, &mut errors);
         let storage = storage_config(&raw.storage, &base_dir, &mut errors);
         let auth = auth_config(&raw.auth, &mut errors);
         let billing = billing_config(&raw.billing, &mut errors);
+        let ops = ops_config(&raw.ops, &mut errors);
         let catalogue =
             Catalogue::build(&raw.features, &raw.plans).unwrap_or_else(|catalogue_errors| {
                 errors.extend(catalogue_errors);
@@ -336,9 +427,55 @@ impl Config {
             storage,
             auth,
             billing,
+            ops,
             catalogue: Arc::new(catalogue),
         })
     }
+}
+
+/// Environment variables starting with this override config keys (see
+/// [`Config::parse_with_overrides`]).
+pub const ENV_PREFIX: &str = "TALLY__";
+
+/// The `TALLY__…` variables of this process, sorted by name so errors list them stably.
+pub fn env_overrides() -> Vec<(String, String)> {
+    let mut overrides: Vec<(String, String)> = std::env::vars()
+        .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+        .collect();
+    overrides.sort();
+    overrides
+}
+
+fn apply_override(table: &mut toml::Table, name: &str, value: &str) -> Result<(), String> {
+    let path: Vec<String> = name
+        .strip_prefix(ENV_PREFIX)
+        .unwrap_or(name)
+        .split("__")
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if path.iter().any(String::is_empty) {
+        return Err(format!(
+            "write the key path as {ENV_PREFIX}SECTION__KEY, e.g. {ENV_PREFIX}SERVER__LISTEN"
+        ));
+    }
+    let (last, sections) = path.split_last().expect("split yields at least one part");
+    let mut at = table;
+    for (depth, section) in sections.iter().enumerate() {
+        let entry = at
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        at = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{}` is a value, not a section", path[..=depth].join(".")))?;
+    }
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"));
+    at.insert(
+        last.clone(),
+        parsed.unwrap_or_else(|| toml::Value::String(value.into())),
+    );
+    Ok(())
 }
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
@@ -394,6 +531,18 @@ fn server_config(raw: &ServerToml, base: &Path, errors: &mut Vec<String>) -> Ser
             raw.streams_per_connection
         ));
     }
+    if raw.max_connections == 0 || raw.max_connections > MAX_CONNECTIONS_MAX {
+        errors.push(format!(
+            "server.max_connections: is {}; it must be 1 to {MAX_CONNECTIONS_MAX}",
+            raw.max_connections
+        ));
+    }
+    if raw.frame_bytes_max < FRAME_BYTES_MIN || raw.frame_bytes_max > FRAME_BYTES_MAX {
+        errors.push(format!(
+            "server.frame_bytes_max: is {}; it must be {FRAME_BYTES_MIN} to {FRAME_BYTES_MAX}",
+            raw.frame_bytes_max
+        ));
+    }
     let tls = match (&raw.tls_cert, &raw.tls_key) {
         (None, None) => None,
         (Some(cert), Some(key)) => Some(TlsFiles {
@@ -411,11 +560,27 @@ fn server_config(raw: &ServerToml, base: &Path, errors: &mut Vec<String>) -> Ser
         mailbox_capacity: raw.mailbox_capacity,
         inflight_per_stream: raw.inflight_per_stream,
         streams_per_connection: raw.streams_per_connection,
+        max_connections: raw.max_connections,
         idle_timeout_ms: duration("server.idle_timeout", &raw.idle_timeout, errors),
         handshake_timeout_ms: duration("server.handshake_timeout", &raw.handshake_timeout, errors),
-        frame_bytes_max: FRAME_BYTES_MAX,
+        frame_timeout_ms: duration("server.frame_timeout", &raw.frame_timeout, errors),
+        shutdown_grace_ms: duration("server.shutdown_grace", &raw.shutdown_grace, errors),
+        frame_bytes_max: raw.frame_bytes_max,
         tls,
     }
+}
+
+fn ops_config(raw: &OpsToml, errors: &mut Vec<String>) -> OpsConfig {
+    let http_listen = match raw.http_listen.trim() {
+        "" => None,
+        text => text.parse().map(Some).unwrap_or_else(|_| {
+            errors.push(format!(
+                "ops.http_listen: `{text}` is not an address; write IP:PORT, or \"\" to turn the listener off"
+            ));
+            None
+        }),
+    };
+    OpsConfig { http_listen }
 }
 
 fn storage_config(raw: &StorageToml, base: &Path, errors: &mut Vec<String>) -> StorageConfig {
@@ -543,6 +708,82 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("speed"), "{err}");
+    }
+
+    fn overrides(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_variables_override_config_keys() {
+        let config = Config::parse_with_overrides(
+            DEFAULT_CONFIG_TOML,
+            Path::new("/srv"),
+            "config.toml",
+            &overrides(&[
+                ("TALLY__SERVER__LISTEN", "127.0.0.1:9999"),
+                ("TALLY__SERVER__MAX_CONNECTIONS", "7"),
+                ("TALLY__STORAGE__DURABILITY", "buffered"),
+                ("TALLY__STORAGE__CREATE_IF_MISSING", "false"),
+                ("TALLY__OPS__HTTP_LISTEN", ""),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.server.listen.port(), 9999);
+        assert_eq!(config.server.max_connections, 7);
+        assert_eq!(config.storage.durability, Durability::Buffered);
+        assert!(!config.storage.create_if_missing);
+        assert_eq!(config.ops.http_listen, None);
+        // The file's other keys are untouched.
+        assert_eq!(config.billing.fee_fixed_units, 4_000);
+    }
+
+    #[test]
+    fn a_bad_override_names_the_variable_and_the_key() {
+        let err = Config::parse_with_overrides(
+            DEFAULT_CONFIG_TOML,
+            Path::new("."),
+            "config.toml",
+            &overrides(&[("TALLY__SERVER__LISTEN", "nowhere")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("TALLY__SERVER__LISTEN"), "{err}");
+        assert!(err.contains("server.listen"), "{err}");
+        let err = Config::parse_with_overrides(
+            DEFAULT_CONFIG_TOML,
+            Path::new("."),
+            "config.toml",
+            &overrides(&[("TALLY__SERVER__LISEN", "127.0.0.1:1")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("lisen"), "{err}");
+        let err = Config::parse_with_overrides(
+            DEFAULT_CONFIG_TOML,
+            Path::new("."),
+            "config.toml",
+            &overrides(&[("TALLY__SERVER__LISTEN__PORT", "1")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("server.listen"), "{err}");
+    }
+
+    #[test]
+    fn wire_limits_are_bounded() {
+        let text = DEFAULT_CONFIG_TOML
+            .replace("max_connections = 1024", "max_connections = 0")
+            .replace("frame_bytes_max = 2097152", "frame_bytes_max = 10");
+        let err = Config::parse(&text, Path::new("."), "c.toml")
+            .unwrap_err()
+            .to_string();
+        for path in ["server.max_connections", "server.frame_bytes_max"] {
+            assert!(err.contains(path), "{path} missing from {err}");
+        }
     }
 
     #[test]

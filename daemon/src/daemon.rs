@@ -3,7 +3,6 @@
 //! start a daemon through [`Daemon::start`].
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -16,6 +15,7 @@ use crate::clock::Clock;
 use crate::committer::{Committer, StoreHealth};
 use crate::config::Config;
 use crate::credentials::{Credentials, CredentialsError, DevApiKeys};
+use crate::data_dir::{self, DataDirError, DataDirLock};
 use crate::janitor::Janitor;
 use crate::metering::engine::ShardCore;
 use crate::router::Shards;
@@ -32,14 +32,9 @@ pub const ADDR_FILE: &str = "tallyd.addr";
 /// Why the daemon did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The data dir is missing or unusable.
-    #[error("data dir {path}: {reason}")]
-    DataDir {
-        /// The folder.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
+    /// The data dir is missing, foreign, or held by another daemon.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
     /// TLS or API key files could not be prepared.
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
@@ -88,7 +83,7 @@ impl Daemon {
         clock: Arc<dyn Clock>,
         options: StartOptions,
     ) -> Result<Daemon, StartError> {
-        prepare_data_dir(&config)?;
+        let data_dir_lock = data_dir::open(&config.storage)?;
         let credentials = Credentials::prepare(&config)?;
         if credentials.is_development() && !config.server.listen.ip().is_loopback() {
             return Err(StartError::DevelopmentCredentialsOffLoopback {
@@ -123,6 +118,7 @@ impl Daemon {
             committer,
             janitor,
             health,
+            data_dir_lock,
         };
         let thread = std::thread::Builder::new()
             .name("tallyd-server".into())
@@ -202,6 +198,8 @@ struct Parts {
     committer: Committer,
     janitor: Janitor,
     health: StoreHealth,
+    /// Held until the store is flushed and closed, so a successor never opens it early.
+    data_dir_lock: DataDirLock,
 }
 
 fn serve_on_this_thread(
@@ -218,6 +216,7 @@ fn serve_on_this_thread(
         committer,
         janitor,
         health,
+        data_dir_lock,
     } = parts;
     let system = actix::System::new();
     let commits = committer.sender();
@@ -270,6 +269,8 @@ fn serve_on_this_thread(
             tracing::warn!(error = %e, "flushing the store at shutdown failed; the next start replays the journal")
         }
     }
+    drop(store);
+    drop(data_dir_lock);
     tracing::info!("tallyd stopped");
 }
 
@@ -318,27 +319,4 @@ fn recover(store: &Store, config: &Config, now_ms: u64) -> Result<Vec<ShardCore>
         "recovered state from the store"
     );
     Ok(cores)
-}
-
-fn prepare_data_dir(config: &Config) -> Result<(), StartError> {
-    let path = &config.storage.data_dir;
-    let fail = |reason: String| StartError::DataDir {
-        path: path.clone(),
-        reason,
-    };
-    if path.is_dir() {
-        return Ok(());
-    }
-    if path.exists() {
-        return Err(fail("exists but is not a folder".into()));
-    }
-    if !config.storage.create_if_missing {
-        return Err(fail(
-            "does not exist; create it, fix [storage] data_dir, or set create_if_missing = true"
-                .into(),
-        ));
-    }
-    std::fs::create_dir_all(path).map_err(|e| fail(format!("cannot create it: {e}")))?;
-    tracing::warn!(path = %path.display(), "created a new, empty data dir");
-    Ok(())
 }

@@ -19,6 +19,7 @@ pub mod committer;
 pub mod config;
 pub mod credentials;
 pub mod daemon;
+pub mod data_dir;
 pub mod demo;
 pub mod janitor;
 pub mod metering;

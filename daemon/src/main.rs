@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use tally_daemon::config::{Config, DEFAULT_CONFIG_TOML};
+use clap::{Parser, Subcommand, ValueEnum};
+use tally_daemon::config::{env_overrides, Config, DEFAULT_CONFIG_TOML};
 use tally_daemon::{Daemon, SystemClock};
 use tally_protocol::message::Role;
 
@@ -13,8 +13,17 @@ use tally_protocol::message::Role;
 #[derive(Parser)]
 #[command(name = "tallyd", version)]
 struct Cli {
+    /// Log lines as human-readable text or one JSON object per line (filter with RUST_LOG).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -22,6 +31,7 @@ enum Command {
     /// Start the daemon.
     Serve {
         /// Config file. Default: ./config.toml if present, else the embedded defaults.
+        /// `TALLY__SECTION__KEY` environment variables override its keys.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Seed demo customers and drive synthetic traffic (development credentials only), so
@@ -38,13 +48,17 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    match cli.command {
         Command::CheckConfig { config } => {
             let (config, origin) = load(config.as_deref())?;
             println!(
@@ -73,14 +87,24 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The config file (or the embedded defaults) with `TALLY__…` environment overrides applied.
 fn load(path: Option<&Path>) -> anyhow::Result<(Config, String)> {
     let default = Path::new("config.toml");
+    let overrides = env_overrides();
+    let path = path.or(default.exists().then_some(default));
     match path {
-        Some(path) => Ok((Config::load(path)?, path.display().to_string())),
-        None if default.exists() => Ok((Config::load(default)?, default.display().to_string())),
+        Some(path) => Ok((
+            Config::load_with_overrides(path, &overrides)?,
+            path.display().to_string(),
+        )),
         None => {
             let origin = "the embedded default config".to_string();
-            let config = Config::parse(DEFAULT_CONFIG_TOML, Path::new("."), &origin)?;
+            let config = Config::parse_with_overrides(
+                DEFAULT_CONFIG_TOML,
+                Path::new("."),
+                &origin,
+                &overrides,
+            )?;
             Ok((config, origin))
         }
     }

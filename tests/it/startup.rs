@@ -1,5 +1,6 @@
 //! Start-up refusals: development credentials off loopback, a missing data dir that may not be
-//! created, and development credentials reused across restarts.
+//! created, a foreign folder, a data dir another daemon holds, and development credentials reused
+//! across restarts.
 
 use std::sync::Arc;
 
@@ -31,10 +32,10 @@ fn a_missing_data_dir_is_not_created_unless_allowed() {
     config.storage.data_dir = dir.path().join("typo");
     config.storage.create_if_missing = false;
     let refused = Daemon::start(config, Arc::new(ManualClock::new(0)));
-    let Err(StartError::DataDir { reason, .. }) = refused else {
+    let Err(StartError::DataDir(refusal)) = refused else {
         panic!("expected a data dir error")
     };
-    assert!(reason.contains("does not exist"), "{reason}");
+    assert!(refusal.to_string().contains("does not exist"), "{refusal}");
     assert!(!dir.path().join("typo").exists());
 }
 
@@ -47,4 +48,37 @@ fn development_credentials_are_created_once_and_reused() {
     let second = Daemon::start(config_in(dir.path()), Arc::new(ManualClock::new(0))).unwrap();
     assert_eq!(second.cert_pem(), cert);
     assert_eq!(second.dev_api_keys().cloned(), keys);
+}
+
+#[test]
+fn a_second_daemon_on_the_same_data_dir_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Daemon::start(config_in(dir.path()), Arc::new(ManualClock::new(0))).unwrap();
+    let refused = Daemon::start(config_in(dir.path()), Arc::new(ManualClock::new(0)));
+    let Err(StartError::DataDir(refusal)) = refused else {
+        panic!("expected the data dir to be refused as in use")
+    };
+    let message = refusal.to_string();
+    assert!(message.contains("in use by another tallyd"), "{message}");
+    assert!(
+        message.contains(&format!("pid {}", std::process::id())),
+        "{message}"
+    );
+    first.shutdown();
+    // Once the first has stopped, the data dir is free again.
+    Daemon::start(config_in(dir.path()), Arc::new(ManualClock::new(0))).unwrap();
+}
+
+#[test]
+fn a_folder_that_is_not_a_tally_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_in(dir.path());
+    config.storage.data_dir = dir.path().to_path_buf();
+    std::fs::write(dir.path().join("postgresql.conf"), "not ours").unwrap();
+    let refused = Daemon::start(config, Arc::new(ManualClock::new(0)));
+    let Err(StartError::DataDir(refusal)) = refused else {
+        panic!("expected a foreign folder to be refused")
+    };
+    assert!(refusal.to_string().contains("postgresql.conf"), "{refusal}");
+    assert!(!dir.path().join("store").exists(), "nothing was created");
 }

@@ -77,28 +77,34 @@ fn read_config(path: Option<&Path>) -> anyhow::Result<Found> {
         None if default.exists() => Some(default),
         None => None,
     };
-    let Some(path) = path else {
-        return Ok(Found {
-            listen: None,
-            data_dir: PathBuf::from("tally-data"),
-            tls_cert: None,
-        });
+    let doc: toml::Table = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => toml::Table::new(),
     };
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let doc: toml::Table =
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     let base = path
-        .parent()
+        .and_then(Path::parent)
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    // The same `TALLY__SECTION__KEY` overrides tallyd applies, so both find the same daemon.
     let text_at = |section: &str, key: &str| {
-        doc.get(section)
-            .and_then(|s| s.get(key))
-            .and_then(|v| v.as_str())
+        let var = format!(
+            "TALLY__{}__{}",
+            section.to_ascii_uppercase(),
+            key.to_ascii_uppercase()
+        );
+        std::env::var(var).ok().or_else(|| {
+            doc.get(section)
+                .and_then(|s| s.get(key))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        })
     };
     let listen = text_at("server", "listen").and_then(|l| l.parse().ok());
-    let data_dir = base.join(text_at("storage", "data_dir").unwrap_or("tally-data"));
+    let data_dir = base.join(text_at("storage", "data_dir").unwrap_or("tally-data".into()));
     let tls_cert = text_at("server", "tls_cert").map(|c| base.join(c));
     Ok(Found {
         listen,
