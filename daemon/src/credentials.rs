@@ -2,7 +2,6 @@
 //! creates development ones in `<data_dir>/dev/` on first start (and reuses them after), which the
 //! `tally` CLI finds by itself. Development credentials are only served on loopback.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use rustls::pki_types::pem::PemObject;
@@ -74,13 +73,32 @@ pub struct Credentials {
 
 /// Accepted API keys by hash.
 #[derive(Debug, Clone, Default)]
-pub struct ApiKeys(HashMap<[u8; 32], Role>);
+pub struct ApiKeys(Vec<([u8; 32], Role)>);
 
 impl ApiKeys {
-    /// The role of `key`, if it is accepted.
+    /// The role of `key`, if it is accepted. Every configured hash is compared in full, in
+    /// constant time, whatever matches: how long a refusal takes says nothing about the keys.
     pub fn role_of(&self, key: &str) -> Option<Role> {
-        self.0.get(&sha256(key)).copied()
+        let digest = sha256(key);
+        let mut found = None;
+        for (accepted, role) in &self.0 {
+            if constant_time_eq(accepted, &digest) {
+                found = Some(*role);
+            }
+        }
+        found
     }
+
+    fn accept(&mut self, digest: [u8; 32], role: Role) {
+        self.0.retain(|(accepted, _)| *accepted != digest);
+        self.0.push((digest, role));
+    }
+}
+
+/// Whether two digests are equal, looking at every byte whatever the answer.
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let difference = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(difference) == 0
 }
 
 /// SHA-256 of an API key. Keys are long random strings, so a plain hash is enough.
@@ -121,13 +139,13 @@ impl Credentials {
         let mut keys = ApiKeys::default();
         let dev_api_keys = if config.auth.keys.is_empty() {
             let dev = dev_api_keys(&dev_dir)?;
-            keys.0.insert(sha256(&dev.admin), Role::Admin);
-            keys.0.insert(sha256(&dev.client), Role::Client);
-            keys.0.insert(sha256(&dev.monitor), Role::Monitor);
+            keys.accept(sha256(&dev.admin), Role::Admin);
+            keys.accept(sha256(&dev.client), Role::Client);
+            keys.accept(sha256(&dev.monitor), Role::Monitor);
             Some(dev)
         } else {
             for entry in &config.auth.keys {
-                keys.0.insert(entry.sha256, entry.role);
+                keys.accept(entry.sha256, entry.role);
             }
             None
         };
@@ -212,5 +230,36 @@ fn invalid(path: &Path, reason: String) -> CredentialsError {
     CredentialsError::Invalid {
         path: path.into(),
         reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_recognised_by_their_hash_and_nothing_else() {
+        let mut keys = ApiKeys::default();
+        keys.accept(sha256("admin-key"), Role::Admin);
+        keys.accept(sha256("client-key"), Role::Client);
+        assert_eq!(keys.role_of("admin-key"), Some(Role::Admin));
+        assert_eq!(keys.role_of("client-key"), Some(Role::Client));
+        assert_eq!(keys.role_of("client-kez"), None);
+        assert_eq!(keys.role_of(""), None);
+        // A key configured twice keeps its last role, once.
+        keys.accept(sha256("client-key"), Role::Monitor);
+        assert_eq!(keys.role_of("client-key"), Some(Role::Monitor));
+        assert_eq!(keys.0.len(), 2);
+    }
+
+    #[test]
+    fn digests_differing_in_any_byte_are_unequal() {
+        let a = sha256("k");
+        for i in 0..32 {
+            let mut b = a;
+            b[i] ^= 0x80;
+            assert!(!constant_time_eq(&a, &b), "byte {i}");
+        }
+        assert!(constant_time_eq(&a, &a));
     }
 }

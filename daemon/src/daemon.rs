@@ -3,6 +3,7 @@
 //! start a daemon through [`Daemon::start`].
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -246,14 +247,17 @@ fn serve_on_this_thread(
         }
         tracing::info!(%addr, shards = config.server.shards, "tallyd is listening");
         let _ = ready.send(Ok(addr));
+        let (drain, draining) = tokio::sync::watch::channel(false);
         let context = Arc::new(ServerContext {
             router: shards.router.clone(),
             keys: credentials.keys.clone(),
             limits: config.server.clone(),
             telemetry: Mutex::new(Telemetry::new(STATS_INTERVAL)),
             clock: server_clock,
+            draining,
+            open_connections: AtomicU32::new(0),
         });
-        server::serve(endpoint, context, stop).await;
+        server::serve(endpoint, context, drain, stop).await;
         shards.stop_after_hand_over().await;
     });
     // Every shard is gone, so the committer drains what they handed over and ends.

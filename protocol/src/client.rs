@@ -12,11 +12,12 @@ use quinn::crypto::rustls::QuicClientConfig;
 use rkyv::util::AlignedVec;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::codec::{decode, encode_frame};
 use crate::framing::read_frame;
 use crate::message::*;
+use crate::retry::{jitter_seed, RetryPolicy};
 
 /// Bytes of encoded frames the writer task coalesces into one stream write.
 const WRITE_COALESCE_BYTES_MAX: usize = 64 * 1024;
@@ -36,6 +37,8 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// How long connecting and the handshake may take.
     pub connect_timeout: Duration,
+    /// Retries of idempotent requests answered `Overloaded`.
+    pub retry: RetryPolicy,
 }
 
 impl ClientConfig {
@@ -48,6 +51,7 @@ impl ClientConfig {
             api_key: api_key.into(),
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -90,9 +94,10 @@ struct Inner {
     outgoing: mpsc::Sender<Vec<u8>>,
     shared: Arc<Shared>,
     next_id: AtomicU64,
-    inflight: Semaphore,
+    inflight: Arc<Semaphore>,
     welcome: Welcome,
     request_timeout: Duration,
+    retry: RetryPolicy,
     connection: quinn::Connection,
     _endpoint: quinn::Endpoint,
 }
@@ -103,10 +108,20 @@ impl Drop for Inner {
     }
 }
 
+/// Who waits for the answer to a request id.
+enum Waiter {
+    /// A caller.
+    Caller(oneshot::Sender<Reply>),
+    /// Nobody: the caller timed out. The in-flight slot stays taken until the late answer
+    /// arrives, because the daemon counts the request until it answers (and cuts off a client
+    /// that exceeds the limit it announced).
+    Abandoned(#[allow(dead_code)] OwnedSemaphorePermit),
+}
+
 /// State the background reader shares with callers.
 #[derive(Default)]
 struct Shared {
-    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    pending: Mutex<HashMap<u64, Waiter>>,
     closed: Mutex<Option<String>>,
 }
 
@@ -118,7 +133,7 @@ impl Shared {
         self.pending().clear();
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Reply>>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiter>> {
         self.pending.lock().expect("client lock poisoned")
     }
 
@@ -181,9 +196,10 @@ impl Client {
                 outgoing,
                 shared,
                 next_id: AtomicU64::new(1),
-                inflight: Semaphore::new(inflight_max),
+                inflight: Arc::new(Semaphore::new(inflight_max)),
                 welcome,
                 request_timeout: config.request_timeout,
+                retry: config.retry,
                 connection,
                 _endpoint: endpoint,
             }),
@@ -196,22 +212,49 @@ impl Client {
     }
 
     /// Sends one request and waits for its answer. Typed rejections become [`Error::Rejected`].
+    /// An idempotent request answered `Overloaded` is retried per the config's [`RetryPolicy`].
     pub async fn call(&self, request: Request) -> Result<Response, Error> {
-        let inner = &self.inner;
-        let _permit = inner
-            .inflight
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
-        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let retries = if request.is_idempotent() {
+            self.inner.retry.retries
+        } else {
+            0
+        };
         let mut frame = Vec::new();
+        // The id is reused by retries: each is sent only after the previous answer arrived.
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         encode_frame(
             &ClientFrame::Request(RequestFrame { id, request }),
             &mut frame,
         )
         .map_err(|e| Error::Protocol(e.to_string()))?;
+        let mut retry = 0;
+        loop {
+            let attempt = if retry < retries {
+                frame.clone()
+            } else {
+                std::mem::take(&mut frame)
+            };
+            match self.send_and_wait(id, attempt).await {
+                Err(Error::Rejected(TallyError::Overloaded)) if retry < retries => {
+                    let delay = self.inner.retry.delay(retry, jitter_seed());
+                    tokio::time::sleep(delay).await;
+                    retry += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn send_and_wait(&self, id: u64, frame: Vec<u8>) -> Result<Response, Error> {
+        let inner = &self.inner;
+        let permit = inner
+            .inflight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
         let (answer, answered) = oneshot::channel();
-        inner.shared.pending().insert(id, answer);
+        inner.shared.pending().insert(id, Waiter::Caller(answer));
         if let Some(reason) = inner.shared.closed_reason() {
             inner.shared.pending().remove(&id);
             return Err(Error::Closed(reason));
@@ -231,7 +274,13 @@ impl Client {
                     .unwrap_or_else(|| "the connection ended".into()),
             )),
             Err(_) => {
-                inner.shared.pending().remove(&id);
+                // Read before locking `pending`: `Shared::close` takes the two locks the other way.
+                let open = inner.shared.closed_reason().is_none();
+                let mut pending = inner.shared.pending();
+                // Still unanswered: keep its slot until the answer comes (see `Waiter`).
+                if pending.remove(&id).is_some() && open {
+                    pending.insert(id, Waiter::Abandoned(permit));
+                }
                 Err(Error::Timeout {
                     ms: inner.request_timeout.as_millis() as u64,
                 })
@@ -358,8 +407,9 @@ async fn read_loop(mut recv: quinn::RecvStream, shared: Arc<Shared>) {
         match decode::<ServerFrame>(&body) {
             Ok(ServerFrame::Response(response)) => {
                 let waiter = shared.pending().remove(&response.id);
-                // A missing waiter timed out already; its late answer is dropped.
-                if let Some(waiter) = waiter {
+                // An abandoned waiter timed out already; its late answer is dropped, and with it
+                // the in-flight slot it held.
+                if let Some(Waiter::Caller(waiter)) = waiter {
                     let _ = waiter.send(response.reply);
                 }
             }

@@ -28,23 +28,48 @@ pub async fn read_frame<R>(
 where
     R: AsyncRead + Unpin,
 {
-    let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
-    let mut filled = 0;
-    while filled < LENGTH_PREFIX_BYTES {
-        let n = reader.read(&mut prefix[filled..]).await?;
-        if n == 0 {
-            if filled == 0 {
-                return Ok(false);
-            }
-            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
-        }
-        filled += n;
+    match read_first_byte(reader).await? {
+        None => Ok(false),
+        Some(first) => read_frame_rest(reader, first, limit, body)
+            .await
+            .map(|()| true),
     }
+}
+
+/// Waits for the first byte of the next frame; `None` on a clean end of stream. Split from
+/// [`read_frame_rest`] so a server can wait for a frame as long as the connection lives, yet
+/// bound how long the frame itself may take to arrive.
+pub async fn read_first_byte<R>(reader: &mut R) -> Result<Option<u8>, FrameReadError>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut first = [0u8; 1];
+    match reader.read(&mut first).await? {
+        0 => Ok(None),
+        _ => Ok(Some(first[0])),
+    }
+}
+
+/// Reads the rest of a frame whose first byte was `first` into `body`.
+pub async fn read_frame_rest<R>(
+    reader: &mut R,
+    first: u8,
+    limit: u32,
+    body: &mut AlignedVec,
+) -> Result<(), FrameReadError>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
+    prefix[0] = first;
+    reader
+        .read_exact(&mut prefix[1..LENGTH_PREFIX_BYTES])
+        .await?;
     let length = body_length(prefix, limit)?;
     body.clear();
     body.resize(length, 0);
     reader.read_exact(body.as_mut_slice()).await?;
-    Ok(true)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! - [`codec`]: bytes ⇄ messages: length-prefixed rkyv frames, validated with bytecheck.
 //! - [`framing`]: reading whole frames from an async stream with a size limit.
 //! - [`client`]: the QUIC client (quinn + rustls, ALPN `tally/1`) that every tool uses.
+//! - [`retry`]: backoff with jitter for requests answered `Overloaded`.
 //!
 //! # Guarantees and limits
 //! Every inbound frame is bounded by [`message::FRAME_BYTES_MAX`] and validated before use; a
@@ -15,6 +16,8 @@ pub mod client;
 pub mod codec;
 pub mod framing;
 pub mod message;
+pub mod retry;
 
 pub use client::{Client, ClientConfig, Error};
 pub use message::*;
+pub use retry::RetryPolicy;

@@ -168,6 +168,28 @@ pub enum Request {
 }
 
 impl Request {
+    /// Whether sending this request twice has the effect of sending it once: reads, and writes
+    /// that carry an idempotency key. The client retries only these after `Overloaded`.
+    pub fn is_idempotent(&self) -> bool {
+        match self {
+            Request::Check(_)
+            | Request::GetCustomer(_)
+            | Request::ListEvents(_)
+            | Request::ListInvoices(_)
+            | Request::ListTransactions(_)
+            | Request::Stats => true,
+            Request::Report(item) => item.idempotency_key.is_some(),
+            Request::ReportBatch(items) => items.iter().all(|i| i.idempotency_key.is_some()),
+            Request::Settle(settle) => settle.idempotency_key.is_some(),
+            Request::TopUp(top_up) => top_up.idempotency_key.is_some(),
+            Request::Reserve(_)
+            | Request::Release(_)
+            | Request::CreateCustomer(_)
+            | Request::ChangePlan(_)
+            | Request::ClosePeriod(_) => false,
+        }
+    }
+
     /// The role a key needs for this request.
     pub fn role_required(&self) -> RoleRequired {
         match self {
@@ -917,6 +939,10 @@ pub enum TallyError {
         /// What failed.
         reason: String,
     },
+    /// The daemon is shutting down: requests already read were answered; reconnect (to it after
+    /// its restart, or to another daemon).
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
 }
 
 /// Checks the rules a well-formed request must follow before anything looks it up.
@@ -1038,6 +1064,28 @@ mod tests {
             idempotency_key: None,
             only_if_allowed: false,
         }
+    }
+
+    #[test]
+    fn only_reads_and_keyed_writes_are_idempotent() {
+        let keyed = report(1).with_idempotency_key([7; 16]);
+        assert!(Request::Report(keyed.clone()).is_idempotent());
+        assert!(!Request::Report(report(1)).is_idempotent());
+        assert!(Request::ReportBatch(vec![keyed.clone(), keyed.clone()]).is_idempotent());
+        assert!(!Request::ReportBatch(vec![keyed, report(1)]).is_idempotent());
+        assert!(Request::Stats.is_idempotent());
+        assert!(Request::Check(CheckRequest {
+            customer: "acme".into(),
+            feature: "tokens".into(),
+            amount: 1
+        })
+        .is_idempotent());
+        assert!(!Request::Release(ReleaseRequest { hold: 1 }).is_idempotent());
+        assert!(!Request::CreateCustomer(CustomerPlan {
+            customer: "acme".into(),
+            plan: "pro".into()
+        })
+        .is_idempotent());
     }
 
     #[test]

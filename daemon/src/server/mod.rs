@@ -4,12 +4,13 @@
 mod stream;
 pub mod telemetry;
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use quinn::crypto::rustls::QuicServerConfig;
 use tally_protocol::message::ALPN;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock::Clock;
 use crate::config::ServerConfig;
@@ -40,7 +41,17 @@ pub struct ServerContext {
     pub telemetry: Mutex<telemetry::Telemetry>,
     /// The daemon's clock (for `stats` timestamps).
     pub clock: Arc<dyn Clock>,
+    /// Becomes `true` when the daemon starts shutting down: streams stop reading requests,
+    /// answer what they hold, and end.
+    pub draining: watch::Receiver<bool>,
+    /// Connections accepted and not yet ended (including those still in their handshake).
+    pub open_connections: AtomicU32,
 }
+
+/// Held by every connection and stream task; the server knows they have all ended when the
+/// last clone is dropped (the receiver then yields `None`).
+#[derive(Clone)]
+struct Alive(#[allow(dead_code)] mpsc::Sender<()>);
 
 impl ServerContext {
     fn telemetry(&self) -> std::sync::MutexGuard<'_, telemetry::Telemetry> {
@@ -77,12 +88,19 @@ pub fn bind(
         .with_single_cert(credentials.cert_chain.clone(), credentials.key.clone_key())
         .map_err(|e| BindError::Tls(e.to_string()))?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
+    // No 0-RTT: early data can be replayed by anyone who captured it, and a replayed report
+    // would be counted twice. (0 is also rustls's default; this says it on purpose.)
+    tls.max_early_data_size = 0;
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| BindError::Tls(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    // Handshakes in progress count against the same budget as established connections.
+    server.max_incoming(limits.max_connections as usize);
     let mut transport = quinn::TransportConfig::default();
     transport
         .max_concurrent_bidi_streams(limits.streams_per_connection.into())
+        // Only bidirectional streams are used: no unidirectional streams, no datagrams.
         .max_concurrent_uni_streams(0u32.into())
+        .datagram_receive_buffer_size(None)
         .max_idle_timeout(Some(
             quinn::IdleTimeout::try_from(Duration::from_millis(limits.idle_timeout_ms))
                 .map_err(|e| BindError::Tls(format!("idle timeout: {e}")))?,
@@ -94,43 +112,105 @@ pub fn bind(
     })
 }
 
-/// Accepts connections until `stop` fires, then closes the endpoint.
+/// Accepts connections until `stop` fires; then drains: refuses new connections and streams,
+/// lets every stream answer what it has read (within `shutdown_grace`), and closes the endpoint.
 pub async fn serve(
     endpoint: quinn::Endpoint,
     context: Arc<ServerContext>,
+    drain: watch::Sender<bool>,
     mut stop: oneshot::Receiver<()>,
 ) {
+    let (alive, mut all_ended) = mpsc::channel::<()>(1);
+    let alive = Alive(alive);
     loop {
         tokio::select! {
             _ = &mut stop => break,
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
-                actix_rt::spawn(connection(incoming, context.clone()));
+                let open = context.open_connections.load(Ordering::Relaxed);
+                if open >= context.limits.max_connections {
+                    tracing::warn!(open, remote = %incoming.remote_address(), "refusing a connection: server.max_connections reached");
+                    incoming.refuse();
+                    continue;
+                }
+                context.open_connections.fetch_add(1, Ordering::Relaxed);
+                actix_rt::spawn(connection(incoming, context.clone(), alive.clone()));
             }
         }
+    }
+    let draining = Instant::now();
+    endpoint.set_server_config(None);
+    let _ = drain.send(true);
+    drop(alive);
+    let grace = Duration::from_millis(context.limits.shutdown_grace_ms);
+    match tokio::time::timeout(grace, all_ended.recv()).await {
+        Ok(_) => tracing::info!(
+            elapsed_ms = draining.elapsed().as_millis() as u64,
+            "drained: every stream answered what it had read"
+        ),
+        Err(_) => tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "shutdown grace ran out; closing the remaining connections"
+        ),
     }
     endpoint.close(close_code::SHUTTING_DOWN.into(), b"tallyd is shutting down");
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
 }
 
-async fn connection(incoming: quinn::Incoming, context: Arc<ServerContext>) {
-    let connection = match incoming.await {
-        Ok(connection) => connection,
-        Err(e) => {
+/// Releases the connection's slot however its task ends.
+struct ConnectionSlot(Arc<ServerContext>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn connection(incoming: quinn::Incoming, context: Arc<ServerContext>, alive: Alive) {
+    let _slot = ConnectionSlot(context.clone());
+    let handshake = Duration::from_millis(context.limits.handshake_timeout_ms);
+    let connection = match tokio::time::timeout(handshake, incoming).await {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(e)) => {
             tracing::debug!(error = %e, "a connection failed during the QUIC handshake");
+            return;
+        }
+        Err(_) => {
+            tracing::info!("a connection did not finish its QUIC handshake in time");
             return;
         }
     };
     let remote = connection.remote_address();
     tracing::debug!(%remote, "connection accepted");
+    // A connection must open its first stream within the handshake timeout (and then say Hello
+    // within it), so idle connections cannot hold slots without authenticating.
+    let first = match tokio::time::timeout(handshake, connection.accept_bi()).await {
+        Ok(Ok(first)) => first,
+        Ok(Err(_)) => return,
+        Err(_) => {
+            tracing::info!(%remote, "closing a connection that opened no stream in time");
+            connection.close(
+                close_code::HANDSHAKE_FAILED.into(),
+                b"no stream opened within the handshake timeout",
+            );
+            return;
+        }
+    };
     context.telemetry().connections += 1;
-    while let Ok((send, recv)) = connection.accept_bi().await {
+    let mut draining = context.draining.clone();
+    let mut next = Some(first);
+    while let Some((send, recv)) = next.take() {
         actix_rt::spawn(stream::serve_stream(
             connection.clone(),
             send,
             recv,
             context.clone(),
+            alive.clone(),
         ));
+        next = tokio::select! {
+            _ = draining.wait_for(|draining| *draining) => None,
+            accepted = connection.accept_bi() => accepted.ok(),
+        };
     }
     context.telemetry().connections -= 1;
     tracing::debug!(%remote, "connection closed");

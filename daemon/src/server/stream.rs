@@ -1,29 +1,44 @@
 //! One bidirectional stream: the `Hello` handshake, then requests read, processed concurrently up
 //! to `inflight_per_stream`, and answered by id in completion order. A broken rule ends the stream
-//! with a `Goodbye` that says why and closes the connection with a code.
+//! with a `Goodbye` that says why and closes the connection with a code. When the daemon drains,
+//! the stream stops reading, answers what it has read, says `Goodbye(ShuttingDown)` and ends.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rkyv::util::AlignedVec;
 use tally_protocol::codec::{decode_client_frame, encode_frame};
-use tally_protocol::framing::read_frame;
+use tally_protocol::framing::{read_first_byte, read_frame, read_frame_rest};
 use tally_protocol::message::*;
+use tokio::io::BufReader;
 use tokio::sync::{mpsc, Semaphore};
 
-use super::{close_code, ServerContext};
+use super::{close_code, Alive, ServerContext};
 use crate::activity::{RECENT_MAX, TOP_CUSTOMERS};
 
 /// Bytes of encoded answers the writer coalesces into one stream write.
 const WRITE_COALESCE_BYTES_MAX: usize = 64 * 1024;
 /// How long a `Goodbye` may take to reach the peer before the connection is closed anyway.
 const GOODBYE_FLUSH: Duration = Duration::from_secs(1);
+/// Bytes read from the stream at once; frames are parsed out of this buffer.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Why the request loop ended.
+enum End {
+    /// The peer finished its side of the stream.
+    Finished,
+    /// The peer broke a rule; the connection is closed with this error.
+    Violation(TallyError),
+    /// The daemon is shutting down.
+    Draining,
+}
 
 pub(super) async fn serve_stream(
     connection: quinn::Connection,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     context: Arc<ServerContext>,
+    _alive: Alive,
 ) {
     let limits = &context.limits;
     let mut body = AlignedVec::new();
@@ -48,26 +63,48 @@ pub(super) async fn serve_stream(
     let inflight = Arc::new(Semaphore::new(limits.inflight_per_stream as usize));
     let (answers, queued) = mpsc::channel::<Vec<u8>>(limits.inflight_per_stream as usize);
     let writer = actix_rt::spawn(write_answers(send, queued));
-    let failure = loop {
-        match read_frame(&mut recv, limits.frame_bytes_max, &mut body).await {
-            Ok(true) => {}
-            Ok(false) => break None,
-            Err(e) => break Some(invalid(e.to_string())),
+    let mut recv = BufReader::with_capacity(READ_BUFFER_BYTES, recv);
+    let mut draining = context.draining.clone();
+    let frame_timeout = Duration::from_millis(limits.frame_timeout_ms);
+    let end = loop {
+        // Waiting for a frame to start is bounded only by the connection's idle timeout; once it
+        // has started, all of it must arrive within `frame_timeout`.
+        let first = tokio::select! {
+            biased;
+            _ = draining.wait_for(|draining| *draining) => break End::Draining,
+            first = read_first_byte(&mut recv) => first,
+        };
+        let first = match first {
+            Ok(Some(first)) => first,
+            Ok(None) => break End::Finished,
+            Err(e) => break End::Violation(invalid(e.to_string())),
+        };
+        let rest = read_frame_rest(&mut recv, first, limits.frame_bytes_max, &mut body);
+        match tokio::time::timeout(frame_timeout, rest).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => break End::Violation(invalid(e.to_string())),
+            Err(_) => {
+                break End::Violation(invalid(format!(
+                    "a frame took longer than {} ms to arrive",
+                    frame_timeout.as_millis()
+                )))
+            }
         }
         let request = match decode_client_frame(&body) {
             Ok(ClientFrame::Request(request)) => request,
             Ok(ClientFrame::Hello(_)) => {
-                break Some(invalid("a second Hello on an authenticated stream".into()))
+                break End::Violation(invalid("a second Hello on an authenticated stream".into()))
             }
-            Err(e) => break Some(invalid(e.to_string())),
+            Err(e) => break End::Violation(invalid(e.to_string())),
         };
-        // Waiting here stops reading, so QUIC flow control pushes back on a client that sends
-        // more than `inflight_per_stream` at once.
-        let permit = inflight
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
+        // The client library never has more than `inflight_max` (from Welcome) unanswered, and
+        // a request counts here for less time than there, so a peer over the limit is not one.
+        let Ok(permit) = inflight.clone().try_acquire_owned() else {
+            break End::Violation(invalid(format!(
+                "more than {} requests in flight on one stream (the limit in Welcome)",
+                limits.inflight_per_stream
+            )));
+        };
         let context = context.clone();
         let answers = answers.clone();
         actix_rt::spawn(async move {
@@ -83,16 +120,28 @@ pub(super) async fn serve_stream(
         });
     };
     drop(answers);
-    let Ok(send) = writer.await else { return };
-    match (failure, send) {
-        (Some(error), Some(send)) => {
+    // Every request read is answered before the stream ends, whatever ended the loop.
+    let Ok(Some(mut send)) = writer.await else {
+        return;
+    };
+    match end {
+        End::Violation(error) => {
             tracing::info!(remote = %connection.remote_address(), %error, "closing a stream that broke the protocol");
             say_goodbye(&connection, send, error, close_code::PROTOCOL_VIOLATION).await;
         }
-        (None, Some(mut send)) => {
+        End::Draining => {
+            if write_frame(&mut send, &ServerFrame::Goodbye(TallyError::ShuttingDown))
+                .await
+                .is_ok()
+                && send.finish().is_ok()
+            {
+                // Wait until the peer has every answer, so closing the endpoint loses none.
+                let _ = tokio::time::timeout(GOODBYE_FLUSH, send.stopped()).await;
+            }
+        }
+        End::Finished => {
             let _ = send.finish();
         }
-        (_, None) => {}
     }
 }
 
