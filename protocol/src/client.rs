@@ -227,6 +227,16 @@ impl Client {
             &mut frame,
         )
         .map_err(|e| Error::Protocol(e.to_string()))?;
+        let body_bytes = frame.len() - crate::codec::LENGTH_PREFIX_BYTES;
+        if body_bytes > self.inner.welcome.frame_bytes_max as usize {
+            // Sending it would only get the connection cut off.
+            return Err(Error::Rejected(TallyError::InvalidRequest {
+                reason: format!(
+                    "request frame is {body_bytes} bytes; the daemon's limit is {}",
+                    self.inner.welcome.frame_bytes_max
+                ),
+            }));
+        }
         let mut retry = 0;
         loop {
             let attempt = if retry < retries {

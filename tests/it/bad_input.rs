@@ -2,105 +2,11 @@
 //! wrong role. Each gets a typed error or a clean close with a code, and the daemon keeps serving
 //! everyone else with state unchanged.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use quinn::crypto::rustls::QuicClientConfig;
-use rkyv::util::AlignedVec;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
-use tally_protocol::codec::{decode, encode_frame};
-use tally_protocol::framing::read_frame;
 use tally_protocol::message::*;
 use tally_protocol::{Client, Error};
 
+use crate::raw_peer::{goodbye, RawPeer};
 use crate::test_daemon::TestDaemon;
-
-/// A QUIC peer that speaks raw bytes.
-struct RawPeer {
-    connection: quinn::Connection,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    _endpoint: quinn::Endpoint,
-}
-
-impl RawPeer {
-    async fn connect(daemon: &TestDaemon) -> RawPeer {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(daemon.daemon().cert_pem().as_bytes()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![ALPN.to_vec()];
-        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(
-            QuicClientConfig::try_from(tls).unwrap(),
-        )));
-        let connection = endpoint
-            .connect(daemon.daemon().local_addr(), "localhost")
-            .unwrap()
-            .await
-            .unwrap();
-        let (send, recv) = connection.open_bi().await.unwrap();
-        RawPeer {
-            connection,
-            send,
-            recv,
-            _endpoint: endpoint,
-        }
-    }
-
-    async fn send_frame(&mut self, frame: &ClientFrame) {
-        let mut bytes = Vec::new();
-        encode_frame(frame, &mut bytes).unwrap();
-        self.send.write_all(&bytes).await.unwrap();
-    }
-
-    async fn hello(&mut self, api_key: String) -> ServerFrame {
-        self.send_frame(&ClientFrame::Hello(Hello {
-            version: PROTOCOL_VERSION,
-            api_key,
-        }))
-        .await;
-        self.next_frame().await
-    }
-
-    async fn next_frame(&mut self) -> ServerFrame {
-        let mut body = AlignedVec::new();
-        let read = tokio::time::timeout(
-            Duration::from_secs(5),
-            read_frame(&mut self.recv, FRAME_BYTES_MAX, &mut body),
-        );
-        assert!(
-            read.await.expect("an answer in time").expect("a frame"),
-            "the stream ended without a word"
-        );
-        decode(&body).expect("a valid server frame")
-    }
-
-    /// Waits for the daemon to close the connection and returns its code.
-    async fn close_code(&self) -> u64 {
-        let closed = tokio::time::timeout(Duration::from_secs(5), self.connection.closed())
-            .await
-            .expect("closed in time");
-        match closed {
-            quinn::ConnectionError::ApplicationClosed(close) => close.error_code.into_inner(),
-            other => panic!("expected an application close, got {other}"),
-        }
-    }
-}
-
-fn goodbye(frame: ServerFrame) -> TallyError {
-    match frame {
-        ServerFrame::Goodbye(error) => error,
-        other => panic!("expected a goodbye, got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn bad_peers_are_cut_off_and_good_ones_keep_being_served() {

@@ -8,6 +8,8 @@ mod billing;
 mod concurrency;
 mod holds;
 mod idempotency;
+mod limits;
+mod raw_peer;
 mod recovery;
 mod seed_examples;
 mod startup;
