@@ -101,7 +101,7 @@ impl Default for ServerToml {
             listen: "127.0.0.1:7070".into(),
             shards: 0,
             mailbox_capacity: 4_096,
-            inflight_per_stream: 1_024,
+            inflight_per_stream: 64,
             streams_per_connection: 4,
             max_connections: 1_024,
             frame_bytes_max: FRAME_BYTES_MAX,

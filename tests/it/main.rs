@@ -9,6 +9,7 @@ mod concurrency;
 mod holds;
 mod idempotency;
 mod limits;
+mod overload;
 mod raw_peer;
 mod recovery;
 mod seed_examples;
