@@ -15,7 +15,8 @@ cleanup() {
 trap cleanup EXIT
 
 cargo build --release --manifest-path "$root/Cargo.toml" --bin tallyd --bin tally
-sed 's/^listen = .*/listen = "127.0.0.1:0"/' "$root/config.toml" > "$work/config.toml"
+sed -e 's/^listen = .*/listen = "127.0.0.1:0"/' -e 's/^http_listen = .*/http_listen = "127.0.0.1:0"/' \
+    "$root/config.toml" > "$work/config.toml"
 cd "$work"
 # The README's command (plus --manifest-path, since we run it from the scratch folder).
 cargo run --quiet --release --manifest-path "$root/Cargo.toml" --bin tallyd -- serve > tallyd.log 2>&1 &

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU32;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -19,6 +19,7 @@ use crate::credentials::{Credentials, CredentialsError, DevApiKeys};
 use crate::data_dir::{self, DataDirError, DataDirLock};
 use crate::janitor::Janitor;
 use crate::metering::engine::ShardCore;
+use crate::ops_http::{OpsHttp, OpsStatus};
 use crate::router::Shards;
 use crate::server::telemetry::Telemetry;
 use crate::server::{self, BindError, ServerContext};
@@ -54,13 +55,33 @@ pub enum StartError {
     /// The server thread could not be started.
     #[error("cannot start the server thread: {0}")]
     Thread(String),
+    /// The ops HTTP listener could not start.
+    #[error("cannot serve [ops] http_listen on {addr}: {source}")]
+    OpsListen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Knobs for tests and tools; production uses the defaults.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct StartOptions {
     /// Fault injection at the storage boundary.
     pub store_faults: StoreFaults,
+    /// Called with the ops listener's address (if any) once it is up, before the store is
+    /// opened: a test can hold recovery here and watch `/readyz` say 503.
+    pub before_recovery: Option<Arc<dyn Fn(Option<SocketAddr>) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for StartOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartOptions")
+            .field("store_faults", &self.store_faults)
+            .field("before_recovery", &self.before_recovery.is_some())
+            .finish()
+    }
 }
 
 /// A running daemon. Dropping it shuts it down.
@@ -70,6 +91,8 @@ pub struct Daemon {
     dev_api_keys: Option<DevApiKeys>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    /// Dropped after the server thread has stopped, so probes see the drain.
+    ops: Option<OpsHttp>,
 }
 
 impl Daemon {
@@ -91,6 +114,22 @@ impl Daemon {
                 addr: config.server.listen,
             });
         }
+        let health = StoreHealth::default();
+        let status = Arc::new(OpsStatus {
+            server: OnceLock::new(),
+            health: health.clone(),
+        });
+        // Up before recovery, so probes see "not ready" rather than nothing while it runs.
+        let ops = match config.ops.http_listen {
+            Some(addr) => Some(
+                OpsHttp::start(addr, status.clone())
+                    .map_err(|source| StartError::OpsListen { addr, source })?,
+            ),
+            None => None,
+        };
+        if let Some(hook) = &options.before_recovery {
+            hook(ops.as_ref().map(OpsHttp::local_addr));
+        }
         let opening = Instant::now();
         let store = Arc::new(Store::open(&config.storage.data_dir, options.store_faults)?);
         tracing::info!(
@@ -98,7 +137,6 @@ impl Daemon {
             "opened the store (journal replayed)"
         );
         let cores = recover(&store, &config, clock.now_ms())?;
-        let health = StoreHealth::default();
         let committer = Committer::start(store.clone(), config.storage.durability, health.clone());
         let janitor = Janitor::start(
             store.clone(),
@@ -120,6 +158,7 @@ impl Daemon {
             janitor,
             health,
             data_dir_lock,
+            status,
         };
         let thread = std::thread::Builder::new()
             .name("tallyd-server".into())
@@ -134,7 +173,13 @@ impl Daemon {
             dev_api_keys,
             stop: Some(stop),
             thread: Some(thread),
+            ops,
         })
+    }
+
+    /// Where `/livez`, `/readyz` and `/metrics` are served, when `[ops] http_listen` is set.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops.as_ref().map(OpsHttp::local_addr)
     }
 
     /// The address the daemon listens on.
@@ -201,6 +246,7 @@ struct Parts {
     health: StoreHealth,
     /// Held until the store is flushed and closed, so a successor never opens it early.
     data_dir_lock: DataDirLock,
+    status: Arc<OpsStatus>,
 }
 
 fn serve_on_this_thread(
@@ -218,6 +264,7 @@ fn serve_on_this_thread(
         janitor,
         health,
         data_dir_lock,
+        status,
     } = parts;
     let system = actix::System::new();
     let commits = committer.sender();
@@ -257,6 +304,7 @@ fn serve_on_this_thread(
             draining,
             open_connections: AtomicU32::new(0),
         });
+        let _ = status.server.set(Arc::downgrade(&context));
         server::serve(endpoint, context, drain, stop).await;
         shards.stop_after_hand_over().await;
     });

@@ -23,6 +23,7 @@ pub mod data_dir;
 pub mod demo;
 pub mod janitor;
 pub mod metering;
+pub mod ops_http;
 pub mod router;
 pub mod server;
 pub mod shard;

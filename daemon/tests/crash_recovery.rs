@@ -5,15 +5,17 @@
 //! Several kill points per run, in `sync` and `buffered` modes. The seed is printed; set
 //! `TALLY_CRASH_SEED` to replay a run.
 
+mod support;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tally_protocol::message::ReportItem;
-use tally_protocol::{Client, ClientConfig};
+use tally_protocol::Client;
+
+use support::{folder_with_config, runtime, Tallyd};
 
 const CUSTOMERS: usize = 8;
 const TASKS: usize = 6;
@@ -32,59 +34,6 @@ impl Rng {
 
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
-    }
-}
-
-struct Tallyd {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Tallyd {
-    fn start(dir: &Path) -> Tallyd {
-        let addr_file = dir.join("tally-data").join("tallyd.addr");
-        let _ = std::fs::remove_file(&addr_file);
-        let child = Command::new(env!("CARGO_BIN_EXE_tallyd"))
-            .args(["serve", "--config"])
-            .arg(dir.join("config.toml"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("tallyd starts");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !addr_file.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "tallyd did not start within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Tallyd {
-            child,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    async fn client(&self) -> Client {
-        let data = self.dir.join("tally-data");
-        let addr = std::fs::read_to_string(data.join("tallyd.addr")).unwrap();
-        let cert = std::fs::read(data.join("dev/cert.pem")).unwrap();
-        let keys: HashMap<String, String> = std::fs::read_to_string(data.join("dev/api-keys.toml"))
-            .unwrap()
-            .lines()
-            .filter_map(|line| line.split_once(" = "))
-            .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
-            .collect();
-        let mut config =
-            ClientConfig::new(addr.trim().parse().unwrap(), cert, keys["admin"].clone());
-        config.request_timeout = Duration::from_secs(2);
-        Client::connect(config).await.expect("client connects")
-    }
-
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().unwrap();
     }
 }
 
@@ -153,21 +102,6 @@ fn seed(test: &str) -> u64 {
     seed
 }
 
-/// A temp folder with the shipped config.toml on port 0, in `durability` mode, plus `extra`.
-fn folder_with_config(durability: &str, extra: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config.toml"))
-        .unwrap()
-        .replace("listen = \"127.0.0.1:7070\"", "listen = \"127.0.0.1:0\"")
-        .replace(
-            "durability = \"sync\"",
-            &format!("durability = \"{durability}\""),
-        )
-        + extra;
-    std::fs::write(dir.path().join("config.toml"), config).unwrap();
-    dir
-}
-
 /// Creates customers `{prefix}0` … on `plan`.
 fn create_customers(runtime: &tokio::runtime::Runtime, daemon: &Tallyd, prefix: &str, plan: &str) {
     runtime.block_on(async {
@@ -177,14 +111,6 @@ fn create_customers(runtime: &tokio::runtime::Runtime, daemon: &Tallyd, prefix: 
             client.admin().create_customer(&id, plan).await.unwrap();
         }
     });
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn run_crash_rounds(durability: &str) {

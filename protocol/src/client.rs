@@ -126,11 +126,19 @@ struct Shared {
 }
 
 impl Shared {
+    /// The reader's end: it knows best why (a `Goodbye` says more than a failed write).
     fn close(&self, reason: String) {
         let mut closed = self.closed.lock().expect("client lock poisoned");
-        closed.get_or_insert(reason);
+        *closed = Some(reason);
         // Dropping the senders wakes every waiter, which then reads `closed`.
         self.pending().clear();
+    }
+
+    fn refuse_new(&self, reason: String) {
+        self.closed
+            .lock()
+            .expect("client lock poisoned")
+            .get_or_insert(reason);
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiter>> {
@@ -190,7 +198,7 @@ impl Client {
         let inflight_max = welcome.inflight_max.max(1) as usize;
         let (outgoing, queued) = mpsc::channel(inflight_max);
         tokio::spawn(write_loop(send, queued, shared.clone()));
-        tokio::spawn(read_loop(recv, shared.clone()));
+        tokio::spawn(read_loop(recv, shared.clone(), connection.clone()));
         Ok(Client {
             inner: Arc::new(Inner {
                 outgoing,
@@ -399,14 +407,21 @@ async fn write_loop(
             }
         }
         if let Err(e) = send.write_all(&batch).await {
-            shared.close(format!("writing to the daemon failed: {e}"));
+            // New calls fail from now on, but requests already sent may still be answered (a
+            // draining daemon stops reading before it sends its last answers): the reader
+            // settles them, and ends everything when the stream ends.
+            shared.refuse_new(format!("writing to the daemon failed: {e}"));
             return;
         }
     }
     let _ = send.finish();
 }
 
-async fn read_loop(mut recv: quinn::RecvStream, shared: Arc<Shared>) {
+async fn read_loop(
+    mut recv: quinn::RecvStream,
+    shared: Arc<Shared>,
+    connection: quinn::Connection,
+) {
     let mut body = AlignedVec::new();
     let reason = loop {
         match read_frame(&mut recv, FRAME_BYTES_MAX, &mut body).await {
@@ -431,6 +446,9 @@ async fn read_loop(mut recv: quinn::RecvStream, shared: Arc<Shared>) {
         }
     };
     shared.close(reason);
+    // Every answer before the end has been handed over; closing now tells a draining daemon it
+    // may stop (it keeps the connection open until then, so no sent answer is lost).
+    connection.close(0u32.into(), b"stream ended");
 }
 
 fn unexpected(response: Response) -> Error {

@@ -9,6 +9,7 @@ mod concurrency;
 mod holds;
 mod idempotency;
 mod limits;
+mod ops_http;
 mod overload;
 mod raw_peer;
 mod recovery;

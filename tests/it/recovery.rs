@@ -137,6 +137,7 @@ async fn a_failed_write_is_never_acknowledged() {
     let faults = StoreFaults::default();
     let options = tally_daemon::StartOptions {
         store_faults: faults.clone(),
+        ..Default::default()
     };
     let mut daemon = TestDaemon::start_with(|_| {}, options);
     let client = daemon.client(Role::Admin).await;

@@ -4,6 +4,8 @@
 mod stream;
 pub mod telemetry;
 
+pub(crate) use stream::stats;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,7 +39,7 @@ pub struct ServerContext {
     pub keys: ApiKeys,
     /// Limits from `[server]`.
     pub limits: ServerConfig,
-    /// Counters for `stats` (only the server thread touches them; the lock is uncontended).
+    /// Counters for `stats` (the server thread records; `/metrics` reads now and then).
     pub telemetry: Mutex<telemetry::Telemetry>,
     /// The daemon's clock (for `stats` timestamps).
     pub clock: Arc<dyn Clock>,
@@ -211,6 +213,12 @@ async fn connection(incoming: quinn::Incoming, context: Arc<ServerContext>, aliv
             _ = draining.wait_for(|draining| *draining) => None,
             accepted = connection.accept_bi() => accepted.ok(),
         };
+    }
+    if *draining.borrow() {
+        // Dropping the last handle would close the connection at once, and the peer would lose
+        // answers it has received but not yet read. Its client closes it after reading the
+        // `Goodbye`; the server closes whatever is left when the grace runs out.
+        connection.closed().await;
     }
     context.telemetry().connections -= 1;
     tracing::debug!(%remote, "connection closed");

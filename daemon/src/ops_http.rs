@@ -1,0 +1,403 @@
+//! The operations listener: a deliberately tiny HTTP/1.1 server on its own thread for probes and
+//! scrapers. `/livez` (the process answers), `/readyz` (503 until the store is recovered and QUIC
+//! listens; 503 again while draining or after a storage failure) and `/metrics` (Prometheus text,
+//! no per-customer labels). One request per connection; heads over 8 KiB or slower than 5 s are
+//! dropped, so it cannot be used to hold the daemon's resources.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tally_protocol::message::StatsSnapshot;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, Semaphore};
+
+use crate::committer::StoreHealth;
+use crate::server::ServerContext;
+
+/// Largest request head read.
+const HEAD_BYTES_MAX: usize = 8 * 1024;
+/// How long a client may take to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests answered at once; more wait in the kernel's accept queue.
+const CONCURRENT_MAX: usize = 32;
+
+/// What the listener reports on: filled in as start-up progresses.
+#[derive(Default)]
+pub struct OpsStatus {
+    /// Set once the QUIC server is listening (which is after recovery). Weak, so the listener
+    /// never keeps the server's parts alive past shutdown.
+    pub server: OnceLock<Weak<ServerContext>>,
+    /// The storage health shared with the committer.
+    pub health: StoreHealth,
+}
+
+impl OpsStatus {
+    /// Why the daemon is not ready, or `None` when it is.
+    pub fn not_ready(&self) -> Option<String> {
+        if let Some(failure) = self.health.failure() {
+            return Some(format!("storage failed: {failure}"));
+        }
+        let Some(server) = self.server.get() else {
+            return Some("recovering state from the store".into());
+        };
+        match server.upgrade() {
+            None => Some("stopped".into()),
+            Some(server) if *server.draining.borrow() => Some("shutting down".into()),
+            Some(_) => None,
+        }
+    }
+}
+
+/// The running listener; dropping it stops it.
+pub struct OpsHttp {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl OpsHttp {
+    /// Binds `addr` and serves on a thread of its own.
+    pub fn start(addr: SocketAddr, status: Arc<OpsStatus>) -> std::io::Result<OpsHttp> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("tallyd-ops".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a current-thread runtime");
+                runtime.block_on(async move {
+                    let listener =
+                        TcpListener::from_std(listener).expect("a non-blocking listener");
+                    serve(listener, status, stopped).await;
+                });
+            })?;
+        tracing::info!(%addr, "ops HTTP listener: /livez /readyz /metrics");
+        Ok(OpsHttp {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for OpsHttp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn serve(listener: TcpListener, status: Arc<OpsStatus>, mut stop: oneshot::Receiver<()>) {
+    let slots = Arc::new(Semaphore::new(CONCURRENT_MAX));
+    loop {
+        let permit = tokio::select! {
+            _ = &mut stop => return,
+            permit = slots.clone().acquire_owned() => permit.expect("never closed"),
+        };
+        let accepted = tokio::select! {
+            _ = &mut stop => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let status = status.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(HEAD_TIMEOUT * 2, answer(stream, &status)).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn answer(mut stream: TcpStream, status: &OpsStatus) -> std::io::Result<()> {
+    let Ok(head) = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await else {
+        return Ok(());
+    };
+    let (code, content_type, body) = match request_target(&head?) {
+        Some(("GET", "/livez")) => (200, "text/plain", "ok\n".to_string()),
+        Some(("GET", "/readyz")) => match status.not_ready() {
+            None => (200, "text/plain", "ready\n".to_string()),
+            Some(reason) => (503, "text/plain", format!("not ready: {reason}\n")),
+        },
+        Some(("GET", "/metrics")) => (200, "text/plain; version=0.0.4", metrics(status).await),
+        Some(("GET", _)) => (
+            404,
+            "text/plain",
+            "not found; try /livez, /readyz or /metrics\n".into(),
+        ),
+        Some(_) => (405, "text/plain", "only GET\n".into()),
+        None => (400, "text/plain", "bad request\n".into()),
+    };
+    let reason = match code {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Service Unavailable",
+    };
+    let response = format!(
+        "HTTP/1.1 {code} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// Reads until the blank line that ends an HTTP head (or the size limit, or the end).
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < HEAD_BYTES_MAX {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&chunk[..n]);
+    }
+    Ok(head)
+}
+
+/// The method and path of a request line, query string dropped.
+fn request_target(head: &[u8]) -> Option<(&str, &str)> {
+    let line = head.split(|b| *b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?.trim_end();
+    let mut parts = line.split(' ');
+    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+    if !version.starts_with("HTTP/1.") || parts.next().is_some() {
+        return None;
+    }
+    Some((method, target.split('?').next()?))
+}
+
+async fn metrics(status: &OpsStatus) -> String {
+    let ready = status.not_ready().is_none();
+    let server = status.server.get().and_then(Weak::upgrade);
+    let snapshot = match server {
+        Some(server) => Some(crate::server::stats(&server).await),
+        None => None,
+    };
+    render_metrics(ready, snapshot.as_ref())
+}
+
+/// Prometheus text exposition of a stats snapshot (what `tally top` shows, minus customers).
+pub fn render_metrics(ready: bool, snapshot: Option<&StatsSnapshot>) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let one = |value: f64| vec![(String::new(), value)];
+    family(
+        "tally_up",
+        "gauge",
+        "1 while the process answers.",
+        &one(1.0),
+    );
+    let ready = if ready { 1.0 } else { 0.0 };
+    family(
+        "tally_ready",
+        "gauge",
+        "1 when /readyz answers 200.",
+        &one(ready),
+    );
+    let Some(s) = snapshot else {
+        return out;
+    };
+    family(
+        "tally_uptime_seconds",
+        "gauge",
+        "Seconds since the daemon started.",
+        &one(s.uptime_ms as f64 / 1000.0),
+    );
+    let per_op = |value: &dyn Fn(&tally_protocol::message::OperationStats) -> f64| {
+        s.operations
+            .iter()
+            .map(|op| (format!("{{operation=\"{}\"}}", op.operation), value(op)))
+            .collect::<Vec<_>>()
+    };
+    family(
+        "tally_requests_total",
+        "counter",
+        "Requests answered, by operation.",
+        &per_op(&|op| op.count as f64),
+    );
+    family(
+        "tally_request_errors_total",
+        "counter",
+        "Requests answered with an error, by operation.",
+        &per_op(&|op| op.errors as f64),
+    );
+    let mut quantiles = Vec::new();
+    for op in &s.operations {
+        for (q, us) in [
+            ("0.5", op.latency.p50_us),
+            ("0.9", op.latency.p90_us),
+            ("0.99", op.latency.p99_us),
+            ("0.999", op.latency.p999_us),
+        ] {
+            quantiles.push((
+                format!("{{operation=\"{}\",quantile=\"{q}\"}}", op.operation),
+                us as f64 / 1e6,
+            ));
+        }
+    }
+    family(
+        "tally_request_duration_seconds",
+        "gauge",
+        "Latency from decode to answer since start, by operation and quantile.",
+        &quantiles,
+    );
+    family(
+        "tally_checks_total",
+        "counter",
+        "Check answers by result.",
+        &[
+            ("{result=\"allowed\"}".into(), s.checks_allowed as f64),
+            ("{result=\"denied\"}".into(), s.checks_denied as f64),
+        ],
+    );
+    family(
+        "tally_connections",
+        "gauge",
+        "Open client connections.",
+        &one(s.connections as f64),
+    );
+    let per_shard = |value: &dyn Fn(&tally_protocol::message::ShardStats) -> f64| {
+        s.shards
+            .iter()
+            .map(|shard| (format!("{{shard=\"{}\"}}", shard.shard), value(shard)))
+            .collect::<Vec<_>>()
+    };
+    family(
+        "tally_shard_customers",
+        "gauge",
+        "Customers held by each shard.",
+        &per_shard(&|shard| shard.customers as f64),
+    );
+    family(
+        "tally_shard_mailbox_depth",
+        "gauge",
+        "Messages waiting in each shard's mailbox.",
+        &per_shard(&|shard| shard.mailbox_depth as f64),
+    );
+    family(
+        "tally_shard_handled_total",
+        "counter",
+        "Messages each shard has handled.",
+        &per_shard(&|shard| shard.handled as f64),
+    );
+    family(
+        "tally_storage_bytes",
+        "gauge",
+        "Bytes the store occupies on disk.",
+        &one(s.storage_bytes as f64),
+    );
+    family(
+        "tally_revenue_month_dollars",
+        "gauge",
+        "This month's invoiced and purchased totals since the daemon started, by kind.",
+        &[
+            (
+                "{kind=\"gross\"}".into(),
+                s.revenue.gross_units as f64 / 10_000.0,
+            ),
+            (
+                "{kind=\"fee\"}".into(),
+                s.revenue.fee_units as f64 / 10_000.0,
+            ),
+            (
+                "{kind=\"net\"}".into(),
+                s.revenue.net_units as f64 / 10_000.0,
+            ),
+        ],
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_protocol::message::{LatencySummary, OperationStats, ShardStats};
+
+    #[test]
+    fn request_lines_are_parsed_strictly() {
+        assert_eq!(
+            request_target(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n"),
+            Some(("GET", "/metrics"))
+        );
+        assert_eq!(
+            request_target(b"GET /readyz?verbose HTTP/1.0\r\n\r\n"),
+            Some(("GET", "/readyz"))
+        );
+        assert_eq!(request_target(b"GET /metrics\r\n\r\n"), None);
+        assert_eq!(request_target(b"\xff\xfe\r\n\r\n"), None);
+        assert_eq!(request_target(b"GET / SPDY/3 extra\r\n"), None);
+    }
+
+    #[test]
+    fn metrics_are_prometheus_text_without_customers() {
+        let snapshot = StatsSnapshot {
+            uptime_ms: 1_500,
+            operations: vec![OperationStats {
+                operation: "check".into(),
+                count: 10,
+                errors: 1,
+                latency: LatencySummary {
+                    count: 10,
+                    p50_us: 70,
+                    p90_us: 90,
+                    p99_us: 150,
+                    p999_us: 200,
+                    max_us: 210,
+                },
+                recent: LatencySummary::default(),
+            }],
+            shards: vec![ShardStats {
+                shard: 0,
+                customers: 3,
+                mailbox_depth: 0,
+                handled: 12,
+            }],
+            ..StatsSnapshot::default()
+        };
+        let text = render_metrics(true, Some(&snapshot));
+        for line in [
+            "# TYPE tally_requests_total counter",
+            "tally_requests_total{operation=\"check\"} 10",
+            "tally_request_errors_total{operation=\"check\"} 1",
+            "tally_request_duration_seconds{operation=\"check\",quantile=\"0.99\"} 0.00015",
+            "tally_shard_customers{shard=\"0\"} 3",
+            "tally_ready 1",
+            "tally_uptime_seconds 1.5",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+        assert!(!text.contains("customer=\""));
+        // Every sample line is `name{labels} value` with a known family.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            assert!(name.starts_with("tally_"), "{line}");
+            value.parse::<f64>().unwrap();
+        }
+    }
+}
