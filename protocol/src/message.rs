@@ -1,6 +1,10 @@
 //! The wire vocabulary: every request, response and error that crosses a Tally connection, and the
 //! limits that bound them. Plain data only — no IO, no async — so the daemon's core and the client
 //! can share these types; the bytes they become are the codec's business.
+//!
+//! Wire types hold strings, vectors, enums and owned boxes only: no shared pointers (`Rc`, `Arc`)
+//! and no maps, whose archived validation is where rkyv's 2026 advisories (RUSTSEC-2026-0233/4/5,
+//! fixed in 0.8.17; the workspace requires 0.8.18) lived. A test below keeps it so.
 
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -1063,6 +1067,26 @@ mod tests {
             amount,
             idempotency_key: None,
             only_if_allowed: false,
+        }
+    }
+
+    #[test]
+    fn wire_types_hold_no_shared_pointers_or_maps() {
+        let source = include_str!("message.rs");
+        let code = &source[..source.find("#[cfg(test)]").unwrap()];
+        for banned in [
+            "Rc<",
+            "Arc<",
+            "HashMap<",
+            "BTreeMap<",
+            "HashSet<",
+            "BTreeSet<",
+        ] {
+            let uses = code
+                .lines()
+                .filter(|line| !line.trim_start().starts_with("//"))
+                .any(|line| line.contains(banned));
+            assert!(!uses, "message.rs uses {banned} in a wire type");
         }
     }
 

@@ -240,7 +240,8 @@ async fn early_data_is_never_accepted() {
         Ok(_) => panic!("the daemon offered 0-RTT"),
         Err(connecting) => {
             // The full handshake still works.
-            connecting.await.unwrap();
+            connecting.await.unwrap().close(0u32.into(), b"done");
         }
     }
+    first.close(0u32.into(), b"done");
 }

@@ -214,12 +214,6 @@ async fn connection(incoming: quinn::Incoming, context: Arc<ServerContext>, aliv
             accepted = connection.accept_bi() => accepted.ok(),
         };
     }
-    if *draining.borrow() {
-        // Dropping the last handle would close the connection at once, and the peer would lose
-        // answers it has received but not yet read. Its client closes it after reading the
-        // `Goodbye`; the server closes whatever is left when the grace runs out.
-        connection.closed().await;
-    }
     context.telemetry().connections -= 1;
     tracing::debug!(%remote, "connection closed");
 }

@@ -20,6 +20,11 @@ use crate::activity::{RECENT_MAX, TOP_CUSTOMERS};
 const WRITE_COALESCE_BYTES_MAX: usize = 64 * 1024;
 /// How long a `Goodbye` may take to reach the peer before the connection is closed anyway.
 const GOODBYE_FLUSH: Duration = Duration::from_secs(1);
+/// When draining, how long the stream keeps its connection open after the peer has received
+/// the last answers and the `Goodbye`, waiting for the client to close it: closing first would
+/// discard what the client has received but not read yet. The client library closes as soon as
+/// it reads the `Goodbye`, so this only runs out for peers that are stalled or gone.
+const DRAIN_LINGER: Duration = Duration::from_millis(250);
 /// Bytes read from the stream at once; frames are parsed out of this buffer.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -135,8 +140,9 @@ pub(super) async fn serve_stream(
                 .is_ok()
                 && send.finish().is_ok()
             {
-                // Wait until the peer has every answer, so closing the endpoint loses none.
+                // Wait until the peer has every answer, then until it has read them (it closes).
                 let _ = tokio::time::timeout(GOODBYE_FLUSH, send.stopped()).await;
+                let _ = tokio::time::timeout(DRAIN_LINGER, connection.closed()).await;
             }
         }
         End::Finished => {
