@@ -12,24 +12,31 @@ use std::time::{Duration, Instant};
 use tally_protocol::{Client, ClientConfig};
 
 pub struct Tallyd {
-    child: Child,
+    pub child: Child,
     dir: PathBuf,
 }
 
 impl Tallyd {
     pub fn start(dir: &Path) -> Tallyd {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tallyd"));
+        // TALLYD_LOG=info shows the daemon's own account of a failing test.
+        command.env(
+            "RUST_LOG",
+            std::env::var("TALLYD_LOG").unwrap_or_else(|_| "warn".into()),
+        );
+        Tallyd::start_command(dir, command, Stdio::inherit())
+    }
+
+    /// Starts `command` (tallyd with any options and environment) as `serve --config
+    /// <dir>/config.toml`, with its stderr going to `stderr`.
+    pub fn start_command(dir: &Path, mut command: Command, stderr: Stdio) -> Tallyd {
         let addr_file = dir.join("tally-data").join("tallyd.addr");
         let _ = std::fs::remove_file(&addr_file);
-        let child = Command::new(env!("CARGO_BIN_EXE_tallyd"))
+        let child = command
             .args(["serve", "--config"])
             .arg(dir.join("config.toml"))
-            // TALLYD_LOG=info shows the daemon's own account of a failing test.
-            .env(
-                "RUST_LOG",
-                std::env::var("TALLYD_LOG").unwrap_or_else(|_| "warn".into()),
-            )
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("tallyd starts");
         let deadline = Instant::now() + Duration::from_secs(30);
