@@ -24,7 +24,7 @@ daemon_pid=$!
 for _ in $(seq 1 100); do [[ -s tally-data/tallyd.addr ]] && break; sleep 0.1; done
 [[ -s tally-data/tallyd.addr ]] || { cat tallyd.log; echo "tallyd did not start" >&2; exit 1; }
 
-tally() { "$root/target/release/tally" "$@"; }
+tally() { "${CARGO_TARGET_DIR:-$root/target}/release/tally" "$@"; }
 # expect JSON FIELD VALUE: the field of the JSON object on stdin equals VALUE (as JSON).
 expect() {
   python3 -c '
