@@ -64,6 +64,10 @@ pub struct Args {
     /// Shards of a `--spawn`ed daemon (default: one per core).
     #[arg(long)]
     pub shards: Option<usize>,
+    /// Run a `--spawn`ed daemon's shards on threads of their own instead of its QUIC server
+    /// thread (`[server] shards_on_server_thread = false`).
+    #[arg(long)]
+    pub shard_threads: bool,
     /// Open loop: total requests per second (default: closed loop).
     #[arg(long)]
     pub rate: Option<u64>,
@@ -163,6 +167,9 @@ fn target(args: &Args) -> anyhow::Result<Target> {
         };
         if let Some(shards) = args.shards {
             config.server.shards = shards.max(1);
+        }
+        if args.shard_threads {
+            config.server.shards_on_server_thread = false;
         }
         let daemon = Daemon::start(config, Arc::new(SystemClock)).context("starting tallyd")?;
         let client = daemon

@@ -82,6 +82,7 @@ struct ConfigToml {
 struct ServerToml {
     listen: String,
     shards: usize,
+    shards_on_server_thread: bool,
     mailbox_capacity: usize,
     inflight_per_stream: u32,
     streams_per_connection: u32,
@@ -100,6 +101,7 @@ impl Default for ServerToml {
         Self {
             listen: "127.0.0.1:7070".into(),
             shards: 0,
+            shards_on_server_thread: true,
             mailbox_capacity: 4_096,
             inflight_per_stream: 64,
             streams_per_connection: 4,
@@ -208,6 +210,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Shard actors; 0 in the file means one per core.
     pub shards: usize,
+    /// Run the shard actors on the QUIC server's thread instead of one thread each.
+    pub shards_on_server_thread: bool,
     /// Messages a shard's mailbox holds before requests are answered `Overloaded`.
     pub mailbox_capacity: usize,
     /// Requests processed at once per stream; more wait unread (QUIC flow control pushes back).
@@ -557,6 +561,7 @@ fn server_config(raw: &ServerToml, base: &Path, errors: &mut Vec<String>) -> Ser
     ServerConfig {
         listen,
         shards: shards.clamp(1, SHARDS_MAX),
+        shards_on_server_thread: raw.shards_on_server_thread,
         mailbox_capacity: raw.mailbox_capacity,
         inflight_per_stream: raw.inflight_per_stream,
         streams_per_connection: raw.streams_per_connection,

@@ -274,6 +274,7 @@ fn serve_on_this_thread(
         let shards = Shards::start(
             cores,
             config.server.mailbox_capacity,
+            config.server.shards_on_server_thread,
             clock,
             shard_store,
             commits,
@@ -308,6 +309,9 @@ fn serve_on_this_thread(
         server::serve(endpoint, context, drain, stop).await;
         shards.stop_after_hand_over().await;
     });
+    // Shards on the server thread live in the System until it is dropped; dropping it ends them
+    // (their last bursts were handed over above) and with them their committer senders.
+    drop(system);
     // Every shard is gone, so the committer drains what they handed over and ends.
     committer.stop();
     janitor.stop();

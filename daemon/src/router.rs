@@ -65,12 +65,13 @@ pub struct Shards {
 }
 
 impl Shards {
-    /// Starts one shard per core in `cores`, each on its own arbiter. Must run inside an actix
-    /// `System`. Shard `i` must own exactly the customers that `shard_of(hash, cores.len())`
-    /// places on `i`.
+    /// Starts one shard per core in `cores`: each on its own arbiter (thread), or, with
+    /// `on_this_thread`, all on the calling one (the server's). Must run inside an actix `System`.
+    /// Shard `i` must own exactly the customers that `shard_of(hash, cores.len())` places on `i`.
     pub fn start(
         cores: Vec<ShardCore>,
         mailbox_capacity: usize,
+        on_this_thread: bool,
         clock: Arc<dyn Clock>,
         store: Arc<Store>,
         commits: SyncSender<Burst>,
@@ -80,15 +81,21 @@ impl Shards {
         let mut arbiters = Vec::with_capacity(cores.len());
         let mut handles = Vec::with_capacity(cores.len());
         for core in cores {
-            let arbiter = Arbiter::new();
+            let home = if on_this_thread {
+                Arbiter::current()
+            } else {
+                let arbiter = Arbiter::new();
+                let handle = arbiter.handle();
+                arbiters.push(arbiter);
+                handle
+            };
             let (clock, commits, health) = (clock.clone(), commits.clone(), health.clone());
             let depth = Arc::new(AtomicU64::new(0));
             let shard_depth = depth.clone();
-            let address = Shard::start_in_arbiter(&arbiter.handle(), move |ctx| {
+            let address = Shard::start_in_arbiter(&home, move |ctx| {
                 ctx.set_mailbox_capacity(mailbox_capacity);
                 Shard::new(core, clock, commits, health, shard_depth)
             });
-            arbiters.push(arbiter);
             handles.push(ShardHandle { address, depth });
         }
         Shards {
@@ -332,7 +339,15 @@ mod tests {
             let committer = Committer::start(store.clone(), Durability::Buffered, health.clone());
             let core = ShardCore::new(config.catalogue, 60_000, Default::default());
             let clock = Arc::new(ManualClock::new(0));
-            let shards = Shards::start(vec![core], 2, clock, store, committer.sender(), health);
+            let shards = Shards::start(
+                vec![core],
+                2,
+                false,
+                clock,
+                store,
+                committer.sender(),
+                health,
+            );
             let router = shards.router.clone();
             let create = Request::CreateCustomer(CustomerPlan {
                 customer: "acme".into(),

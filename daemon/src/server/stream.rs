@@ -85,7 +85,7 @@ pub(super) async fn serve_stream(
             Err(e) => break End::Violation(invalid(e.to_string())),
         };
         let rest = read_frame_rest(&mut recv, first, limits.frame_bytes_max, &mut body);
-        match tokio::time::timeout(frame_timeout, rest).await {
+        match within(frame_timeout, rest).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => break End::Violation(invalid(e.to_string())),
             Err(_) => {
@@ -333,6 +333,20 @@ async fn say_goodbye(
     }
     let reason = &reason.as_bytes()[..reason.len().min(256)];
     connection.close(code.into(), reason);
+}
+
+/// `future`, given at most `limit` — but a future that is ready at once (a frame already in the
+/// read buffer, the common case under load) costs no timer.
+async fn within<F: std::future::Future>(
+    limit: Duration,
+    future: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut future = std::pin::pin!(future);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx))).await;
+    match first {
+        std::task::Poll::Ready(output) => Ok(output),
+        std::task::Poll::Pending => tokio::time::timeout(limit, future).await,
+    }
 }
 
 fn invalid(reason: String) -> TallyError {
