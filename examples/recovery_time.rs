@@ -76,11 +76,21 @@ fn load(dir: &std::path::Path, events: usize, customers: usize) -> anyhow::Resul
     let loading = Instant::now();
     runtime.block_on(async {
         let client = Client::connect(client_config).await?;
+        let mut creating = tokio::task::JoinSet::new();
         for c in 0..customers {
-            client
-                .admin()
-                .create_customer(&format!("c{c}"), "pro")
-                .await?;
+            let client = client.clone();
+            creating.spawn(async move {
+                client
+                    .admin()
+                    .create_customer(&format!("c{c}"), "pro")
+                    .await
+            });
+            if creating.len() >= 256 {
+                creating.join_next().await.expect("a task")??;
+            }
+        }
+        while let Some(done) = creating.join_next().await {
+            done??;
         }
         let mut in_flight = Vec::new();
         for start in (0..events).step_by(BATCH) {

@@ -2,6 +2,10 @@
 
 use clap::Parser;
 
+/// The same allocator as `tallyd`, so a `--spawn`ed daemon runs as it would in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let args = tally::driver::Args::parse();
     let report = tally::driver::run(args)?;

@@ -9,6 +9,11 @@ use tally_daemon::config::{env_overrides, Config, DEFAULT_CONFIG_TOML};
 use tally_daemon::{Daemon, SystemClock};
 use tally_protocol::message::Role;
 
+/// mimalloc instead of glibc's malloc: the hot path allocates small short-lived buffers on
+/// several threads, where glibc spent more time than the daemon's own code (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Tally: usage metering and entitlements for AI products.
 #[derive(Parser)]
 #[command(name = "tallyd", version)]

@@ -1,0 +1,94 @@
+//! Resident memory per customer: starts a daemon in this process, measures its resident set,
+//! creates N customers on the `wallet` plan (three usage features) and reports once on each
+//! feature of each (so every counter exists), then measures again. The difference over N is the
+//! cost of a customer, fjall's memtables and caches included (they are bounded, so they weigh
+//! less per customer as N grows). The client's own buffers are in the figure too (small).
+//!
+//! Run: `cargo run --release --example memory_per_customer -- 1000000`
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tally_daemon::config::{Config, Durability};
+use tally_daemon::{Daemon, SystemClock};
+use tally_protocol::message::{BatchItemResult, ReportItem, Role};
+use tally_protocol::Client;
+
+const FEATURES: [&str; 3] = ["gpt-4", "gpt-3.5", "embeddings"];
+const CONCURRENT_CREATES: usize = 256;
+
+fn resident_bytes() -> anyhow::Result<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm")?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("unexpected /proc/self/statm"))?
+        .parse()?;
+    Ok(pages * 4096)
+}
+
+fn main() -> anyhow::Result<()> {
+    let customers: usize = std::env::args()
+        .nth(1)
+        .map(|n| n.parse())
+        .transpose()?
+        .unwrap_or(1_000_000);
+    let dir = tempfile::tempdir()?;
+    let mut config = Config::loopback_in(dir.path());
+    config.storage.durability = Durability::Buffered;
+    let daemon = Daemon::start(config, Arc::new(SystemClock))?;
+    let client_config = daemon
+        .dev_client_config(Role::Admin)
+        .expect("development keys");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = runtime.block_on(Client::connect(client_config))?;
+    let empty = resident_bytes()?;
+    let loading = Instant::now();
+    runtime.block_on(async {
+        let mut creating = tokio::task::JoinSet::new();
+        for c in 0..customers {
+            let client = client.clone();
+            creating.spawn(async move {
+                client
+                    .admin()
+                    .create_customer(&format!("customer-{c:07}"), "wallet")
+                    .await
+            });
+            if creating.len() >= CONCURRENT_CREATES {
+                creating.join_next().await.expect("a task")??;
+            }
+        }
+        while let Some(done) = creating.join_next().await {
+            done??;
+        }
+        for start in (0..customers).step_by(1_000) {
+            for feature in FEATURES {
+                let items = (start..(start + 1_000).min(customers))
+                    .map(|c| ReportItem::new(format!("customer-{c:07}"), feature, 1))
+                    .collect();
+                let results = client.usage().report_batch(items).await?;
+                if let Some(BatchItemResult::Err(e)) = results
+                    .into_iter()
+                    .find(|r| matches!(r, BatchItemResult::Err(_)))
+                {
+                    return Err(anyhow::Error::from(e));
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    let loaded = resident_bytes()?;
+    println!(
+        "{customers} customers × {} features loaded in {:.1} s; resident {} MiB empty, {} MiB loaded: {} bytes per customer above the empty daemon",
+        FEATURES.len(),
+        loading.elapsed().as_secs_f64(),
+        empty / (1 << 20),
+        loaded / (1 << 20),
+        (loaded.saturating_sub(empty)) / customers as u64
+    );
+    drop(client);
+    daemon.shutdown();
+    Ok(())
+}
