@@ -194,12 +194,6 @@ pub struct Store {
     faults: StoreFaults,
 }
 
-/// fjall's background workers (flushes and compactions). One: with two or more, fjall 3.1's
-/// worker 0 hands every compaction message back to the queue and, when it gets it again, spins
-/// doing so — measured at ~7% of a 2-core machine under a report load (`perf`, see
-/// docs/performance.md). One worker also leaves the second core to the daemon's own threads.
-const FJALL_WORKERS: usize = 1;
-
 /// Options of the keyspaces written on every report. Inserts land at random places in the
 /// memtable's skiplist (keys start with the customer id), and each one walks it: a smaller
 /// memtable keeps that walk in cache, at the price of more (background) flushes.
@@ -218,7 +212,6 @@ impl Store {
         let is_new = !path.exists();
         let db = Database::builder(&path)
             .max_journaling_size(JOURNAL_BYTES_MAX)
-            .worker_threads(FJALL_WORKERS)
             .open()?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         match meta.get("format")? {
