@@ -194,17 +194,6 @@ pub struct Store {
     faults: StoreFaults,
 }
 
-/// Options of the keyspaces written on every report. Inserts land at random places in the
-/// memtable's skiplist (keys start with the customer id), and each one walks it: a smaller
-/// memtable keeps that walk in cache, at the price of more (background) flushes.
-fn hot_keyspace() -> KeyspaceCreateOptions {
-    KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
-}
-
-/// Memtable size of the hot keyspaces: 8 MiB measured 13% more batched reports per second than
-/// fjall's default 64 MiB (`tally-bench --mix batch=100 --batch 1000`, docs/performance.md).
-const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
-
 impl Store {
     /// Opens (or, in a folder without one, creates) the store under `data_dir`.
     pub fn open(data_dir: &Path, faults: StoreFaults) -> Result<Store, StoreError> {
@@ -229,8 +218,8 @@ impl Store {
             None => return Err(StoreError::NotAStore { path }),
         }
         Ok(Store {
-            customers: db.keyspace("customers", hot_keyspace)?,
-            events: db.keyspace("events", hot_keyspace)?,
+            customers: db.keyspace("customers", KeyspaceCreateOptions::default)?,
+            events: db.keyspace("events", KeyspaceCreateOptions::default)?,
             keys: db.keyspace("keys", KeyspaceCreateOptions::default)?,
             invoices: db.keyspace("invoices", KeyspaceCreateOptions::default)?,
             transactions: db.keyspace("transactions", KeyspaceCreateOptions::default)?,
