@@ -14,7 +14,7 @@ fi
 
 cargo deny check bans licenses sources
 
-if cargo deny fetch db > /dev/null 2>&1; then
+if timeout 60 cargo deny fetch db > /dev/null 2>&1; then
   cargo deny check --disable-fetch advisories
 elif [[ "${TALLY_AUDIT_REQUIRE_ADVISORIES:-0}" == 1 ]]; then
   echo "audit: the RustSec advisory database cannot be fetched" >&2
