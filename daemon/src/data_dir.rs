@@ -13,7 +13,7 @@ use crate::store::STORE_DIR;
 pub const LOCK_FILE: &str = "tallyd.lock";
 
 /// Entries tallyd itself creates next to the store; a folder holding only these is not foreign.
-const OWN_ENTRIES: [&str; 3] = ["dev", "tallyd.addr", LOCK_FILE];
+const OWN_ENTRIES: [&str; 4] = ["dev", "tallyd.addr", "tallyd.addr.tmp", LOCK_FILE];
 
 /// Why the data dir cannot be used.
 #[derive(Debug, thiserror::Error)]

@@ -108,6 +108,7 @@ impl ShardCore {
         keys: Vec<(IdempotencyKey, KeyRecord)>,
     ) -> Self {
         let mut core = ShardCore::new(catalogue, dedup_window_ms, billing);
+        core.customers.reserve(customers.len());
         for customer in customers {
             core.period_ends
                 .insert((customer.period_end_ms, customer.id.clone()));
