@@ -9,13 +9,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use tally::driver::{customer, seed_customers};
 use tally_daemon::config::{Config, Durability};
 use tally_daemon::{Daemon, SystemClock};
 use tally_protocol::message::{BatchItemResult, ReportItem, Role};
 use tally_protocol::Client;
 
 const FEATURES: [&str; 3] = ["gpt-4", "gpt-3.5", "embeddings"];
-const CONCURRENT_CREATES: usize = 256;
 
 fn resident_bytes() -> anyhow::Result<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm")?;
@@ -47,26 +47,11 @@ fn main() -> anyhow::Result<()> {
     let empty = resident_bytes()?;
     let loading = Instant::now();
     runtime.block_on(async {
-        let mut creating = tokio::task::JoinSet::new();
-        for c in 0..customers {
-            let client = client.clone();
-            creating.spawn(async move {
-                client
-                    .admin()
-                    .create_customer(&format!("customer-{c:07}"), "wallet")
-                    .await
-            });
-            if creating.len() >= CONCURRENT_CREATES {
-                creating.join_next().await.expect("a task")??;
-            }
-        }
-        while let Some(done) = creating.join_next().await {
-            done??;
-        }
+        seed_customers(&client, customers, "wallet").await?;
         for start in (0..customers).step_by(1_000) {
             for feature in FEATURES {
                 let items = (start..(start + 1_000).min(customers))
-                    .map(|c| ReportItem::new(format!("customer-{c:07}"), feature, 1))
+                    .map(|c| ReportItem::new(customer(c), feature, 1))
                     .collect();
                 let results = client.usage().report_batch(items).await?;
                 if let Some(BatchItemResult::Err(e)) = results

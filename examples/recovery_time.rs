@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use tally::driver::{customer, seed_customers};
 use tally_daemon::config::{Config, Durability};
 use tally_daemon::{Daemon, SystemClock};
 use tally_protocol::message::{BatchItemResult, ReportItem, Role};
@@ -76,26 +77,11 @@ fn load(dir: &std::path::Path, events: usize, customers: usize) -> anyhow::Resul
     let loading = Instant::now();
     runtime.block_on(async {
         let client = Client::connect(client_config).await?;
-        let mut creating = tokio::task::JoinSet::new();
-        for c in 0..customers {
-            let client = client.clone();
-            creating.spawn(async move {
-                client
-                    .admin()
-                    .create_customer(&format!("c{c}"), "pro")
-                    .await
-            });
-            if creating.len() >= 256 {
-                creating.join_next().await.expect("a task")??;
-            }
-        }
-        while let Some(done) = creating.join_next().await {
-            done??;
-        }
+        seed_customers(&client, customers, "pro").await?;
         let mut in_flight = Vec::new();
         for start in (0..events).step_by(BATCH) {
             let items = (start..(start + BATCH).min(events))
-                .map(|n| ReportItem::new(format!("c{}", n % customers), "tokens", 1))
+                .map(|n| ReportItem::new(customer(n % customers), "tokens", 1))
                 .collect();
             let client = client.clone();
             in_flight.push(tokio::spawn(async move {

@@ -191,7 +191,8 @@ fn target(args: &Args) -> anyhow::Result<Target> {
     ))
 }
 
-fn customer(index: usize) -> String {
+/// The id of the harness's customer number `index`.
+pub fn customer(index: usize) -> String {
     format!("bench-{index}")
 }
 
@@ -209,7 +210,7 @@ async fn drive(
                 .context("connecting")?,
         );
     }
-    seed(&clients[0], plan.customers).await?;
+    seed_customers(&clients[0], plan.customers, "pro").await?;
     let started = Instant::now() + Duration::from_millis(10);
     let mut tasks = Vec::new();
     for (c, client) in clients.iter().enumerate() {
@@ -239,15 +240,17 @@ async fn drive(
     Ok(total)
 }
 
-async fn seed(client: &Client, customers: usize) -> anyhow::Result<()> {
+/// Creates customers [`customer`]`(0..customers)` on `plan` with many calls in flight; ones
+/// that exist already are kept (so a running daemon can be driven twice).
+pub async fn seed_customers(client: &Client, customers: usize, plan: &str) -> anyhow::Result<()> {
     let mut seeders = Vec::new();
     for first in 0..SEEDERS.min(customers) {
-        let client = client.clone();
+        let (client, plan) = (client.clone(), plan.to_string());
         seeders.push(tokio::spawn(async move {
             for index in (first..customers).step_by(SEEDERS) {
                 match client
                     .admin()
-                    .create_customer(&customer(index), "pro")
+                    .create_customer(&customer(index), &plan)
                     .await
                 {
                     Ok(_) | Err(Error::Rejected(TallyError::CustomerExists { .. })) => {}
