@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 
+use tally::workload::Rng;
 use tally_protocol::message::*;
 use tally_protocol::Client;
 
@@ -34,16 +35,9 @@ fn count_daemon_panics() {
     });
 }
 
-/// xorshift64*: the same mutations every run.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n as u64) as usize
-    }
+/// A draw below `n` from the harness's deterministic generator: the same mutations every run.
+fn below(rng: &mut Rng, n: usize) -> usize {
+    (rng.draw() % n as u64) as usize
 }
 
 fn corpus() -> Vec<Vec<u8>> {
@@ -62,25 +56,25 @@ fn corpus() -> Vec<Vec<u8>> {
 /// One mutation of the kinds libFuzzer makes: flip, set, insert, delete, truncate, splice,
 /// or rewrite the length prefix.
 fn mutate(rng: &mut Rng, corpus: &[Vec<u8>]) -> Vec<u8> {
-    let mut frame = corpus[rng.below(corpus.len())].clone();
-    for _ in 0..1 + rng.below(4) {
-        let at = rng.below(frame.len().max(1));
-        match rng.below(7) {
-            0 if !frame.is_empty() => frame[at] ^= 1 << rng.below(8),
-            1 if !frame.is_empty() => frame[at] = rng.below(256) as u8,
-            2 => frame.insert(at.min(frame.len()), rng.below(256) as u8),
+    let mut frame = corpus[below(rng, corpus.len())].clone();
+    for _ in 0..1 + below(rng, 4) {
+        let at = below(rng, frame.len().max(1));
+        match below(rng, 7) {
+            0 if !frame.is_empty() => frame[at] ^= 1 << below(rng, 8),
+            1 if !frame.is_empty() => frame[at] = below(rng, 256) as u8,
+            2 => frame.insert(at.min(frame.len()), below(rng, 256) as u8),
             3 if frame.len() > 1 => {
                 frame.remove(at);
             }
             4 => frame.truncate(at),
             5 => {
-                let other = &corpus[rng.below(corpus.len())];
-                let from = rng.below(other.len());
+                let other = &corpus[below(rng, corpus.len())];
+                let from = below(rng, other.len());
                 frame.extend_from_slice(&other[from..]);
             }
             _ if frame.len() >= 4 => {
                 let body = (frame.len() - 4) as u32;
-                let length = [0, body, body + 1, body / 2, u32::MAX][rng.below(5)];
+                let length = [0, body, body + 1, body / 2, u32::MAX][below(rng, 5)];
                 frame[..4].copy_from_slice(&length.to_le_bytes());
             }
             _ => {}
