@@ -30,6 +30,9 @@ use crate::store::{Store, StoreError, StoreFaults, Write};
 /// File in the data dir where a running daemon writes the address it listens on, so tools find
 /// it even when the config says port 0.
 pub const ADDR_FILE: &str = "tallyd.addr";
+/// Where the address is written before it is renamed to [`ADDR_FILE`], so readers never see it
+/// half-written.
+pub const ADDR_FILE_TEMPORARY: &str = "tallyd.addr.tmp";
 
 /// Why the daemon did not start.
 #[derive(Debug, thiserror::Error)]
@@ -290,7 +293,8 @@ fn serve_on_this_thread(
         };
         let addr = endpoint.local_addr().expect("a bound endpoint has an address");
         let addr_file = config.storage.data_dir.join(ADDR_FILE);
-        if let Err(e) = write_atomically(&addr_file, format!("{addr}\n").as_bytes()) {
+        let temporary = config.storage.data_dir.join(ADDR_FILE_TEMPORARY);
+        if let Err(e) = write_atomically(&addr_file, &temporary, format!("{addr}\n").as_bytes()) {
             tracing::warn!(path = %addr_file.display(), error = %e, "cannot write the address file");
         }
         tracing::info!(%addr, shards = config.server.shards, "tallyd is listening");
@@ -391,10 +395,12 @@ fn recover(store: &Store, config: &Config, now_ms: u64) -> Result<Vec<ShardCore>
 }
 
 /// Writes `path` so that a reader sees either no file or the whole of it (tools poll for the
-/// address file and read it as soon as it exists): a temporary file, then a rename.
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(".tmp");
-    std::fs::write(&temporary, bytes)?;
-    std::fs::rename(&temporary, path)
+/// address file and read it as soon as it exists): `temporary` first, then a rename.
+fn write_atomically(
+    path: &std::path::Path,
+    temporary: &std::path::Path,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    std::fs::write(temporary, bytes)?;
+    std::fs::rename(temporary, path)
 }

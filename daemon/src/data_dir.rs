@@ -7,13 +7,15 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use crate::config::StorageConfig;
+use crate::credentials::DEV_DIR;
+use crate::daemon::{ADDR_FILE, ADDR_FILE_TEMPORARY};
 use crate::store::STORE_DIR;
 
 /// Lock file in the data dir, held (advisory `flock`) by the running daemon; it holds its pid.
 pub const LOCK_FILE: &str = "tallyd.lock";
 
 /// Entries tallyd itself creates next to the store; a folder holding only these is not foreign.
-const OWN_ENTRIES: [&str; 4] = ["dev", "tallyd.addr", "tallyd.addr.tmp", LOCK_FILE];
+const OWN_ENTRIES: [&str; 4] = [DEV_DIR, ADDR_FILE, ADDR_FILE_TEMPORARY, LOCK_FILE];
 
 /// Why the data dir cannot be used.
 #[derive(Debug, thiserror::Error)]
