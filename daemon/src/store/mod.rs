@@ -231,35 +231,16 @@ impl Store {
     /// Reads every customer and every idempotency key still inside its window at `now_ms`.
     pub fn recover(&self, catalogue: &Catalogue, now_ms: u64) -> Result<Recovered, StoreError> {
         let mut recovered = Recovered::default();
-        let mut rows = Vec::new();
         for guard in self.customers.iter() {
             let (_, value) = guard.into_inner()?;
-            rows.push(value);
+            recovered
+                .customers
+                .push(records::decode_customer(&value, catalogue)?);
         }
-        tracing::debug!(rows = rows.len(), "read the customer rows");
-        // Decoding (validation, maps, strings) is most of a restart with many customers: spread
-        // it over the cores; reading the rows stays sequential, as fjall iterates.
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let part = rows.len().div_ceil(threads).max(1);
-        let decoded: Vec<Result<Vec<Customer>, StoreError>> = std::thread::scope(|scope| {
-            let decoding: Vec<_> = rows
-                .chunks(part)
-                .map(|rows| {
-                    scope.spawn(move || {
-                        rows.iter()
-                            .map(|row| Ok(records::decode_customer(row, catalogue)?))
-                            .collect()
-                    })
-                })
-                .collect();
-            decoding
-                .into_iter()
-                .map(|part| part.join().expect("decoding does not panic"))
-                .collect()
-        });
-        for part in decoded {
-            recovered.customers.extend(part?);
-        }
+        tracing::debug!(
+            rows = recovered.customers.len(),
+            "read and decoded the customer rows"
+        );
         for guard in self.keys.iter() {
             let (key, value) = guard.into_inner()?;
             let key = records::decode_key(&key)?;
