@@ -179,7 +179,7 @@ pub fn invoice_lines(customer: &Customer, base_share: Option<(u64, u64)>) -> Vec
     };
     lines.push(base);
     for (feature, terms) in &plan.usage {
-        let used = customer.usage.get(feature).copied().unwrap_or(0);
+        let used = customer.used(feature);
         let mut l = match terms {
             UsageTerms::Metered { included, overage } => {
                 let mut l = line(LineKind::Metered, feature);

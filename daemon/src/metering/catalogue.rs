@@ -111,6 +111,14 @@ pub struct Plan {
     pub flags: BTreeSet<String>,
 }
 
+impl Plan {
+    /// Where `feature` sits among the plan's usage features (their slug order), which is where a
+    /// customer on this plan keeps its counter.
+    pub fn usage_slot(&self, feature: &str) -> Option<usize> {
+        self.usage.keys().position(|f| f == feature)
+    }
+}
+
 /// Plan-wide terms of a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModelTerms {

@@ -26,8 +26,9 @@ pub struct Customer {
     pub period_start_ms: u64,
     /// End (exclusive) of the current period.
     pub period_end_ms: u64,
-    /// Units used this period, per usage feature.
-    pub usage: BTreeMap<String, u64>,
+    /// Units used this period, one counter per usage feature of the plan in the plan's order
+    /// ([`Plan::usage_slot`]): no feature names per customer.
+    pub usage: Box<[u64]>,
     /// Credits granted this period; spent before purchased credits.
     pub granted_credits: i64,
     /// Purchased credits; may go negative after plain reports.
@@ -99,7 +100,7 @@ impl Customer {
             anchor_ms: now_ms,
             period_start_ms: now_ms,
             period_end_ms: now_ms,
-            usage: BTreeMap::new(),
+            usage: Box::default(),
             granted_credits: 0,
             purchased_credits: 0,
             balance_units: 0,
@@ -120,8 +121,8 @@ impl Customer {
         self.anchor_ms = now_ms;
         self.period_start_ms = now_ms;
         self.period_end_ms = plan.period.end_containing(now_ms, now_ms);
+        self.usage = vec![0; plan.usage.len()].into_boxed_slice();
         self.plan = plan;
-        self.usage.clear();
         let dropped = self.holds.keys().copied().collect();
         self.holds.clear();
         self.seq += 1;
@@ -171,7 +172,7 @@ impl Customer {
             fee_units: settlement.fee_units,
             net_units: settlement.net_units,
         };
-        self.usage.clear();
+        self.usage.fill(0);
         match self.plan.terms {
             ModelTerms::Credits { .. } => self.purchased_credits = self.purchased_credits.max(0),
             ModelTerms::Balance { .. } => self.balance_units = self.balance_units.max(0),
@@ -236,8 +237,32 @@ impl Customer {
         }
     }
 
-    fn used(&self, feature: &str) -> u64 {
-        self.usage.get(feature).copied().unwrap_or(0)
+    /// Units of `feature` used this period (0 for a feature not in the plan).
+    pub fn used(&self, feature: &str) -> u64 {
+        self.plan
+            .usage_slot(feature)
+            .map_or(0, |slot| self.usage[slot])
+    }
+
+    /// Units used this period, by usage feature of the plan.
+    pub fn usage(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.plan
+            .usage
+            .keys()
+            .map(String::as_str)
+            .zip(self.usage.iter().copied())
+    }
+
+    /// Sets the units of `feature` used this period (restoring stored state); `false` if the
+    /// plan has no such usage feature.
+    pub fn set_used(&mut self, feature: &str, units: u64) -> bool {
+        match self.plan.usage_slot(feature) {
+            Some(slot) => {
+                self.usage[slot] = units;
+                true
+            }
+            None => false,
+        }
     }
 
     fn held_amount(&self, feature: &str) -> u64 {
@@ -334,7 +359,11 @@ impl Customer {
     /// Records `amount` of `feature` unconditionally (the work has happened) and returns what it
     /// cost. Credits are taken from the period's grant first; credits and balance may go negative.
     pub fn record(&mut self, feature: &str, terms: UsageTerms, amount: u64) -> i64 {
-        let used = self.used(feature);
+        let slot = self
+            .plan
+            .usage_slot(feature)
+            .expect("usage terms come from the customer's plan");
+        let used = self.usage[slot];
         let charged = match terms {
             UsageTerms::Metered { included, overage } => overage.map_or(0, |price| {
                 let over = |u: u64| u.saturating_sub(included);
@@ -353,7 +382,7 @@ impl Customer {
                 cost
             }
         };
-        self.usage.insert(feature.into(), used + amount);
+        self.usage[slot] = used + amount;
         self.seq += 1;
         charged
     }

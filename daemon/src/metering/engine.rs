@@ -11,6 +11,7 @@ use super::billing::{BillingTerms, Invoice, Transaction};
 use super::catalogue::{Catalogue, ModelTerms};
 use super::customer::Customer;
 use super::idempotency::{IdempotencyLog, KeyRecord, Remembered};
+use super::table::{CustomerTable, Slot};
 use crate::stable_hash::{stable_hash, Fingerprint};
 
 /// Most open holds one customer may have; a hold is bookkeeping the shard must scan.
@@ -20,11 +21,12 @@ pub const HOLDS_PER_CUSTOMER_MAX: usize = 1_024;
 #[derive(Debug)]
 pub struct ShardCore {
     catalogue: Arc<Catalogue>,
-    customers: HashMap<String, Customer>,
-    hold_owners: HashMap<u64, String>,
+    customers: CustomerTable,
+    /// The slot of each open hold's customer.
+    hold_owners: HashMap<u64, Slot>,
     hold_expiry: BTreeSet<(u64, u64)>,
-    /// `(period_end_ms, customer)` of every customer: whose period is due next.
-    period_ends: BTreeSet<(u64, String)>,
+    /// `(period_end_ms, slot)` of every customer: whose period is due next.
+    period_ends: BTreeSet<(u64, Slot)>,
     idempotency: IdempotencyLog,
     billing: BillingTerms,
     changes: Changes,
@@ -37,8 +39,8 @@ pub struct ShardCore {
 /// the answers that caused it are released.
 #[derive(Debug, Default)]
 pub struct Changes {
-    /// Customers whose state changed (their whole state is persisted).
-    pub customers: HashSet<String>,
+    /// Slots of the customers whose state changed (their whole state is persisted).
+    pub customers: HashSet<Slot>,
     /// Usage recorded, in order.
     pub events: Vec<UsageEvent>,
     /// Idempotency keys applied.
@@ -88,7 +90,7 @@ impl ShardCore {
     pub fn new(catalogue: Arc<Catalogue>, dedup_window_ms: u64, billing: BillingTerms) -> Self {
         Self {
             catalogue,
-            customers: HashMap::new(),
+            customers: CustomerTable::default(),
             hold_owners: HashMap::new(),
             hold_expiry: BTreeSet::new(),
             period_ends: BTreeSet::new(),
@@ -108,17 +110,17 @@ impl ShardCore {
         keys: Vec<(IdempotencyKey, KeyRecord)>,
     ) -> Self {
         let mut core = ShardCore::new(catalogue, dedup_window_ms, billing);
-        core.customers.reserve(customers.len());
+        core.customers = CustomerTable::with_capacity(customers.len());
         for customer in customers {
-            core.period_ends
-                .insert((customer.period_end_ms, customer.id.clone()));
+            let slot = core.customers.insert(customer).unwrap_or_else(|twice| {
+                panic!("the store holds one row per customer; `{}` twice", twice.id)
+            });
+            let customer = core.customers.at(slot);
+            core.period_ends.insert((customer.period_end_ms, slot));
             for (&hold, h) in &customer.holds {
-                core.hold_owners.insert(hold, customer.id.clone());
+                core.hold_owners.insert(hold, slot);
                 core.hold_expiry.insert((h.expires_at_ms, hold));
             }
-            let id = customer.id.clone();
-            let previous = core.customers.insert(id, customer);
-            assert!(previous.is_none(), "the store holds one row per customer");
         }
         for (key, record) in keys {
             core.idempotency.restore(key, record);
@@ -142,6 +144,11 @@ impl ShardCore {
     /// A customer's state, for persisting it.
     pub fn customer(&self, id: &str) -> Option<&Customer> {
         self.customers.get(id)
+    }
+
+    /// The customer in `slot` (a slot from [`Changes::customers`]).
+    pub fn customer_at(&self, slot: Slot) -> &Customer {
+        self.customers.at(slot)
     }
 
     /// Forgets idempotency keys whose window ended.
@@ -179,7 +186,7 @@ impl ShardCore {
                 .top_up(now_ms, &t)
                 .map(|o| Response::TopUp(Box::new(o))),
             Request::GetCustomer(c) => {
-                Ok(Response::Customer(self.touch(now_ms, &c.customer)?.view()))
+                Ok(Response::Customer(self.touch(now_ms, &c.customer)?.1.view()))
             }
             Request::ClosePeriod(c) => self.close_now(now_ms, &c.customer).map(Response::Closed),
             other => Err(TallyError::Unsupported {
@@ -208,8 +215,9 @@ impl ShardCore {
             }
             self.hold_expiry.pop_first();
             // Settled or released holds leave their entry behind; only open ones count.
-            if let Some(owner) = self.hold_owners.get(&hold).cloned() {
-                released += self.touch(now_ms, &owner).map_or(0, |_| 1);
+            if let Some(&owner) = self.hold_owners.get(&hold) {
+                self.touch_slot(now_ms, owner);
+                released += 1;
             }
         }
         released
@@ -221,14 +229,13 @@ impl ShardCore {
     pub fn close_due_periods(&mut self, now_ms: u64, limit: usize) -> usize {
         let mut closed = 0;
         while closed < limit {
-            let Some((end_ms, id)) = self.period_ends.first().cloned() else {
+            let Some(&(end_ms, slot)) = self.period_ends.first() else {
                 break;
             };
             if end_ms > now_ms {
                 break;
             }
-            self.touch(now_ms, &id)
-                .expect("every indexed customer exists");
+            self.touch_slot(now_ms, slot);
             closed += 1;
         }
         closed
@@ -236,36 +243,40 @@ impl ShardCore {
 
     /// The customer, with its ended periods closed and its expired holds released first, so
     /// every answer is exact and counts usage in the period it happened in.
-    fn touch(&mut self, now_ms: u64, id: &str) -> Result<&mut Customer, TallyError> {
-        let customer = self
+    fn touch(&mut self, now_ms: u64, id: &str) -> Result<(Slot, &mut Customer), TallyError> {
+        let slot = self
             .customers
-            .get_mut(id)
+            .slot_of(id)
             .ok_or_else(|| TallyError::UnknownCustomer {
                 customer: id.into(),
             })?;
+        Ok((slot, self.touch_slot(now_ms, slot)))
+    }
+
+    /// [`ShardCore::touch`] for a customer known by its slot.
+    fn touch_slot(&mut self, now_ms: u64, slot: Slot) -> &mut Customer {
+        let customer = self.customers.at_mut(slot);
         if customer.period_end_ms <= now_ms {
-            self.period_ends
-                .remove(&(customer.period_end_ms, id.to_string()));
+            self.period_ends.remove(&(customer.period_end_ms, slot));
             while customer.period_end_ms <= now_ms {
                 let end_ms = customer.period_end_ms;
                 let invoice =
                     customer.close_period(end_ms, now_ms, CloseReason::Scheduled, &self.billing);
                 self.changes.invoices.push(invoice);
             }
-            self.period_ends
-                .insert((customer.period_end_ms, id.to_string()));
-            self.changes.customers.insert(id.into());
+            self.period_ends.insert((customer.period_end_ms, slot));
+            self.changes.customers.insert(slot);
             self.did_touch_change = true;
         }
         let expired = customer.expire_holds(now_ms);
         if !expired.is_empty() {
-            self.changes.customers.insert(id.into());
+            self.changes.customers.insert(slot);
             self.did_touch_change = true;
         }
         for hold in expired {
             self.hold_owners.remove(&hold);
         }
-        Ok(customer)
+        customer
     }
 
     fn report(&mut self, now_ms: u64, item: ReportItem) -> Result<ReportOutcome, TallyError> {
@@ -283,7 +294,7 @@ impl ShardCore {
             KeyCheck::Unkeyed => None,
         };
         let catalogue = self.catalogue.clone();
-        let customer = self.touch(now_ms, &item.customer)?;
+        let (slot, customer) = self.touch(now_ms, &item.customer)?;
         let terms = customer.usage_terms(&catalogue, &item.feature)?;
         if item.only_if_allowed {
             let assessment = customer.assess(&item.feature, terms, item.amount);
@@ -293,13 +304,7 @@ impl ShardCore {
         }
         let charged = customer.record(&item.feature, terms, item.amount);
         let outcome = report_outcome(customer, &item.feature, terms, item.amount, charged);
-        self.record_usage(
-            now_ms,
-            &item.customer,
-            &item.feature,
-            &outcome,
-            item.idempotency_key,
-        );
+        self.record_usage(now_ms, slot, &item.feature, &outcome, item.idempotency_key);
         if let Some(first_use) = first_use {
             self.remember(now_ms, first_use, Remembered::Report(outcome.clone()));
         }
@@ -310,15 +315,15 @@ impl ShardCore {
     fn record_usage(
         &mut self,
         now_ms: u64,
-        customer: &str,
+        slot: Slot,
         feature: &str,
         outcome: &ReportOutcome,
         idempotency_key: Option<IdempotencyKey>,
     ) {
-        self.changes.customers.insert(customer.into());
+        self.changes.customers.insert(slot);
         if outcome.amount > 0 {
             self.changes.events.push(UsageEvent {
-                customer: customer.into(),
+                customer: self.customers.at(slot).id.clone(),
                 seq: outcome.seq,
                 at_ms: now_ms,
                 feature: feature.into(),
@@ -366,7 +371,7 @@ impl ShardCore {
 
     fn check(&mut self, now_ms: u64, c: &CheckRequest) -> Result<CheckOutcome, TallyError> {
         let catalogue = self.catalogue.clone();
-        let customer = self.touch(now_ms, &c.customer)?;
+        let (_, customer) = self.touch(now_ms, &c.customer)?;
         let rule = customer.rule(&catalogue, &c.feature)?;
         let (allowed, cost) = match rule {
             super::customer::FeatureRule::Flag(enabled) => (enabled, 0),
@@ -385,11 +390,9 @@ impl ShardCore {
 
     fn reserve(&mut self, now_ms: u64, r: &ReserveRequest) -> Result<ReserveOutcome, TallyError> {
         let catalogue = self.catalogue.clone();
-        self.touch(now_ms, &r.customer)?;
-        let customer = self
-            .customers
-            .get_mut(&r.customer)
-            .expect("touch found the customer");
+        let (slot, _) = self.touch(now_ms, &r.customer)?;
+        // Re-borrowed from the field alone: the hold indexes are updated while it is in use.
+        let customer = self.customers.at_mut(slot);
         let terms = customer.usage_terms(&catalogue, &r.feature)?;
         if customer.holds.len() >= HOLDS_PER_CUSTOMER_MAX {
             return Err(TallyError::InvalidRequest {
@@ -430,9 +433,9 @@ impl ShardCore {
             assessment.cost,
             expires_at_ms,
         );
-        self.hold_owners.insert(hold, r.customer.clone());
+        self.hold_owners.insert(hold, slot);
         self.hold_expiry.insert((expires_at_ms, hold));
-        self.changes.customers.insert(r.customer.clone());
+        self.changes.customers.insert(slot);
         Ok(ReserveOutcome {
             allowed: true,
             hold: Some(hold),
@@ -443,15 +446,15 @@ impl ShardCore {
         })
     }
 
-    /// Removes an open hold and returns its owner's id, or `UnknownHold`.
+    /// Removes an open hold and returns its owner's slot, or `UnknownHold`.
     fn take_hold(
         &mut self,
         now_ms: u64,
         hold: u64,
-    ) -> Result<(String, super::customer::Hold), TallyError> {
+    ) -> Result<(Slot, super::customer::Hold), TallyError> {
         let unknown = || TallyError::UnknownHold { hold };
-        let owner = self.hold_owners.get(&hold).cloned().ok_or_else(unknown)?;
-        let customer = self.touch(now_ms, &owner)?;
+        let owner = *self.hold_owners.get(&hold).ok_or_else(unknown)?;
+        let customer = self.touch_slot(now_ms, owner);
         let taken = customer.holds.remove(&hold).ok_or_else(unknown)?;
         self.hold_owners.remove(&hold);
         Ok((owner, taken))
@@ -471,10 +474,7 @@ impl ShardCore {
         };
         let catalogue = self.catalogue.clone();
         let (owner, hold) = self.take_hold(now_ms, s.hold)?;
-        let customer = self
-            .customers
-            .get_mut(&owner)
-            .expect("a hold's owner exists");
+        let customer = self.customers.at_mut(owner);
         let terms = customer
             .usage_terms(&catalogue, &hold.feature)
             .expect("plan changes drop holds, so a hold's feature is in the plan");
@@ -485,7 +485,7 @@ impl ShardCore {
             0
         };
         let outcome = report_outcome(customer, &hold.feature, terms, s.actual, charged);
-        self.record_usage(now_ms, &owner, &hold.feature, &outcome, s.idempotency_key);
+        self.record_usage(now_ms, owner, &hold.feature, &outcome, s.idempotency_key);
         if let Some(first_use) = first_use {
             self.remember(now_ms, first_use, Remembered::Report(outcome.clone()));
         }
@@ -495,10 +495,7 @@ impl ShardCore {
     fn release(&mut self, now_ms: u64, hold_id: u64) -> Result<ReleaseOutcome, TallyError> {
         let catalogue = self.catalogue.clone();
         let (owner, hold) = self.take_hold(now_ms, hold_id)?;
-        let customer = self
-            .customers
-            .get_mut(&owner)
-            .expect("a hold's owner exists");
+        let customer = self.customers.at_mut(owner);
         customer.seq += 1;
         let rule = customer.rule(&catalogue, &hold.feature)?;
         self.changes.customers.insert(owner);
@@ -512,15 +509,15 @@ impl ShardCore {
     /// `close_period`: closes the current period now; the billing cycle re-anchors here.
     fn close_now(&mut self, now_ms: u64, id: &str) -> Result<InvoiceView, TallyError> {
         let billing = self.billing;
-        let customer = self.touch(now_ms, id)?;
+        let (slot, customer) = self.touch(now_ms, id)?;
         let previous_end = customer.period_end_ms;
         let invoice = customer.close_period(now_ms, now_ms, CloseReason::Manual, &billing);
         let next_end = customer.period_end_ms;
         let view = invoice.view();
         self.changes.invoices.push(invoice);
-        self.changes.customers.insert(id.into());
-        self.period_ends.remove(&(previous_end, id.to_string()));
-        self.period_ends.insert((next_end, id.to_string()));
+        self.changes.customers.insert(slot);
+        self.period_ends.remove(&(previous_end, slot));
+        self.period_ends.insert((next_end, slot));
         Ok(view)
     }
 
@@ -529,7 +526,7 @@ impl ShardCore {
         now_ms: u64,
         cp: CustomerPlan,
     ) -> Result<CustomerView, TallyError> {
-        if self.customers.contains_key(&cp.customer) {
+        if self.customers.slot_of(&cp.customer).is_some() {
             return Err(TallyError::CustomerExists {
                 customer: cp.customer,
             });
@@ -539,12 +536,15 @@ impl ShardCore {
             .plan(&cp.plan)
             .cloned()
             .ok_or(TallyError::UnknownPlan { plan: cp.plan })?;
-        let customer = Customer::new(cp.customer.clone(), plan, now_ms);
+        let customer = Customer::new(cp.customer, plan, now_ms);
         let view = customer.view();
-        self.changes.customers.insert(cp.customer.clone());
-        self.period_ends
-            .insert((customer.period_end_ms, cp.customer.clone()));
-        self.customers.insert(cp.customer, customer);
+        let period_end_ms = customer.period_end_ms;
+        let slot = self
+            .customers
+            .insert(customer)
+            .unwrap_or_else(|_| unreachable!("the id was just looked up"));
+        self.changes.customers.insert(slot);
+        self.period_ends.insert((period_end_ms, slot));
         Ok(view)
     }
 
@@ -557,7 +557,7 @@ impl ShardCore {
                     plan: cp.plan.clone(),
                 })?;
         let billing = self.billing;
-        let customer = self.touch(now_ms, &cp.customer)?;
+        let (slot, customer) = self.touch(now_ms, &cp.customer)?;
         if customer.plan.slug == plan.slug {
             return Err(TallyError::InvalidRequest {
                 reason: format!(
@@ -571,14 +571,12 @@ impl ShardCore {
         let dropped = customer.start_plan(plan, now_ms);
         let view = customer.view();
         self.changes.invoices.push(invoice);
-        self.period_ends
-            .remove(&(previous_end, cp.customer.clone()));
-        self.period_ends
-            .insert((view.period_end_ms, cp.customer.clone()));
+        self.period_ends.remove(&(previous_end, slot));
+        self.period_ends.insert((view.period_end_ms, slot));
         for hold in dropped {
             self.hold_owners.remove(&hold);
         }
-        self.changes.customers.insert(cp.customer.clone());
+        self.changes.customers.insert(slot);
         Ok(view)
     }
 
@@ -606,7 +604,7 @@ impl ShardCore {
             KeyCheck::Unkeyed => None,
         };
         let billing = self.billing;
-        let customer = self.touch(now_ms, &t.customer)?;
+        let (slot, customer) = self.touch(now_ms, &t.customer)?;
         let (gross_units, credits_added, balance_added_units) =
             match (customer.plan.terms, t.amount) {
                 (
@@ -662,7 +660,7 @@ impl ShardCore {
             customer: customer.view(),
         };
         self.changes.transactions.push(transaction);
-        self.changes.customers.insert(t.customer.clone());
+        self.changes.customers.insert(slot);
         if let Some(first_use) = first_use {
             self.remember(
                 now_ms,

@@ -9,3 +9,4 @@ pub mod engine;
 pub mod idempotency;
 pub mod money;
 pub mod period;
+pub mod table;

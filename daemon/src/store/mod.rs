@@ -135,11 +135,11 @@ pub fn writes_for(changes: Changes, core: &ShardCore) -> Vec<Write> {
     let mut writes = Vec::with_capacity(
         changes.customers.len() + changes.events.len() + changes.keys_remembered.len(),
     );
-    for id in changes.customers {
-        let customer = core.customer(&id).expect("changed customers exist");
+    for slot in changes.customers {
+        let customer = core.customer_at(slot);
         writes.push(Write::Customer {
+            id: customer.id.clone(),
             record: records::encode_customer(customer),
-            id,
         });
     }
     for event in &changes.events {
@@ -435,7 +435,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let catalogue = catalogue();
         let mut customer = Customer::new("acme".into(), catalogue.plan("pro").unwrap().clone(), 5);
-        customer.usage.insert("tokens".into(), 42);
+        assert!(customer.set_used("tokens", 42));
         let event = UsageEvent {
             customer: "acme".into(),
             seq: 2,

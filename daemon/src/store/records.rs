@@ -3,7 +3,6 @@
 //! kept as the wire bytes of the answer it stands for (tagged with the protocol version), because
 //! a retry must get exactly that answer back.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rkyv::rancor;
@@ -122,9 +121,9 @@ pub fn encode_customer(customer: &Customer) -> Vec<u8> {
         period_start_ms: customer.period_start_ms,
         period_end_ms: customer.period_end_ms,
         usage: customer
-            .usage
-            .iter()
-            .map(|(f, &u)| (f.clone(), u))
+            .usage()
+            .filter(|&(_, units)| units > 0)
+            .map(|(feature, units)| (feature.to_string(), units))
             .collect(),
         granted_credits: customer.granted_credits,
         purchased_credits: customer.purchased_credits,
@@ -159,14 +158,14 @@ pub fn decode_customer(bytes: &[u8], catalogue: &Catalogue) -> Result<Customer, 
             customer: stored.id.clone(),
             plan: stored.plan.clone(),
         })?;
-    Ok(Customer {
+    let mut customer = Customer {
         id: stored.id,
         plan: Arc::clone(&plan),
         seq: stored.seq,
         anchor_ms: stored.anchor_ms,
         period_start_ms: stored.period_start_ms,
         period_end_ms: stored.period_end_ms,
-        usage: stored.usage.into_iter().collect::<BTreeMap<_, _>>(),
+        usage: vec![0; plan.usage.len()].into_boxed_slice(),
         granted_credits: stored.granted_credits,
         purchased_credits: stored.purchased_credits,
         balance_units: stored.balance_units,
@@ -186,7 +185,12 @@ pub fn decode_customer(bytes: &[u8], catalogue: &Catalogue) -> Result<Customer, 
         next_hold: stored.next_hold,
         invoices_issued: stored.invoices_issued,
         transactions_made: stored.transactions_made,
-    })
+    };
+    // A feature the plan no longer has is dropped: nothing could read or bill it any more.
+    for (feature, units) in stored.usage {
+        customer.set_used(&feature, units);
+    }
+    Ok(customer)
 }
 
 /// Event key: `[id length][id][at_ms big-endian][seq big-endian]`, so one customer's events are

@@ -1,0 +1,159 @@
+//! A shard's customers, each stored once: fixed-size chunks of [`Customer`]s addressed by a
+//! [`Slot`], and a hash index of slots keyed by the id that lives only in the customer.
+//!
+//! Why not `HashMap<String, Customer>`: that table holds the id twice (key and field) and sizes
+//! its buckets for whole customers at a load factor of at most 7/8 rounded up to a power of two —
+//! up to 2.3 customer-sizes of memory per customer. Here the index costs 5 bytes a bucket, the
+//! chunks waste at most one chunk, and growing never moves a customer (no multi-megabyte copy
+//! stalls the shard). Other per-customer indexes (period ends, hold owners) hold the 4-byte slot
+//! instead of a copy of the id. Customers are never removed, so slots never dangle.
+
+use std::hash::{BuildHasher, RandomState};
+
+use hashbrown::HashTable;
+
+use super::customer::Customer;
+
+/// Where a customer lives in its shard's table; stable for the life of the shard.
+pub type Slot = u32;
+
+/// Customers per chunk: small enough that a half-empty last chunk is noise, large enough that the
+/// chunk list stays short.
+const CHUNK: usize = 1024;
+
+/// A shard's customers.
+#[derive(Debug, Default)]
+pub struct CustomerTable {
+    chunks: Vec<Vec<Customer>>,
+    len: usize,
+    index: HashTable<Slot>,
+    hasher: RandomState,
+}
+
+impl CustomerTable {
+    /// An empty table with index room for `customers` (recovery knows its count up front).
+    pub fn with_capacity(customers: usize) -> Self {
+        Self {
+            chunks: Vec::with_capacity(customers.div_ceil(CHUNK)),
+            len: 0,
+            index: HashTable::with_capacity(customers),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// How many customers it holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The slot of the customer `id`.
+    pub fn slot_of(&self, id: &str) -> Option<Slot> {
+        let hash = self.hasher.hash_one(id);
+        self.index
+            .find(hash, |&slot| self.at(slot).id == id)
+            .copied()
+    }
+
+    /// The customer `id`.
+    pub fn get(&self, id: &str) -> Option<&Customer> {
+        self.slot_of(id).map(|slot| self.at(slot))
+    }
+
+    /// The customer in `slot`. Panics on a slot this table never handed out.
+    pub fn at(&self, slot: Slot) -> &Customer {
+        let slot = slot as usize;
+        &self.chunks[slot / CHUNK][slot % CHUNK]
+    }
+
+    /// The customer in `slot`, to change. Panics on a slot this table never handed out.
+    pub fn at_mut(&mut self, slot: Slot) -> &mut Customer {
+        let slot = slot as usize;
+        &mut self.chunks[slot / CHUNK][slot % CHUNK]
+    }
+
+    /// Adds `customer` and returns its slot, or gives it back if its id is taken.
+    pub fn insert(&mut self, customer: Customer) -> Result<Slot, Customer> {
+        if self.slot_of(&customer.id).is_some() {
+            return Err(customer);
+        }
+        let slot = Slot::try_from(self.len).expect("a shard holds fewer than 2^32 customers");
+        let hash = self.hasher.hash_one(customer.id.as_str());
+        if self.chunks.last().is_none_or(|chunk| chunk.len() == CHUNK) {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        self.chunks
+            .last_mut()
+            .expect("a chunk with room was just ensured")
+            .push(customer);
+        self.len += 1;
+        let Self {
+            chunks,
+            index,
+            hasher,
+            ..
+        } = self;
+        index.insert_unique(hash, slot, |&other| {
+            let other = other as usize;
+            hasher.hash_one(chunks[other / CHUNK][other % CHUNK].id.as_str())
+        });
+        Ok(slot)
+    }
+
+    /// Every customer with its slot, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = (Slot, &Customer)> {
+        self.chunks
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(slot, customer)| (slot as Slot, customer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{Config, DEFAULT_CONFIG_TOML};
+
+    fn customer(id: &str) -> Customer {
+        let catalogue = Config::parse(DEFAULT_CONFIG_TOML, Path::new("."), "config.toml")
+            .unwrap()
+            .catalogue;
+        Customer::new(id.into(), catalogue.plan("pro").unwrap().clone(), 0)
+    }
+
+    #[test]
+    fn finds_every_customer_by_id_across_chunks_and_index_growth() {
+        let mut table = CustomerTable::default();
+        let n = CHUNK * 2 + 17;
+        for i in 0..n {
+            let slot = table.insert(customer(&format!("c-{i}"))).unwrap();
+            assert_eq!(slot as usize, i);
+        }
+        assert_eq!(table.len(), n);
+        for i in 0..n {
+            let id = format!("c-{i}");
+            assert_eq!(table.slot_of(&id), Some(i as Slot));
+            assert_eq!(table.get(&id).unwrap().id, id);
+        }
+        assert_eq!(table.slot_of("c-missing"), None);
+        assert_eq!(table.iter().count(), n);
+    }
+
+    #[test]
+    fn refuses_a_taken_id_and_keeps_the_first() {
+        let mut table = CustomerTable::with_capacity(4);
+        let first = table.insert(customer("acme")).unwrap();
+        table.at_mut(first).seq = 99;
+        let refused = table.insert(customer("acme")).unwrap_err();
+        assert_eq!(refused.id, "acme");
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.get("acme").unwrap().seq, 99);
+    }
+}
