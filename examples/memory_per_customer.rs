@@ -15,6 +15,11 @@ use tally_daemon::{Daemon, SystemClock};
 use tally_protocol::message::{BatchItemResult, ReportItem, Role};
 use tally_protocol::Client;
 
+/// The same allocator as `tallyd`: the daemon runs in this process, and its footprint depends on
+/// the allocator as much as on its structures.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const FEATURES: [&str; 3] = ["gpt-4", "gpt-3.5", "embeddings"];
 
 fn resident_bytes() -> anyhow::Result<u64> {
