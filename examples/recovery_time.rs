@@ -16,6 +16,10 @@ use tally_daemon::{Daemon, SystemClock};
 use tally_protocol::message::{BatchItemResult, ReportItem, Role};
 use tally_protocol::Client;
 
+/// The same allocator as `tallyd`: recovery allocates a customer's state per row.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BATCH: usize = 1_000;
 
 fn main() -> anyhow::Result<()> {

@@ -36,13 +36,74 @@ pub struct Customer {
     /// Dollar balance in rate units; may go negative after plain reports.
     pub balance_units: i64,
     /// Open holds by id.
-    pub holds: BTreeMap<u64, Hold>,
+    pub holds: Holds,
     /// Low 32 bits of the next hold id.
     pub next_hold: u32,
     /// Invoices issued so far (the last invoice's number).
     pub invoices_issued: u64,
     /// Transactions made so far (the last transaction's number).
     pub transactions_made: u64,
+}
+
+/// A customer's open holds by id. Most customers hold nothing, so the empty set is one null
+/// pointer rather than an empty map's three words (a million customers' worth of them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Holds(Option<Box<BTreeMap<u64, Hold>>>);
+
+impl Holds {
+    /// How many are open.
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |holds| holds.len())
+    }
+
+    /// Whether none is open.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The hold `id`.
+    pub fn get(&self, id: u64) -> Option<&Hold> {
+        self.0.as_ref()?.get(&id)
+    }
+
+    /// Opens `hold` as `id`; returns a hold it replaced.
+    pub fn insert(&mut self, id: u64, hold: Hold) -> Option<Hold> {
+        self.0.get_or_insert_default().insert(id, hold)
+    }
+
+    /// Removes the hold `id`.
+    pub fn remove(&mut self, id: u64) -> Option<Hold> {
+        let holds = self.0.as_mut()?;
+        let removed = holds.remove(&id);
+        if holds.is_empty() {
+            self.0 = None;
+        }
+        removed
+    }
+
+    /// Drops every hold.
+    pub fn clear(&mut self) {
+        self.0 = None;
+    }
+
+    /// The open holds by id, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &Hold)> {
+        self.0
+            .iter()
+            .flat_map(|holds| holds.iter().map(|(&id, hold)| (id, hold)))
+    }
+
+    /// The open holds, in id order.
+    pub fn values(&self) -> impl Iterator<Item = &Hold> {
+        self.iter().map(|(_, hold)| hold)
+    }
+}
+
+impl FromIterator<(u64, Hold)> for Holds {
+    fn from_iter<I: IntoIterator<Item = (u64, Hold)>>(iter: I) -> Self {
+        let holds: BTreeMap<u64, Hold> = iter.into_iter().collect();
+        Holds((!holds.is_empty()).then(|| Box::new(holds)))
+    }
 }
 
 /// An open reservation.
@@ -104,7 +165,7 @@ impl Customer {
             granted_credits: 0,
             purchased_credits: 0,
             balance_units: 0,
-            holds: BTreeMap::new(),
+            holds: Holds::default(),
             next_hold: 0,
             invoices_issued: 0,
             transactions_made: 0,
@@ -123,7 +184,7 @@ impl Customer {
         self.period_end_ms = plan.period.end_containing(now_ms, now_ms);
         self.usage = vec![0; plan.usage.len()].into_boxed_slice();
         self.plan = plan;
-        let dropped = self.holds.keys().copied().collect();
+        let dropped = self.holds.iter().map(|(id, _)| id).collect();
         self.holds.clear();
         self.seq += 1;
         dropped
@@ -456,9 +517,9 @@ impl Customer {
             .holds
             .iter()
             .filter(|(_, h)| h.expires_at_ms <= now_ms)
-            .map(|(&id, _)| id)
+            .map(|(id, _)| id)
             .collect();
-        for id in &expired {
+        for &id in &expired {
             self.holds.remove(id);
             self.seq += 1;
         }
@@ -493,7 +554,7 @@ impl Customer {
             holds: self
                 .holds
                 .iter()
-                .map(|(&hold, h)| HoldView {
+                .map(|(hold, h)| HoldView {
                     hold,
                     feature: h.feature.clone(),
                     amount: h.amount,

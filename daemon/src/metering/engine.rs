@@ -117,7 +117,7 @@ impl ShardCore {
             });
             let customer = core.customers.at(slot);
             core.period_ends.insert((customer.period_end_ms, slot));
-            for (&hold, h) in &customer.holds {
+            for (hold, h) in customer.holds.iter() {
                 core.hold_owners.insert(hold, slot);
                 core.hold_expiry.insert((h.expires_at_ms, hold));
             }
@@ -185,9 +185,9 @@ impl ShardCore {
             Request::TopUp(t) => self
                 .top_up(now_ms, &t)
                 .map(|o| Response::TopUp(Box::new(o))),
-            Request::GetCustomer(c) => {
-                Ok(Response::Customer(self.touch(now_ms, &c.customer)?.1.view()))
-            }
+            Request::GetCustomer(c) => Ok(Response::Customer(
+                self.touch(now_ms, &c.customer)?.1.view(),
+            )),
             Request::ClosePeriod(c) => self.close_now(now_ms, &c.customer).map(Response::Closed),
             other => Err(TallyError::Unsupported {
                 operation: other.operation_name().into(),
@@ -440,7 +440,11 @@ impl ShardCore {
             allowed: true,
             hold: Some(hold),
             seq: customer.seq,
-            held: customer.holds[&hold].held,
+            held: customer
+                .holds
+                .get(hold)
+                .expect("the hold was just opened")
+                .held,
             expires_at_ms,
             standing: customer.standing(&r.feature, terms.into()),
         })
@@ -455,7 +459,7 @@ impl ShardCore {
         let unknown = || TallyError::UnknownHold { hold };
         let owner = *self.hold_owners.get(&hold).ok_or_else(unknown)?;
         let customer = self.touch_slot(now_ms, owner);
-        let taken = customer.holds.remove(&hold).ok_or_else(unknown)?;
+        let taken = customer.holds.remove(hold).ok_or_else(unknown)?;
         self.hold_owners.remove(&hold);
         Ok((owner, taken))
     }

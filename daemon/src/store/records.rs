@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use rkyv::rancor;
+use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 use tally_protocol::codec::decode;
 use tally_protocol::message::{IdempotencyKey, Response, PROTOCOL_VERSION};
@@ -134,7 +135,7 @@ pub fn encode_customer(customer: &Customer) -> Vec<u8> {
         holds: customer
             .holds
             .iter()
-            .map(|(&id, h)| StoredHold {
+            .map(|(id, h)| StoredHold {
                 id,
                 feature: h.feature.clone(),
                 amount: h.amount,
@@ -145,50 +146,60 @@ pub fn encode_customer(customer: &Customer) -> Vec<u8> {
     })
 }
 
-/// A stored customer, checked and tied to the current catalogue.
+/// A stored customer, checked and tied to the current catalogue. Built straight from the
+/// validated archive (no intermediate owned record): recovery decodes a row per customer, and
+/// the owned detour cost an allocation per string.
 pub fn decode_customer(bytes: &[u8], catalogue: &Catalogue) -> Result<Customer, RecordError> {
-    let stored: StoredCustomer = decode(bytes).map_err(|e| RecordError::Corrupt {
-        what: "customer",
-        reason: e.to_string(),
+    let mut aligned = AlignedVec::<16>::new();
+    let bytes = if (bytes.as_ptr() as usize).is_multiple_of(16) {
+        bytes
+    } else {
+        aligned.extend_from_slice(bytes);
+        &aligned[..]
+    };
+    let stored = rkyv::access::<ArchivedStoredCustomer, rancor::Error>(bytes).map_err(|e| {
+        RecordError::Corrupt {
+            what: "customer",
+            reason: e.to_string(),
+        }
     })?;
     let plan = catalogue
-        .plan(&stored.plan)
-        .cloned()
+        .plan(stored.plan.as_str())
         .ok_or_else(|| RecordError::UnknownPlan {
-            customer: stored.id.clone(),
-            plan: stored.plan.clone(),
+            customer: stored.id.to_string(),
+            plan: stored.plan.to_string(),
         })?;
     let mut customer = Customer {
-        id: stored.id,
-        plan: Arc::clone(&plan),
-        seq: stored.seq,
-        anchor_ms: stored.anchor_ms,
-        period_start_ms: stored.period_start_ms,
-        period_end_ms: stored.period_end_ms,
+        id: stored.id.to_string(),
+        plan: Arc::clone(plan),
+        seq: stored.seq.to_native(),
+        anchor_ms: stored.anchor_ms.to_native(),
+        period_start_ms: stored.period_start_ms.to_native(),
+        period_end_ms: stored.period_end_ms.to_native(),
         usage: vec![0; plan.usage.len()].into_boxed_slice(),
-        granted_credits: stored.granted_credits,
-        purchased_credits: stored.purchased_credits,
-        balance_units: stored.balance_units,
+        granted_credits: stored.granted_credits.to_native(),
+        purchased_credits: stored.purchased_credits.to_native(),
+        balance_units: stored.balance_units.to_native(),
         holds: stored
             .holds
-            .into_iter()
+            .iter()
             .map(|h| {
                 let hold = Hold {
-                    feature: h.feature,
-                    amount: h.amount,
-                    held: h.held,
-                    expires_at_ms: h.expires_at_ms,
+                    feature: h.feature.to_string(),
+                    amount: h.amount.to_native(),
+                    held: h.held.to_native(),
+                    expires_at_ms: h.expires_at_ms.to_native(),
                 };
-                (h.id, hold)
+                (h.id.to_native(), hold)
             })
             .collect(),
-        next_hold: stored.next_hold,
-        invoices_issued: stored.invoices_issued,
-        transactions_made: stored.transactions_made,
+        next_hold: stored.next_hold.to_native(),
+        invoices_issued: stored.invoices_issued.to_native(),
+        transactions_made: stored.transactions_made.to_native(),
     };
     // A feature the plan no longer has is dropped: nothing could read or bill it any more.
-    for (feature, units) in stored.usage {
-        customer.set_used(&feature, units);
+    for entry in stored.usage.iter() {
+        customer.set_used(entry.0.as_str(), entry.1.to_native());
     }
     Ok(customer)
 }
