@@ -48,6 +48,7 @@ pub struct Customer {
 /// A customer's open holds by id. Most customers hold nothing, so the empty set is one null
 /// pointer rather than an empty map's three words (a million customers' worth of them).
 #[derive(Debug, Clone, Default, PartialEq)]
+#[allow(clippy::box_collection)] // the box is the point: 8 bytes per customer instead of 24
 pub struct Holds(Option<Box<BTreeMap<u64, Hold>>>);
 
 impl Holds {

@@ -77,9 +77,9 @@ impl CustomerTable {
     }
 
     /// Adds `customer` and returns its slot, or gives it back if its id is taken.
-    pub fn insert(&mut self, customer: Customer) -> Result<Slot, Customer> {
+    pub fn insert(&mut self, customer: Customer) -> Result<Slot, Box<Customer>> {
         if self.slot_of(&customer.id).is_some() {
-            return Err(customer);
+            return Err(Box::new(customer));
         }
         let slot = Slot::try_from(self.len).expect("a shard holds fewer than 2^32 customers");
         let hash = self.hasher.hash_one(customer.id.as_str());
