@@ -2,7 +2,10 @@
 //! what a report charges, what a hold holds. Pure: time comes in as `now_ms`.
 
 use std::collections::BTreeMap;
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
+
+use compact_str::CompactString;
 
 use tally_protocol::message::{
     CloseReason, CustomerView, FeatureUsage, HoldView, Model, Standing, TallyError,
@@ -14,8 +17,8 @@ use super::catalogue::{Catalogue, FeatureKind, ModelTerms, Plan, UsageTerms};
 /// A customer's state: everything that survives between requests.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Customer {
-    /// The customer's id.
-    pub id: String,
+    /// The customer's id (inline up to 24 bytes: no allocation of its own).
+    pub id: CompactString,
     /// The current plan.
     pub plan: Arc<Plan>,
     /// Count of state changes applied so far.
@@ -28,7 +31,7 @@ pub struct Customer {
     pub period_end_ms: u64,
     /// Units used this period, one counter per usage feature of the plan in the plan's order
     /// ([`Plan::usage_slot`]): no feature names per customer.
-    pub usage: Box<[u64]>,
+    pub usage: Counters,
     /// Credits granted this period; spent before purchased credits.
     pub granted_credits: i64,
     /// Purchased credits; may go negative after plain reports.
@@ -43,6 +46,51 @@ pub struct Customer {
     pub invoices_issued: u64,
     /// Transactions made so far (the last transaction's number).
     pub transactions_made: u64,
+}
+
+/// Counters held inline: every plan in the shipped catalogue has at most this many usage features.
+const INLINE_COUNTERS: usize = 3;
+
+/// A customer's usage counters, indexed by the plan's usage slots. Up to [`INLINE_COUNTERS`] live
+/// inside the customer; more spill to the heap. Why inline: a million small boxes cost their
+/// allocator overhead and, allocated among short-lived request buffers, pin partly empty pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Counters {
+    /// Counters for plans with few usage features; slots past the plan's count stay 0.
+    Inline([u64; INLINE_COUNTERS]),
+    /// Counters for plans with many usage features.
+    Spilled(Box<[u64]>),
+}
+
+impl Counters {
+    /// `count` counters at zero.
+    pub fn zeroed(count: usize) -> Self {
+        if count <= INLINE_COUNTERS {
+            Counters::Inline([0; INLINE_COUNTERS])
+        } else {
+            Counters::Spilled(vec![0; count].into_boxed_slice())
+        }
+    }
+}
+
+impl Deref for Counters {
+    type Target = [u64];
+
+    fn deref(&self) -> &[u64] {
+        match self {
+            Counters::Inline(counters) => counters,
+            Counters::Spilled(counters) => counters,
+        }
+    }
+}
+
+impl DerefMut for Counters {
+    fn deref_mut(&mut self) -> &mut [u64] {
+        match self {
+            Counters::Inline(counters) => counters,
+            Counters::Spilled(counters) => counters,
+        }
+    }
 }
 
 /// A customer's open holds by id. Most customers hold nothing, so the empty set is one null
@@ -154,15 +202,15 @@ impl Assessment {
 
 impl Customer {
     /// A new customer whose first period starts at `now_ms`.
-    pub fn new(id: String, plan: Arc<Plan>, now_ms: u64) -> Customer {
+    pub fn new(id: impl Into<CompactString>, plan: Arc<Plan>, now_ms: u64) -> Customer {
         let mut customer = Customer {
-            id,
+            id: id.into(),
             plan: plan.clone(),
             seq: 0,
             anchor_ms: now_ms,
             period_start_ms: now_ms,
             period_end_ms: now_ms,
-            usage: Box::default(),
+            usage: Counters::zeroed(0),
             granted_credits: 0,
             purchased_credits: 0,
             balance_units: 0,
@@ -183,7 +231,7 @@ impl Customer {
         self.anchor_ms = now_ms;
         self.period_start_ms = now_ms;
         self.period_end_ms = plan.period.end_containing(now_ms, now_ms);
-        self.usage = vec![0; plan.usage.len()].into_boxed_slice();
+        self.usage = Counters::zeroed(plan.usage.len());
         self.plan = plan;
         let dropped = self.holds.iter().map(|(id, _)| id).collect();
         self.holds.clear();
@@ -217,7 +265,7 @@ impl Customer {
         let settlement = terms.settle(lines.iter().map(|l| l.amount_units).sum());
         self.invoices_issued += 1;
         let invoice = Invoice {
-            customer: self.id.clone(),
+            customer: self.id.to_string(),
             number: self.invoices_issued,
             plan: self.plan.slug.clone(),
             model: match self.plan.model() {
@@ -530,7 +578,7 @@ impl Customer {
     /// The admin view.
     pub fn view(&self) -> CustomerView {
         CustomerView {
-            customer: self.id.clone(),
+            customer: self.id.to_string(),
             plan: self.plan.slug.clone(),
             model: self.plan.model(),
             seq: self.seq,

@@ -2,7 +2,8 @@
 //! state changes: it applies a request to memory and returns the typed answer. Pure: the caller
 //! passes the time and decides when answers are released (after persistence, once it exists).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 use tally_protocol::message::*;
@@ -25,8 +26,11 @@ pub struct ShardCore {
     /// The slot of each open hold's customer.
     hold_owners: HashMap<u64, Slot>,
     hold_expiry: BTreeSet<(u64, u64)>,
-    /// `(period_end_ms, slot)` of every customer: whose period is due next.
-    period_ends: BTreeSet<(u64, Slot)>,
+    /// `(period_end_ms, slot)` of every customer's current period, soonest first. A heap with
+    /// lazy deletion: an entry left by a period that ended early (a request's close on touch, a
+    /// manual close, a plan change) stays until it surfaces and is skipped then. One 16-byte entry
+    /// per customer in one allocation, where an ordered set cost a share of a B-tree node each.
+    period_ends: BinaryHeap<Reverse<(u64, Slot)>>,
     idempotency: IdempotencyLog,
     billing: BillingTerms,
     changes: Changes,
@@ -93,7 +97,7 @@ impl ShardCore {
             customers: CustomerTable::default(),
             hold_owners: HashMap::new(),
             hold_expiry: BTreeSet::new(),
-            period_ends: BTreeSet::new(),
+            period_ends: BinaryHeap::new(),
             idempotency: IdempotencyLog::new(dedup_window_ms),
             billing,
             changes: Changes::default(),
@@ -111,12 +115,14 @@ impl ShardCore {
     ) -> Self {
         let mut core = ShardCore::new(catalogue, dedup_window_ms, billing);
         core.customers = CustomerTable::with_capacity(customers.len());
+        core.period_ends.reserve(customers.len());
         for customer in customers {
             let slot = core.customers.insert(customer).unwrap_or_else(|twice| {
                 panic!("the store holds one row per customer; `{}` twice", twice.id)
             });
             let customer = core.customers.at(slot);
-            core.period_ends.insert((customer.period_end_ms, slot));
+            core.period_ends
+                .push(Reverse((customer.period_end_ms, slot)));
             for (hold, h) in customer.holds.iter() {
                 core.hold_owners.insert(hold, slot);
                 core.hold_expiry.insert((h.expires_at_ms, hold));
@@ -229,11 +235,15 @@ impl ShardCore {
     pub fn close_due_periods(&mut self, now_ms: u64, limit: usize) -> usize {
         let mut closed = 0;
         while closed < limit {
-            let Some(&(end_ms, slot)) = self.period_ends.first() else {
+            let Some(&Reverse((end_ms, slot))) = self.period_ends.peek() else {
                 break;
             };
             if end_ms > now_ms {
                 break;
+            }
+            self.period_ends.pop();
+            if self.customers.at(slot).period_end_ms != end_ms {
+                continue; // a period that ended early; its customer has a newer entry
             }
             self.touch_slot(now_ms, slot);
             closed += 1;
@@ -257,14 +267,14 @@ impl ShardCore {
     fn touch_slot(&mut self, now_ms: u64, slot: Slot) -> &mut Customer {
         let customer = self.customers.at_mut(slot);
         if customer.period_end_ms <= now_ms {
-            self.period_ends.remove(&(customer.period_end_ms, slot));
             while customer.period_end_ms <= now_ms {
                 let end_ms = customer.period_end_ms;
                 let invoice =
                     customer.close_period(end_ms, now_ms, CloseReason::Scheduled, &self.billing);
                 self.changes.invoices.push(invoice);
             }
-            self.period_ends.insert((customer.period_end_ms, slot));
+            self.period_ends
+                .push(Reverse((customer.period_end_ms, slot)));
             self.changes.customers.insert(slot);
             self.did_touch_change = true;
         }
@@ -323,7 +333,7 @@ impl ShardCore {
         self.changes.customers.insert(slot);
         if outcome.amount > 0 {
             self.changes.events.push(UsageEvent {
-                customer: self.customers.at(slot).id.clone(),
+                customer: self.customers.at(slot).id.to_string(),
                 seq: outcome.seq,
                 at_ms: now_ms,
                 feature: feature.into(),
@@ -514,14 +524,12 @@ impl ShardCore {
     fn close_now(&mut self, now_ms: u64, id: &str) -> Result<InvoiceView, TallyError> {
         let billing = self.billing;
         let (slot, customer) = self.touch(now_ms, id)?;
-        let previous_end = customer.period_end_ms;
         let invoice = customer.close_period(now_ms, now_ms, CloseReason::Manual, &billing);
         let next_end = customer.period_end_ms;
         let view = invoice.view();
         self.changes.invoices.push(invoice);
         self.changes.customers.insert(slot);
-        self.period_ends.remove(&(previous_end, slot));
-        self.period_ends.insert((next_end, slot));
+        self.period_ends.push(Reverse((next_end, slot)));
         Ok(view)
     }
 
@@ -548,7 +556,7 @@ impl ShardCore {
             .insert(customer)
             .unwrap_or_else(|_| unreachable!("the id was just looked up"));
         self.changes.customers.insert(slot);
-        self.period_ends.insert((period_end_ms, slot));
+        self.period_ends.push(Reverse((period_end_ms, slot)));
         Ok(view)
     }
 
@@ -570,13 +578,11 @@ impl ShardCore {
                 ),
             });
         }
-        let previous_end = customer.period_end_ms;
         let invoice = customer.close_period(now_ms, now_ms, CloseReason::PlanChange, &billing);
         let dropped = customer.start_plan(plan, now_ms);
         let view = customer.view();
         self.changes.invoices.push(invoice);
-        self.period_ends.remove(&(previous_end, slot));
-        self.period_ends.insert((view.period_end_ms, slot));
+        self.period_ends.push(Reverse((view.period_end_ms, slot)));
         for hold in dropped {
             self.hold_owners.remove(&hold);
         }
@@ -759,6 +765,47 @@ mod tests {
             }),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn the_sweep_closes_each_period_once_after_early_closes_left_stale_entries() {
+        let mut core = create_three_for_the_sweep();
+        let end = core.customer("manual").unwrap().period_end_ms;
+        // Ended early: a manual close mid-period, and a request that touches after the end.
+        let closed = core.handle(
+            T0 + 1_000,
+            Request::ClosePeriod(CustomerRef {
+                customer: "manual".into(),
+            }),
+        );
+        assert!(matches!(closed, Ok(Response::Closed(_))));
+        check(&mut core, end + 5, "touched", "tokens", 1).unwrap();
+        let manual_end = core.customer("manual").unwrap().period_end_ms;
+        assert!(manual_end > end);
+        core.take_changes();
+
+        // Past the original end: only the idle customer is due; the stale entries are skipped.
+        assert_eq!(core.close_due_periods(end + 10, usize::MAX), 1);
+        let invoices = core.take_changes().invoices;
+        assert_eq!(invoices.len(), 1);
+        assert_eq!(invoices[0].customer, "idle");
+        assert_eq!(core.close_due_periods(end + 10, usize::MAX), 0);
+
+        // The manually closed customer is due at its new end, once.
+        assert_eq!(core.close_due_periods(manual_end, usize::MAX), 1);
+        let invoices = core.take_changes().invoices;
+        assert_eq!(invoices.len(), 1);
+        assert_eq!(invoices[0].customer, "manual");
+        assert_eq!(core.close_due_periods(manual_end, usize::MAX), 0);
+    }
+
+    fn create_three_for_the_sweep() -> ShardCore {
+        let mut core = core();
+        for id in ["manual", "touched", "idle"] {
+            create(&mut core, id, "pro");
+        }
+        core.take_changes();
+        core
     }
 
     fn report(core: &mut ShardCore, item: ReportItem) -> Result<ReportOutcome, TallyError> {

@@ -125,7 +125,7 @@ mod tests {
         let catalogue = Config::parse(DEFAULT_CONFIG_TOML, Path::new("."), "config.toml")
             .unwrap()
             .catalogue;
-        Customer::new(id.into(), catalogue.plan("pro").unwrap().clone(), 0)
+        Customer::new(id, catalogue.plan("pro").unwrap().clone(), 0)
     }
 
     #[test]

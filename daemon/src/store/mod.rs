@@ -138,7 +138,7 @@ pub fn writes_for(changes: Changes, core: &ShardCore) -> Vec<Write> {
     for slot in changes.customers {
         let customer = core.customer_at(slot);
         writes.push(Write::Customer {
-            id: customer.id.clone(),
+            id: customer.id.to_string(),
             record: records::encode_customer(customer),
         });
     }
@@ -434,7 +434,7 @@ mod tests {
     fn customers_and_events_come_back_exactly_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let catalogue = catalogue();
-        let mut customer = Customer::new("acme".into(), catalogue.plan("pro").unwrap().clone(), 5);
+        let mut customer = Customer::new("acme", catalogue.plan("pro").unwrap().clone(), 5);
         assert!(customer.set_used("tokens", 42));
         let event = UsageEvent {
             customer: "acme".into(),

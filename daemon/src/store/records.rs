@@ -13,7 +13,7 @@ use tally_protocol::message::{IdempotencyKey, Response, PROTOCOL_VERSION};
 
 use crate::metering::billing::{Invoice, Transaction};
 use crate::metering::catalogue::Catalogue;
-use crate::metering::customer::{Customer, Hold};
+use crate::metering::customer::{Counters, Customer, Hold};
 use crate::metering::engine::UsageEvent;
 use crate::metering::idempotency::{KeyRecord, Remembered};
 
@@ -115,7 +115,7 @@ where
 /// A customer as stored.
 pub fn encode_customer(customer: &Customer) -> Vec<u8> {
     encode(&StoredCustomer {
-        id: customer.id.clone(),
+        id: customer.id.to_string(),
         plan: customer.plan.slug.clone(),
         seq: customer.seq,
         anchor_ms: customer.anchor_ms,
@@ -170,13 +170,13 @@ pub fn decode_customer(bytes: &[u8], catalogue: &Catalogue) -> Result<Customer, 
             plan: stored.plan.to_string(),
         })?;
     let mut customer = Customer {
-        id: stored.id.to_string(),
+        id: stored.id.as_str().into(),
         plan: Arc::clone(plan),
         seq: stored.seq.to_native(),
         anchor_ms: stored.anchor_ms.to_native(),
         period_start_ms: stored.period_start_ms.to_native(),
         period_end_ms: stored.period_end_ms.to_native(),
-        usage: vec![0; plan.usage.len()].into_boxed_slice(),
+        usage: Counters::zeroed(plan.usage.len()),
         granted_credits: stored.granted_credits.to_native(),
         purchased_credits: stored.purchased_credits.to_native(),
         balance_units: stored.balance_units.to_native(),
