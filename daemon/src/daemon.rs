@@ -338,15 +338,15 @@ fn serve_on_this_thread(
 /// current shard count (which may differ from the last run's).
 fn recover(store: &Store, config: &Config, now_ms: u64) -> Result<Vec<ShardCore>, StartError> {
     let started = Instant::now();
-    let recovered = store.recover(&config.catalogue, now_ms)?;
-    let read_ms = started.elapsed().as_millis() as u64;
     let shard_count = config.server.shards;
-    let (customer_count, key_count) = (recovered.customers.len(), recovered.keys.len());
-    let mut customers: Vec<Vec<_>> = (0..shard_count).map(|_| Vec::new()).collect();
+    let recovered = store.recover(&config.catalogue, now_ms, shard_count, |id| {
+        shard_of(stable_hash(id.as_bytes()), shard_count)
+    })?;
+    let read_ms = started.elapsed().as_millis() as u64;
+    let customers = recovered.customers;
+    let customer_count: usize = customers.iter().map(Vec::len).sum();
+    let key_count = recovered.keys.len();
     let mut keys: Vec<Vec<_>> = (0..shard_count).map(|_| Vec::new()).collect();
-    for customer in recovered.customers {
-        customers[shard_of(stable_hash(customer.id.as_bytes()), shard_count)].push(customer);
-    }
     for (key, record) in recovered.keys {
         keys[shard_of(record.placement, shard_count)].push((key, record));
     }

@@ -77,6 +77,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { config, demo } => {
             let (config, origin) = load(config.as_deref())?;
             tracing::info!(config = %origin, "starting tallyd");
+            let signals = Signals::install()?;
             let daemon = Daemon::start(config, Arc::new(SystemClock)).context("starting tallyd")?;
             if demo {
                 let client_config = daemon
@@ -84,7 +85,7 @@ fn main() -> anyhow::Result<()> {
                     .context("--demo needs the development API keys (no [auth] keys configured)")?;
                 tally_daemon::demo::start(client_config);
             }
-            wait_for_signal()?;
+            signals.wait()?;
             tracing::info!("shutting down");
             daemon.shutdown();
             Ok(())
@@ -115,23 +116,50 @@ fn load(path: Option<&Path>) -> anyhow::Result<(Config, String)> {
     }
 }
 
-fn wait_for_signal() -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("building the signal runtime")?;
-    runtime.block_on(async {
+/// SIGTERM and SIGINT handlers, installed before the daemon starts: a signal sent as soon as it
+/// listens (by a supervisor, a test) or while it recovers must stop it gracefully, not kill it
+/// with the default action.
+struct Signals {
+    runtime: tokio::runtime::Runtime,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("building the signal runtime")?;
         #[cfg(unix)]
         {
-            let mut terminate =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            tokio::select! {
-                result = tokio::signal::ctrl_c() => result,
-                _ = terminate.recv() => Ok(()),
-            }
+            use tokio::signal::unix::{signal, SignalKind};
+            let _entered = runtime.enter();
+            let terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+            let interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+            Ok(Signals {
+                runtime,
+                terminate,
+                interrupt,
+            })
         }
         #[cfg(not(unix))]
-        tokio::signal::ctrl_c().await
-    })?;
-    Ok(())
+        Ok(Signals { runtime })
+    }
+
+    /// Blocks until SIGTERM or SIGINT (Ctrl-C), including one that arrived before the call.
+    fn wait(mut self) -> anyhow::Result<()> {
+        #[cfg(unix)]
+        self.runtime.block_on(async {
+            tokio::select! {
+                _ = self.terminate.recv() => {}
+                _ = self.interrupt.recv() => {}
+            }
+        });
+        #[cfg(not(unix))]
+        self.runtime.block_on(tokio::signal::ctrl_c())?;
+        Ok(())
+    }
 }

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use rkyv::util::AlignedVec;
 use tally_protocol::message::{IdempotencyKey, LIST_EVENTS_MAX};
 
 use crate::metering::billing::{Invoice, Transaction};
@@ -38,6 +39,14 @@ pub const STORE_DIR: &str = "store";
 /// Journal bytes fjall keeps before flushing memtables (its floor is 64 MiB). After a crash,
 /// opening the store replays at most this much journal, which bounds recovery time.
 pub const JOURNAL_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// Most bytes one keyspace's memtable holds before it is sealed and flushed (fjall's default is
+/// 64 MiB). Smaller memtables flush sooner, so after a crash fewer journal entries are unflushed
+/// and replayed (10M reports over 1M customers: 265 ms of replay against 0.7–1.4 s at 64 MiB),
+/// and less is resident (419 against 628 bytes per customer at 1M), for a higher tail under
+/// sustained writes (p99 12 against 9 ms at 4×64 reports in flight). fjall keeps the size a
+/// keyspace was created with: stores created before this setting keep 64 MiB.
+pub const MEMTABLE_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +77,11 @@ pub enum StoreError {
     /// A write failed on purpose (fault injection in tests).
     #[error("injected write failure")]
     InjectedFault,
+}
+
+/// Creation options of every data keyspace.
+fn data_keyspace() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES_MAX)
 }
 
 /// A switch that makes every write fail, for tests of the failure path at the storage boundary.
@@ -175,8 +189,8 @@ pub fn writes_for(changes: Changes, core: &ShardCore) -> Vec<Write> {
 /// What recovery read back.
 #[derive(Debug, Default)]
 pub struct Recovered {
-    /// Every customer.
-    pub customers: Vec<Customer>,
+    /// Every customer, already split by the shard that owns it.
+    pub customers: Vec<Vec<Customer>>,
     /// Keys still inside their window.
     pub keys: Vec<(IdempotencyKey, KeyRecord)>,
     /// Keys found expired (to be deleted).
@@ -218,27 +232,41 @@ impl Store {
             None => return Err(StoreError::NotAStore { path }),
         }
         Ok(Store {
-            customers: db.keyspace("customers", KeyspaceCreateOptions::default)?,
-            events: db.keyspace("events", KeyspaceCreateOptions::default)?,
-            keys: db.keyspace("keys", KeyspaceCreateOptions::default)?,
-            invoices: db.keyspace("invoices", KeyspaceCreateOptions::default)?,
-            transactions: db.keyspace("transactions", KeyspaceCreateOptions::default)?,
+            customers: db.keyspace("customers", data_keyspace)?,
+            events: db.keyspace("events", data_keyspace)?,
+            keys: db.keyspace("keys", data_keyspace)?,
+            invoices: db.keyspace("invoices", data_keyspace)?,
+            transactions: db.keyspace("transactions", data_keyspace)?,
             db,
             faults,
         })
     }
 
-    /// Reads every customer and every idempotency key still inside its window at `now_ms`.
-    pub fn recover(&self, catalogue: &Catalogue, now_ms: u64) -> Result<Recovered, StoreError> {
-        let mut recovered = Recovered::default();
+    /// Reads every customer, placed among `shards` shards by `shard_of_customer(id)`, and every
+    /// idempotency key still inside its window at `now_ms`.
+    pub fn recover(
+        &self,
+        catalogue: &Catalogue,
+        now_ms: u64,
+        shards: usize,
+        shard_of_customer: impl Fn(&str) -> usize,
+    ) -> Result<Recovered, StoreError> {
+        // Sized up front: growing a vector of a million customers copies it over and over.
+        let expected = self.customers.approximate_len() / shards.max(1);
+        let mut recovered = Recovered {
+            customers: (0..shards)
+                .map(|_| Vec::with_capacity(expected + expected / 8))
+                .collect(),
+            ..Recovered::default()
+        };
+        let mut scratch = AlignedVec::new();
         for guard in self.customers.iter() {
             let (_, value) = guard.into_inner()?;
-            recovered
-                .customers
-                .push(records::decode_customer(&value, catalogue)?);
+            let customer = records::decode_customer(&value, catalogue, &mut scratch)?;
+            recovered.customers[shard_of_customer(&customer.id)].push(customer);
         }
         tracing::debug!(
-            rows = recovered.customers.len(),
+            rows = recovered.customers.iter().map(Vec::len).sum::<usize>(),
             "read and decoded the customer rows"
         );
         for guard in self.keys.iter() {
@@ -460,8 +488,8 @@ mod tests {
             store.persist(&writes, PersistMode::SyncData).unwrap();
         }
         let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
-        let recovered = store.recover(&catalogue, 0).unwrap();
-        assert_eq!(recovered.customers, vec![customer]);
+        let recovered = store.recover(&catalogue, 0, 2, |_| 1).unwrap();
+        assert_eq!(recovered.customers, vec![vec![], vec![customer]]);
         let (events, more) = store.list_events("acme", (0, 0), 2_000).unwrap();
         assert!(!more);
         assert_eq!(events.len(), 1);

@@ -148,14 +148,19 @@ pub fn encode_customer(customer: &Customer) -> Vec<u8> {
 
 /// A stored customer, checked and tied to the current catalogue. Built straight from the
 /// validated archive (no intermediate owned record): recovery decodes a row per customer, and
-/// the owned detour cost an allocation per string.
-pub fn decode_customer(bytes: &[u8], catalogue: &Catalogue) -> Result<Customer, RecordError> {
-    let mut aligned = AlignedVec::<16>::new();
+/// the owned detour cost an allocation per string. `scratch` holds an unaligned row's aligned
+/// copy; pass the same one for every row.
+pub fn decode_customer(
+    bytes: &[u8],
+    catalogue: &Catalogue,
+    scratch: &mut AlignedVec,
+) -> Result<Customer, RecordError> {
     let bytes = if (bytes.as_ptr() as usize).is_multiple_of(16) {
         bytes
     } else {
-        aligned.extend_from_slice(bytes);
-        &aligned[..]
+        scratch.clear();
+        scratch.extend_from_slice(bytes);
+        &scratch[..]
     };
     let stored = rkyv::access::<ArchivedStoredCustomer, rancor::Error>(bytes).map_err(|e| {
         RecordError::Corrupt {
