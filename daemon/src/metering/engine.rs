@@ -12,7 +12,7 @@ use super::billing::{BillingTerms, Invoice, Transaction};
 use super::catalogue::{Catalogue, ModelTerms};
 use super::customer::Customer;
 use super::idempotency::{IdempotencyLog, KeyRecord, Remembered};
-use super::table::{CustomerTable, Slot};
+use super::table::{CustomerTable, Slot, Unindexed};
 use crate::stable_hash::{stable_hash, Fingerprint};
 
 /// Most open holds one customer may have; a hold is bookkeeping the shard must scan.
@@ -110,17 +110,14 @@ impl ShardCore {
         catalogue: Arc<Catalogue>,
         dedup_window_ms: u64,
         billing: BillingTerms,
-        customers: Vec<Customer>,
+        customers: Unindexed,
         keys: Vec<(IdempotencyKey, KeyRecord)>,
     ) -> Self {
         let mut core = ShardCore::new(catalogue, dedup_window_ms, billing);
-        core.customers = CustomerTable::with_capacity(customers.len());
+        let customers = CustomerTable::index(customers)
+            .unwrap_or_else(|id| panic!("the store holds one row per customer; `{id}` twice"));
         core.period_ends.reserve(customers.len());
-        for customer in customers {
-            let slot = core.customers.insert(customer).unwrap_or_else(|twice| {
-                panic!("the store holds one row per customer; `{}` twice", twice.id)
-            });
-            let customer = core.customers.at(slot);
+        for (slot, customer) in customers.iter() {
             core.period_ends
                 .push(Reverse((customer.period_end_ms, slot)));
             for (hold, h) in customer.holds.iter() {
@@ -128,6 +125,7 @@ impl ShardCore {
                 core.hold_expiry.insert((h.expires_at_ms, hold));
             }
         }
+        core.customers = customers;
         for (key, record) in keys {
             core.idempotency.restore(key, record);
         }

@@ -21,6 +21,37 @@ pub type Slot = u32;
 /// chunk list stays short.
 const CHUNK: usize = 1024;
 
+/// Customers read back at recovery, in chunks that never move, not yet indexed.
+#[derive(Debug, Default)]
+pub struct Unindexed {
+    chunks: Vec<Vec<Customer>>,
+    len: usize,
+}
+
+impl Unindexed {
+    /// Adds a customer.
+    pub fn push(&mut self, customer: Customer) {
+        if self.chunks.last().is_none_or(|chunk| chunk.len() == CHUNK) {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        self.chunks
+            .last_mut()
+            .expect("a chunk with room was just ensured")
+            .push(customer);
+        self.len += 1;
+    }
+
+    /// How many it holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// A shard's customers.
 #[derive(Debug, Default)]
 pub struct CustomerTable {
@@ -104,6 +135,36 @@ impl CustomerTable {
         Ok(slot)
     }
 
+    /// Indexes customers read back at recovery (the slow part, so it runs on the shard's own
+    /// thread); gives back the id of a customer that appears twice.
+    pub fn index(rows: Unindexed) -> Result<Self, String> {
+        let mut table = CustomerTable {
+            chunks: rows.chunks,
+            len: rows.len,
+            index: HashTable::with_capacity(rows.len),
+            hasher: RandomState::new(),
+        };
+        let Self {
+            chunks,
+            index,
+            hasher,
+            ..
+        } = &mut table;
+        let id_at = |slot: Slot| {
+            let slot = slot as usize;
+            chunks[slot / CHUNK][slot % CHUNK].id.as_str()
+        };
+        for slot in 0..rows.len as Slot {
+            let id = id_at(slot);
+            let hash = hasher.hash_one(id);
+            if index.find(hash, |&other| id_at(other) == id).is_some() {
+                return Err(id.to_string());
+            }
+            index.insert_unique(hash, slot, |&other| hasher.hash_one(id_at(other)));
+        }
+        Ok(table)
+    }
+
     /// Every customer with its slot, in slot order.
     pub fn iter(&self) -> impl Iterator<Item = (Slot, &Customer)> {
         self.chunks
@@ -144,6 +205,29 @@ mod tests {
         }
         assert_eq!(table.slot_of("c-missing"), None);
         assert_eq!(table.iter().count(), n);
+    }
+
+    #[test]
+    fn indexes_customers_read_back_and_refuses_an_id_stored_twice() {
+        let mut rows = Unindexed::default();
+        for i in 0..CHUNK + 3 {
+            rows.push(customer(&format!("c-{i}")));
+        }
+        assert_eq!(rows.len(), CHUNK + 3);
+        let table = CustomerTable::index(rows).unwrap();
+        assert_eq!(table.len(), CHUNK + 3);
+        assert_eq!(table.slot_of("c-0"), Some(0));
+        assert_eq!(
+            table.slot_of(&format!("c-{}", CHUNK + 2)),
+            Some(CHUNK as Slot + 2)
+        );
+        assert_eq!(table.slot_of("c-missing"), None);
+
+        let mut rows = Unindexed::default();
+        for id in ["a", "b", "a"] {
+            rows.push(customer(id));
+        }
+        assert_eq!(CustomerTable::index(rows).unwrap_err(), "a");
     }
 
     #[test]

@@ -29,9 +29,9 @@ use tally_protocol::message::{IdempotencyKey, LIST_EVENTS_MAX};
 
 use crate::metering::billing::{Invoice, Transaction};
 use crate::metering::catalogue::Catalogue;
-use crate::metering::customer::Customer;
 use crate::metering::engine::{Changes, ShardCore};
 use crate::metering::idempotency::KeyRecord;
+use crate::metering::table::Unindexed;
 use records::{RecordError, StoredEvent, STORE_FORMAT};
 
 /// Folder under the data dir that holds the fjall database.
@@ -189,8 +189,8 @@ pub fn writes_for(changes: Changes, core: &ShardCore) -> Vec<Write> {
 /// What recovery read back.
 #[derive(Debug, Default)]
 pub struct Recovered {
-    /// Every customer, already split by the shard that owns it.
-    pub customers: Vec<Vec<Customer>>,
+    /// Every customer, already split by the shard that owns it (indexed later, by each shard).
+    pub customers: Vec<Unindexed>,
     /// Keys still inside their window.
     pub keys: Vec<(IdempotencyKey, KeyRecord)>,
     /// Keys found expired (to be deleted).
@@ -251,12 +251,10 @@ impl Store {
         shards: usize,
         shard_of_customer: impl Fn(&str) -> usize,
     ) -> Result<Recovered, StoreError> {
-        // Sized up front: growing a vector of a million customers copies it over and over.
-        let expected = self.customers.approximate_len() / shards.max(1);
+        // Into chunks that never move: collecting a million customers in a growing vector
+        // copied them on every doubling.
         let mut recovered = Recovered {
-            customers: (0..shards)
-                .map(|_| Vec::with_capacity(expected + expected / 8))
-                .collect(),
+            customers: (0..shards).map(|_| Unindexed::default()).collect(),
             ..Recovered::default()
         };
         let mut scratch = AlignedVec::new();
@@ -266,7 +264,11 @@ impl Store {
             recovered.customers[shard_of_customer(&customer.id)].push(customer);
         }
         tracing::debug!(
-            rows = recovered.customers.iter().map(Vec::len).sum::<usize>(),
+            rows = recovered
+                .customers
+                .iter()
+                .map(Unindexed::len)
+                .sum::<usize>(),
             "read and decoded the customer rows"
         );
         for guard in self.keys.iter() {
@@ -450,7 +452,9 @@ impl Store {
 mod tests {
     use super::*;
     use crate::config::{Config, DEFAULT_CONFIG_TOML};
+    use crate::metering::customer::Customer;
     use crate::metering::engine::UsageEvent;
+    use crate::metering::table::CustomerTable;
 
     fn catalogue() -> Arc<Catalogue> {
         Config::parse(DEFAULT_CONFIG_TOML, Path::new("."), "config.toml")
@@ -489,7 +493,11 @@ mod tests {
         }
         let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
         let recovered = store.recover(&catalogue, 0, 2, |_| 1).unwrap();
-        assert_eq!(recovered.customers, vec![vec![], vec![customer]]);
+        let [first, second]: [Unindexed; 2] = recovered.customers.try_into().unwrap();
+        assert!(first.is_empty());
+        let second = CustomerTable::index(second).unwrap();
+        assert_eq!(second.len(), 1);
+        assert_eq!(second.get("acme"), Some(&customer));
         let (events, more) = store.list_events("acme", (0, 0), 2_000).unwrap();
         assert!(!more);
         assert_eq!(events.len(), 1);
