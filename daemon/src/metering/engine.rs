@@ -231,6 +231,7 @@ impl ShardCore {
     /// returns how many customers were closed. Requests close their customer's due periods
     /// themselves (see `touch`), so this only makes closes timely for idle customers.
     pub fn close_due_periods(&mut self, now_ms: u64, limit: usize) -> usize {
+        self.compact_period_ends();
         let mut closed = 0;
         while closed < limit {
             let Some(&Reverse((end_ms, slot))) = self.period_ends.peek() else {
@@ -247,6 +248,19 @@ impl ShardCore {
             closed += 1;
         }
         closed
+    }
+
+    /// Rebuilds the due-period heap from the customers once stale entries outnumber live ones,
+    /// so early closes (a script calling `close_period` in a loop) cannot grow it without bound.
+    /// Linear, and at most once per as many early closes as there are customers.
+    fn compact_period_ends(&mut self) {
+        if self.period_ends.len() > 2 * self.customers.len() + 1024 {
+            self.period_ends = self
+                .customers
+                .iter()
+                .map(|(slot, customer)| Reverse((customer.period_end_ms, slot)))
+                .collect();
+        }
     }
 
     /// The customer, with its ended periods closed and its expired holds released first, so
@@ -795,6 +809,28 @@ mod tests {
         assert_eq!(invoices.len(), 1);
         assert_eq!(invoices[0].customer, "manual");
         assert_eq!(core.close_due_periods(manual_end, usize::MAX), 0);
+    }
+
+    #[test]
+    fn early_closes_in_a_loop_leave_a_bounded_due_period_heap() {
+        let mut core = core();
+        create(&mut core, "looping", "pro");
+        for i in 1..=5_000 {
+            let closed = core.handle(
+                T0 + i,
+                Request::ClosePeriod(CustomerRef {
+                    customer: "looping".into(),
+                }),
+            );
+            assert!(matches!(closed, Ok(Response::Closed(_))));
+        }
+        assert_eq!(core.period_ends.len(), 5_001);
+        assert_eq!(core.close_due_periods(T0 + 5_000, usize::MAX), 0);
+        assert_eq!(core.period_ends.len(), 1);
+        let end = core.customer("looping").unwrap().period_end_ms;
+        core.take_changes();
+        assert_eq!(core.close_due_periods(end, usize::MAX), 1);
+        assert_eq!(core.take_changes().invoices.len(), 1);
     }
 
     fn create_three_for_the_sweep() -> ShardCore {
