@@ -19,7 +19,7 @@ use crate::credentials::{Credentials, CredentialsError, DevApiKeys};
 use crate::data_dir::{self, DataDirError, DataDirLock};
 use crate::janitor::Janitor;
 use crate::metering::engine::ShardCore;
-use crate::metering::table::Unindexed;
+use crate::metering::table::CustomerRows;
 use crate::ops_http::{OpsHttp, OpsStatus};
 use crate::router::Shards;
 use crate::server::telemetry::Telemetry;
@@ -345,7 +345,7 @@ fn recover(store: &Store, config: &Config, now_ms: u64) -> Result<Vec<ShardCore>
     })?;
     let read_ms = started.elapsed().as_millis() as u64;
     let customers = recovered.customers;
-    let customer_count: usize = customers.iter().map(Unindexed::len).sum();
+    let customer_count: usize = customers.iter().map(CustomerRows::len).sum();
     let key_count = recovered.keys.len();
     let mut keys: Vec<Vec<_>> = (0..shard_count).map(|_| Vec::new()).collect();
     for (key, record) in recovered.keys {

@@ -12,7 +12,7 @@ use super::billing::{BillingTerms, Invoice, Transaction};
 use super::catalogue::{Catalogue, ModelTerms};
 use super::customer::Customer;
 use super::idempotency::{IdempotencyLog, KeyRecord, Remembered};
-use super::table::{CustomerTable, Slot, Unindexed};
+use super::table::{CustomerRows, CustomerTable, Slot};
 use crate::stable_hash::{stable_hash, Fingerprint};
 
 /// Most open holds one customer may have; a hold is bookkeeping the shard must scan.
@@ -110,7 +110,7 @@ impl ShardCore {
         catalogue: Arc<Catalogue>,
         dedup_window_ms: u64,
         billing: BillingTerms,
-        customers: Unindexed,
+        customers: CustomerRows,
         keys: Vec<(IdempotencyKey, KeyRecord)>,
     ) -> Self {
         let mut core = ShardCore::new(catalogue, dedup_window_ms, billing);

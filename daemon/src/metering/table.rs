@@ -21,16 +21,18 @@ pub type Slot = u32;
 /// chunk list stays short.
 const CHUNK: usize = 1024;
 
-/// Customers read back at recovery, in chunks that never move, not yet indexed.
+/// Customers in slot order, in chunks that never move; on their own (not yet indexed) they are
+/// what recovery reads back for a shard.
 #[derive(Debug, Default)]
-pub struct Unindexed {
+pub struct CustomerRows {
     chunks: Vec<Vec<Customer>>,
     len: usize,
 }
 
-impl Unindexed {
-    /// Adds a customer.
-    pub fn push(&mut self, customer: Customer) {
+impl CustomerRows {
+    /// Adds a customer in the next slot and returns that slot.
+    pub fn push(&mut self, customer: Customer) -> Slot {
+        let slot = Slot::try_from(self.len).expect("a shard holds fewer than 2^32 customers");
         if self.chunks.last().is_none_or(|chunk| chunk.len() == CHUNK) {
             self.chunks.push(Vec::with_capacity(CHUNK));
         }
@@ -39,6 +41,7 @@ impl Unindexed {
             .expect("a chunk with room was just ensured")
             .push(customer);
         self.len += 1;
+        slot
     }
 
     /// How many it holds.
@@ -50,23 +53,34 @@ impl Unindexed {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    fn at(&self, slot: Slot) -> &Customer {
+        let slot = slot as usize;
+        &self.chunks[slot / CHUNK][slot % CHUNK]
+    }
+
+    fn at_mut(&mut self, slot: Slot) -> &mut Customer {
+        let slot = slot as usize;
+        &mut self.chunks[slot / CHUNK][slot % CHUNK]
+    }
 }
 
 /// A shard's customers.
 #[derive(Debug, Default)]
 pub struct CustomerTable {
-    chunks: Vec<Vec<Customer>>,
-    len: usize,
+    rows: CustomerRows,
     index: HashTable<Slot>,
     hasher: RandomState,
 }
 
 impl CustomerTable {
-    /// An empty table with index room for `customers` (recovery knows its count up front).
+    /// An empty table with index room for `customers`.
     pub fn with_capacity(customers: usize) -> Self {
         Self {
-            chunks: Vec::with_capacity(customers.div_ceil(CHUNK)),
-            len: 0,
+            rows: CustomerRows {
+                chunks: Vec::with_capacity(customers.div_ceil(CHUNK)),
+                len: 0,
+            },
             index: HashTable::with_capacity(customers),
             hasher: RandomState::new(),
         }
@@ -74,19 +88,19 @@ impl CustomerTable {
 
     /// How many customers it holds.
     pub fn len(&self) -> usize {
-        self.len
+        self.rows.len()
     }
 
     /// Whether it holds none.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.rows.is_empty()
     }
 
     /// The slot of the customer `id`.
     pub fn slot_of(&self, id: &str) -> Option<Slot> {
         let hash = self.hasher.hash_one(id);
         self.index
-            .find(hash, |&slot| self.at(slot).id == id)
+            .find(hash, |&slot| self.rows.at(slot).id == id)
             .copied()
     }
 
@@ -97,14 +111,12 @@ impl CustomerTable {
 
     /// The customer in `slot`. Panics on a slot this table never handed out.
     pub fn at(&self, slot: Slot) -> &Customer {
-        let slot = slot as usize;
-        &self.chunks[slot / CHUNK][slot % CHUNK]
+        self.rows.at(slot)
     }
 
     /// The customer in `slot`, to change. Panics on a slot this table never handed out.
     pub fn at_mut(&mut self, slot: Slot) -> &mut Customer {
-        let slot = slot as usize;
-        &mut self.chunks[slot / CHUNK][slot % CHUNK]
+        self.rows.at_mut(slot)
     }
 
     /// Adds `customer` and returns its slot, or gives it back if its id is taken.
@@ -112,62 +124,49 @@ impl CustomerTable {
         if self.slot_of(&customer.id).is_some() {
             return Err(Box::new(customer));
         }
-        let slot = Slot::try_from(self.len).expect("a shard holds fewer than 2^32 customers");
         let hash = self.hasher.hash_one(customer.id.as_str());
-        if self.chunks.last().is_none_or(|chunk| chunk.len() == CHUNK) {
-            self.chunks.push(Vec::with_capacity(CHUNK));
-        }
-        self.chunks
-            .last_mut()
-            .expect("a chunk with room was just ensured")
-            .push(customer);
-        self.len += 1;
+        let slot = self.rows.push(customer);
         let Self {
-            chunks,
+            rows,
             index,
             hasher,
-            ..
         } = self;
         index.insert_unique(hash, slot, |&other| {
-            let other = other as usize;
-            hasher.hash_one(chunks[other / CHUNK][other % CHUNK].id.as_str())
+            hasher.hash_one(rows.at(other).id.as_str())
         });
         Ok(slot)
     }
 
     /// Indexes customers read back at recovery (the slow part, so it runs on the shard's own
     /// thread); gives back the id of a customer that appears twice.
-    pub fn index(rows: Unindexed) -> Result<Self, String> {
+    pub fn index(rows: CustomerRows) -> Result<Self, String> {
         let mut table = CustomerTable {
-            chunks: rows.chunks,
-            len: rows.len,
-            index: HashTable::with_capacity(rows.len),
+            index: HashTable::with_capacity(rows.len()),
+            rows,
             hasher: RandomState::new(),
         };
         let Self {
-            chunks,
+            rows,
             index,
             hasher,
-            ..
         } = &mut table;
-        let id_at = |slot: Slot| {
-            let slot = slot as usize;
-            chunks[slot / CHUNK][slot % CHUNK].id.as_str()
-        };
-        for slot in 0..rows.len as Slot {
-            let id = id_at(slot);
+        for slot in 0..rows.len() as Slot {
+            let id = rows.at(slot).id.as_str();
             let hash = hasher.hash_one(id);
-            if index.find(hash, |&other| id_at(other) == id).is_some() {
+            if index.find(hash, |&other| rows.at(other).id == id).is_some() {
                 return Err(id.to_string());
             }
-            index.insert_unique(hash, slot, |&other| hasher.hash_one(id_at(other)));
+            index.insert_unique(hash, slot, |&other| {
+                hasher.hash_one(rows.at(other).id.as_str())
+            });
         }
         Ok(table)
     }
 
     /// Every customer with its slot, in slot order.
     pub fn iter(&self) -> impl Iterator<Item = (Slot, &Customer)> {
-        self.chunks
+        self.rows
+            .chunks
             .iter()
             .flatten()
             .enumerate()
@@ -209,7 +208,7 @@ mod tests {
 
     #[test]
     fn indexes_customers_read_back_and_refuses_an_id_stored_twice() {
-        let mut rows = Unindexed::default();
+        let mut rows = CustomerRows::default();
         for i in 0..CHUNK + 3 {
             rows.push(customer(&format!("c-{i}")));
         }
@@ -223,7 +222,7 @@ mod tests {
         );
         assert_eq!(table.slot_of("c-missing"), None);
 
-        let mut rows = Unindexed::default();
+        let mut rows = CustomerRows::default();
         for id in ["a", "b", "a"] {
             rows.push(customer(id));
         }

@@ -31,7 +31,7 @@ use crate::metering::billing::{Invoice, Transaction};
 use crate::metering::catalogue::Catalogue;
 use crate::metering::engine::{Changes, ShardCore};
 use crate::metering::idempotency::KeyRecord;
-use crate::metering::table::Unindexed;
+use crate::metering::table::CustomerRows;
 use records::{RecordError, StoredEvent, STORE_FORMAT};
 
 /// Folder under the data dir that holds the fjall database.
@@ -198,7 +198,7 @@ pub fn writes_for(changes: Changes, core: &ShardCore) -> Vec<Write> {
 #[derive(Debug, Default)]
 pub struct Recovered {
     /// Every customer, already split by the shard that owns it (indexed later, by each shard).
-    pub customers: Vec<Unindexed>,
+    pub customers: Vec<CustomerRows>,
     /// Keys still inside their window.
     pub keys: Vec<(IdempotencyKey, KeyRecord)>,
     /// Keys found expired (to be deleted).
@@ -263,7 +263,7 @@ impl Store {
         // Into chunks that never move: collecting a million customers in a growing vector
         // copied them on every doubling.
         let mut recovered = Recovered {
-            customers: (0..shards).map(|_| Unindexed::default()).collect(),
+            customers: (0..shards).map(|_| CustomerRows::default()).collect(),
             ..Recovered::default()
         };
         let mut scratch = AlignedVec::new();
@@ -276,7 +276,7 @@ impl Store {
             rows = recovered
                 .customers
                 .iter()
-                .map(Unindexed::len)
+                .map(CustomerRows::len)
                 .sum::<usize>(),
             "read and decoded the customer rows"
         );
@@ -502,7 +502,7 @@ mod tests {
         }
         let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
         let recovered = store.recover(&catalogue, 0, 2, |_| 1).unwrap();
-        let [first, second]: [Unindexed; 2] = recovered.customers.try_into().unwrap();
+        let [first, second]: [CustomerRows; 2] = recovered.customers.try_into().unwrap();
         assert!(first.is_empty());
         let second = CustomerTable::index(second).unwrap();
         assert_eq!(second.len(), 1);
