@@ -74,18 +74,6 @@ pub struct CustomerTable {
 }
 
 impl CustomerTable {
-    /// An empty table with index room for `customers`.
-    pub fn with_capacity(customers: usize) -> Self {
-        Self {
-            rows: CustomerRows {
-                chunks: Vec::with_capacity(customers.div_ceil(CHUNK)),
-                len: 0,
-            },
-            index: HashTable::with_capacity(customers),
-            hasher: RandomState::new(),
-        }
-    }
-
     /// How many customers it holds.
     pub fn len(&self) -> usize {
         self.rows.len()
@@ -231,7 +219,7 @@ mod tests {
 
     #[test]
     fn refuses_a_taken_id_and_keeps_the_first() {
-        let mut table = CustomerTable::with_capacity(4);
+        let mut table = CustomerTable::default();
         let first = table.insert(customer("acme")).unwrap();
         table.at_mut(first).seq = 99;
         let refused = table.insert(customer("acme")).unwrap_err();
