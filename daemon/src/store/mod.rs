@@ -52,8 +52,10 @@ pub const MEMTABLE_BYTES_MAX: u64 = 16 * 1024 * 1024;
 /// leaves compactions to the others by putting them back on the queue — so while the one other
 /// worker compacts, worker 0 spins taking and re-queueing the same message (~15% of all CPU in a
 /// profile of sustained reports on 2 cores). More workers take those messages sooner: with 4,
-/// sustained reports gained ~8% and lost ~30% of their p99, batches ~5% (2 runs each, 2 cores).
-/// One worker would not spin but deadlocked under load (it blocks sending to its own full queue).
+/// sustained reports gained ~8% and lost ~30% of their p99, batches ~5% (2 runs each, 2 cores),
+/// and compaction keeping up halved the row read after a crash (1M customers: 417–541 against
+/// 726–1,583 ms), for ~55 more resident bytes per customer (434 against 379 at 1M). One worker
+/// would not spin but deadlocked under load (it blocks sending to its own full queue).
 pub const FJALL_WORKERS: usize = 4;
 
 /// Why the store failed.
