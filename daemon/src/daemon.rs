@@ -293,13 +293,6 @@ fn serve_on_this_thread(
             }
         };
         let addr = endpoint.local_addr().expect("a bound endpoint has an address");
-        let addr_file = config.storage.data_dir.join(ADDR_FILE);
-        let temporary = config.storage.data_dir.join(ADDR_FILE_TEMPORARY);
-        if let Err(e) = write_atomically(&addr_file, &temporary, format!("{addr}\n").as_bytes()) {
-            tracing::warn!(path = %addr_file.display(), error = %e, "cannot write the address file");
-        }
-        tracing::info!(%addr, shards = config.server.shards, "tallyd is listening");
-        let _ = ready.send(Ok(addr));
         let (drain, draining) = tokio::sync::watch::channel(false);
         let context = Arc::new(ServerContext {
             router: shards.router.clone(),
@@ -310,7 +303,16 @@ fn serve_on_this_thread(
             draining,
             open_connections: AtomicU32::new(0),
         });
+        // Ready (for /readyz) before start-up returns: a caller that saw `start` succeed, or read
+        // the address file, must not then be told the daemon is still recovering.
         let _ = status.server.set(Arc::downgrade(&context));
+        let addr_file = config.storage.data_dir.join(ADDR_FILE);
+        let temporary = config.storage.data_dir.join(ADDR_FILE_TEMPORARY);
+        if let Err(e) = write_atomically(&addr_file, &temporary, format!("{addr}\n").as_bytes()) {
+            tracing::warn!(path = %addr_file.display(), error = %e, "cannot write the address file");
+        }
+        tracing::info!(%addr, shards = config.server.shards, "tallyd is listening");
+        let _ = ready.send(Ok(addr));
         server::serve(endpoint, context, drain, stop).await;
         shards.stop_after_hand_over().await;
     });
