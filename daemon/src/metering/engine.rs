@@ -116,10 +116,8 @@ impl ShardCore {
         let mut core = ShardCore::new(catalogue, dedup_window_ms, billing);
         let customers = CustomerTable::index(customers)
             .unwrap_or_else(|id| panic!("the store holds one row per customer; `{id}` twice"));
-        core.period_ends.reserve(customers.len());
+        core.period_ends = period_ends_of(&customers);
         for (slot, customer) in customers.iter() {
-            core.period_ends
-                .push(Reverse((customer.period_end_ms, slot)));
             for (hold, h) in customer.holds.iter() {
                 core.hold_owners.insert(hold, slot);
                 core.hold_expiry.insert((h.expires_at_ms, hold));
@@ -255,11 +253,7 @@ impl ShardCore {
     /// Linear, and at most once per as many early closes as there are customers.
     fn compact_period_ends(&mut self) {
         if self.period_ends.len() > 2 * self.customers.len() + 1024 {
-            self.period_ends = self
-                .customers
-                .iter()
-                .map(|(slot, customer)| Reverse((customer.period_end_ms, slot)))
-                .collect();
+            self.period_ends = period_ends_of(&self.customers);
         }
     }
 
@@ -692,6 +686,14 @@ impl ShardCore {
         }
         Ok(outcome)
     }
+}
+
+/// The due-period heap with exactly one entry per customer (built in linear time).
+fn period_ends_of(customers: &CustomerTable) -> BinaryHeap<Reverse<(u64, Slot)>> {
+    customers
+        .iter()
+        .map(|(slot, customer)| Reverse((customer.period_end_ms, slot)))
+        .collect()
 }
 
 /// What an idempotency key lookup found.

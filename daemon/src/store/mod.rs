@@ -44,18 +44,19 @@ pub const JOURNAL_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// 64 MiB). Smaller memtables flush sooner, so after a crash fewer journal entries are unflushed
 /// and replayed (10M reports over 1M customers: 265 ms of replay against 0.7–1.4 s at 64 MiB),
 /// and less is resident (419 against 628 bytes per customer at 1M), for a higher tail under
-/// sustained writes (p99 12 against 9 ms at 4×64 reports in flight). fjall keeps the size a
+/// sustained writes (p99 12 against 9 ms at 4×64 reports in flight, with 2 fjall workers). fjall keeps the size a
 /// keyspace was created with: stores created before this setting keep 64 MiB.
 pub const MEMTABLE_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
 /// fjall's flush/compaction threads. Its default is min(cores, 4), 2 here, and its worker 0
 /// leaves compactions to the others by putting them back on the queue — so while the one other
-/// worker compacts, worker 0 spins taking and re-queueing the same message (~15% of all CPU in a
-/// profile of sustained reports on 2 cores). More workers take those messages sooner: with 4,
-/// sustained reports gained ~8% and lost ~30% of their p99, batches ~5% (2 runs each, 2 cores),
-/// and compaction keeping up halved the row read after a crash (1M customers: 417–541 against
-/// 726–1,583 ms), for ~55 more resident bytes per customer (434 against 379 at 1M). One worker
-/// would not spin but deadlocked under load (it blocks sending to its own full queue).
+/// worker compacts, worker 0 spins taking and re-queueing the same message (`worker_tick` and
+/// `flume` send: 8.6% of all samples, self time, in a profile of sustained reports on 2 cores).
+/// More workers take those messages sooner: with 4, sustained reports gained ~8% and lost ~30%
+/// of their p99, batches ~5% (same-sitting A/B, 2 runs each). Compared across two sittings, the
+/// row read after a crash went from 726–1,583 to 417–541 ms (1M customers) and resident memory
+/// from 379 to 434 bytes per customer. One worker would not spin but deadlocked under load (it
+/// blocks sending to its own full queue).
 pub const FJALL_WORKERS: usize = 4;
 
 /// Why the store failed.
