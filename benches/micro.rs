@@ -15,7 +15,7 @@ use std::sync::Arc;
 use divan::{black_box, Bencher};
 use tally_daemon::config::{Config, DEFAULT_CONFIG_TOML};
 use tally_daemon::metering::engine::ShardCore;
-use tally_daemon::store::{writes_for, Store};
+use tally_daemon::store::{writes_for, Store, Tail, CHECKPOINT_BYTES};
 use tally_protocol::codec::{decode_client_frame, encode_frame, LENGTH_PREFIX_BYTES};
 use tally_protocol::message::*;
 
@@ -128,12 +128,14 @@ mod group_commit {
     use super::*;
 
     /// One shard's group commit of 1,000 reports: apply to the core, encode the burst, persist
-    /// it as one fjall batch with fdatasync.
+    /// it as one fjall batch (one commit-log record) with fdatasync, and checkpoint when the
+    /// committer would (its share of the checkpoint cost lands in some samples).
     #[divan::bench(sample_count = 30)]
     fn thousand_reports_synced(bencher: Bencher) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path(), Default::default()).unwrap());
         let mut core = warm_core();
+        let mut tail = Tail::default();
         let mut n = 0u64;
         bencher.bench_local(|| {
             for _ in 0..1_000 {
@@ -143,8 +145,13 @@ mod group_commit {
             }
             let writes = writes_for(core.take_changes(), &core);
             store
-                .persist(&writes, fjall::PersistMode::SyncData)
+                .persist(writes, fjall::PersistMode::SyncData, &mut tail)
                 .unwrap();
+            if tail.bytes() >= CHECKPOINT_BYTES {
+                store
+                    .checkpoint(&mut tail, fjall::PersistMode::Buffer)
+                    .unwrap();
+            }
         });
     }
 }

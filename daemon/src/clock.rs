@@ -56,3 +56,47 @@ impl Clock for ManualClock {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// A clock that never goes back: it answers the newest time it has seen (or `floor_ms`) when the
+/// wall clock steps backwards. One customer's events then stay in time order — stored segments
+/// and event listings rely on it — and a period, once closed, stays closed.
+#[derive(Debug)]
+pub struct NeverBackwards<C: ?Sized> {
+    latest: AtomicU64,
+    inner: Arc<C>,
+}
+
+impl<C: Clock + ?Sized> NeverBackwards<C> {
+    /// `inner`, never earlier than `floor_ms`.
+    pub fn new(inner: Arc<C>, floor_ms: u64) -> Self {
+        Self {
+            latest: AtomicU64::new(floor_ms),
+            inner,
+        }
+    }
+}
+
+impl<C: Clock + ?Sized> Clock for NeverBackwards<C> {
+    fn now_ms(&self) -> u64 {
+        let now = self.inner.now_ms();
+        now.max(self.latest.fetch_max(now, Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_backwards_holds_the_newest_time_and_the_floor() {
+        let wall = Arc::new(ManualClock::new(1_000));
+        let clock = NeverBackwards::new(wall.clone(), 1_500);
+        assert_eq!(clock.now_ms(), 1_500);
+        wall.set_ms(2_000);
+        assert_eq!(clock.now_ms(), 2_000);
+        wall.set_ms(1_200);
+        assert_eq!(clock.now_ms(), 2_000);
+        wall.set_ms(2_001);
+        assert_eq!(clock.now_ms(), 2_001);
+    }
+}

@@ -3,6 +3,9 @@
 //! depended on it. No timer on the acknowledgement path: an idle committer commits a lone burst at
 //! once; a busy one takes everything that queued while it was persisting (one fsync for all).
 //! A failed write is never acknowledged: its answers become errors and the store is marked failed.
+//! The committer also checkpoints the commit log (see [`crate::store`]): when its tail passes
+//! [`CHECKPOINT_BYTES`], when it is [`CHECKPOINT_INTERVAL`] old, when a reader asks (listing
+//! events), and before it stops.
 
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, OnceLock};
@@ -14,13 +17,15 @@ use tally_protocol::message::{BatchItemResult, Response, TallyError};
 use tokio::sync::oneshot;
 
 use crate::config::Durability;
-use crate::store::{Store, Write};
+use crate::store::{Store, Tail, Write, CHECKPOINT_BYTES};
 
 /// Bursts that may wait for the committer; a full queue blocks the shard sending, so its mailbox
 /// fills and new requests are answered `Overloaded` instead of memory growing.
 pub const QUEUED_BURSTS_MAX: usize = 256;
 /// Most writes in one store batch; a larger backlog is committed in several batches.
 pub const COMMIT_WRITES_MAX: usize = 65_536;
+/// Longest a logged commit waits for its checkpoint (an idle daemon's log empties this soon).
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
 
 /// An answer waiting for the writes it depends on.
 pub enum PendingReply {
@@ -38,6 +43,12 @@ pub enum PendingReply {
         /// The results with their positions in the batch.
         answer: Vec<(usize, BatchItemResult)>,
     },
+    /// A reader waiting for everything committed so far to be checkpointed (events are listed
+    /// from their segments).
+    Checkpointed {
+        /// Where the outcome goes.
+        reply: oneshot::Sender<Result<(), TallyError>>,
+    },
 }
 
 impl PendingReply {
@@ -46,7 +57,12 @@ impl PendingReply {
         match self {
             PendingReply::One { reply, answer } => drop(reply.send(answer)),
             PendingReply::Batch { reply, answer } => drop(reply.send(answer)),
+            PendingReply::Checkpointed { reply } => drop(reply.send(Ok(()))),
         }
+    }
+
+    fn needs_checkpoint(&self) -> bool {
+        matches!(self, PendingReply::Checkpointed { .. })
     }
 
     /// Replaces the answer by `error` (its writes were not persisted).
@@ -60,6 +76,7 @@ impl PendingReply {
                     .collect();
                 drop(reply.send(failed));
             }
+            PendingReply::Checkpointed { reply } => drop(reply.send(Err(error))),
         }
     }
 }
@@ -148,27 +165,32 @@ fn commit_loop(
         ),
     };
     let mut last_sync = Instant::now();
+    let mut tail = Tail::default();
+    let mut tail_since: Option<Instant> = None;
     loop {
-        let first = match sync_every {
+        let sync_due = sync_every.map(|every| last_sync + every);
+        let checkpoint_due = tail_since.map(|since| since + CHECKPOINT_INTERVAL);
+        let first = match sync_due.into_iter().chain(checkpoint_due).min() {
             None => match bursts.recv() {
                 Ok(burst) => burst,
-                Err(_) => return,
+                Err(_) => break,
             },
-            Some(every) => {
-                let due = (last_sync + every).saturating_duration_since(Instant::now());
-                match bursts.recv_timeout(due) {
-                    Ok(burst) => burst,
-                    Err(RecvTimeoutError::Timeout) => {
+            Some(due) => match bursts.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                Ok(burst) => burst,
+                Err(RecvTimeoutError::Timeout) => {
+                    let now = Instant::now();
+                    if checkpoint_due.is_some_and(|due| due <= now) {
+                        checkpoint(store, health, &mut tail);
+                        tail_since = None;
+                    }
+                    if sync_due.is_some_and(|due| due <= now) {
                         sync(store, health);
                         last_sync = Instant::now();
-                        continue;
                     }
-                    Err(RecvTimeoutError::Disconnected) => {
-                        sync(store, health);
-                        return;
-                    }
+                    continue;
                 }
-            }
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
         };
         let mut writes = first.writes;
         let mut replies = first.replies;
@@ -181,11 +203,21 @@ fn commit_loop(
                 Err(_) => break,
             }
         }
-        commit(store, mode, health, &writes, replies);
+        commit(store, mode, health, writes, replies, &mut tail);
+        if tail.is_empty() {
+            tail_since = None;
+        } else if tail_since.is_none() {
+            tail_since = Some(Instant::now());
+        }
         if sync_every.is_some_and(|every| last_sync.elapsed() >= every) {
             sync(store, health);
             last_sync = Instant::now();
         }
+    }
+    // Stopping: what the log holds goes to its keyspaces, so a clean restart replays nothing.
+    checkpoint(store, health, &mut tail);
+    if sync_every.is_some() {
+        sync(store, health);
     }
 }
 
@@ -193,26 +225,45 @@ fn commit(
     store: &Store,
     mode: PersistMode,
     health: &StoreHealth,
-    writes: &[Write],
+    writes: Vec<Write>,
     replies: Vec<PendingReply>,
+    tail: &mut Tail,
 ) {
+    let write_count = writes.len();
     let result = match health.failure() {
         Some(reason) => Err(reason.to_string()),
         None if writes.is_empty() => Ok(()),
-        None => store.persist(writes, mode).map_err(|e| e.to_string()),
+        None => store.persist(writes, mode, tail).map_err(|e| e.to_string()),
     };
-    match result {
-        Ok(()) => replies.into_iter().for_each(PendingReply::release),
-        Err(reason) => {
-            if health.failure().is_none() {
-                tracing::error!(error = %reason, writes = writes.len(), "persisting a group commit failed; refusing all work until restart");
-                health.fail(reason.clone());
-            }
-            let refusal = StoreHealth::refusal(&reason);
+    if let Err(reason) = &result {
+        if health.failure().is_none() {
+            tracing::error!(error = %reason, writes = write_count, "persisting a group commit failed; refusing all work until restart");
+            health.fail(reason.clone());
+        }
+    } else if tail.bytes() >= CHECKPOINT_BYTES || replies.iter().any(PendingReply::needs_checkpoint)
+    {
+        checkpoint(store, health, tail);
+    }
+    match health.failure() {
+        None => replies.into_iter().for_each(PendingReply::release),
+        Some(reason) => {
+            let refusal = StoreHealth::refusal(reason);
             replies
                 .into_iter()
                 .for_each(|reply| reply.fail(refusal.clone()));
         }
+    }
+}
+
+/// Checkpoints the tail. Not synced: until the checkpoint is on disk, the log records it
+/// deletes are too (one atomic batch), so a crash replays them.
+fn checkpoint(store: &Store, health: &StoreHealth, tail: &mut Tail) {
+    if health.failure().is_some() || tail.is_empty() {
+        return;
+    }
+    if let Err(e) = store.checkpoint(tail, PersistMode::Buffer) {
+        tracing::error!(error = %e, "checkpointing the commit log failed; refusing all work until restart");
+        health.fail(e.to_string());
     }
 }
 

@@ -12,7 +12,7 @@ use tally_protocol::message::Role;
 use tally_protocol::ClientConfig;
 use tokio::sync::oneshot;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, NeverBackwards};
 use crate::committer::{Committer, StoreHealth};
 use crate::config::Config;
 use crate::credentials::{Credentials, CredentialsError, DevApiKeys};
@@ -26,7 +26,7 @@ use crate::server::telemetry::Telemetry;
 use crate::server::{self, BindError, ServerContext};
 use crate::shard::STATS_INTERVAL;
 use crate::stable_hash::{shard_of, stable_hash};
-use crate::store::{Store, StoreError, StoreFaults, Write};
+use crate::store::{Store, StoreError, StoreFaults, Tail, Write};
 
 /// File in the data dir where a running daemon writes the address it listens on, so tools find
 /// it even when the config says port 0.
@@ -140,7 +140,9 @@ impl Daemon {
             elapsed_ms = opening.elapsed().as_millis() as u64,
             "opened the store (journal replayed)"
         );
-        let cores = recover(&store, &config, clock.now_ms())?;
+        let (cores, clock_floor_ms) = recover(&store, &config, clock.now_ms())?;
+        // Shards and the janitor see time that never goes back, from the newest stored event on.
+        let clock: Arc<dyn Clock> = Arc::new(NeverBackwards::new(clock, clock_floor_ms));
         let committer = Committer::start(store.clone(), config.storage.durability, health.clone());
         let janitor = Janitor::start(
             store.clone(),
@@ -339,7 +341,12 @@ fn serve_on_this_thread(
 
 /// Rebuilds every shard's state from the store, placing customers and keys by hash for the
 /// current shard count (which may differ from the last run's).
-fn recover(store: &Store, config: &Config, now_ms: u64) -> Result<Vec<ShardCore>, StartError> {
+/// Returns the shards' cores and the newest event time stored.
+fn recover(
+    store: &Store,
+    config: &Config,
+    now_ms: u64,
+) -> Result<(Vec<ShardCore>, u64), StartError> {
     let started = Instant::now();
     let shard_count = config.server.shards;
     let recovered = store.recover(&config.catalogue, now_ms, shard_count, |id| {
@@ -359,7 +366,7 @@ fn recover(store: &Store, config: &Config, now_ms: u64) -> Result<Vec<ShardCore>
             .into_iter()
             .map(|key| Write::ForgetKey { key })
             .collect();
-        store.persist(&forget, fjall::PersistMode::SyncData)?;
+        store.persist(forget, fjall::PersistMode::SyncData, &mut Tail::default())?;
     }
     // Each shard's maps are built on a thread of its own: independent work, and most of the
     // restart time with a million customers.
@@ -388,13 +395,14 @@ fn recover(store: &Store, config: &Config, now_ms: u64) -> Result<Vec<ShardCore>
     tracing::info!(
         customers = customer_count,
         idempotency_keys = key_count,
-        events_approx = store.approximate_event_count(),
+        log_records_replayed = recovered.log_records_replayed,
+        event_segments_approx = store.approximate_segment_count(),
         shards = shard_count,
         read_ms,
         elapsed_ms,
         "recovered state from the store"
     );
-    Ok(cores)
+    Ok((cores, recovered.clock_floor_ms))
 }
 
 /// Writes `path` so that a reader sees either no file or the whole of it (tools poll for the

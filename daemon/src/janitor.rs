@@ -1,7 +1,7 @@
-//! The janitor thread: deletes usage events past their retention, a bounded chunk at a time, so
-//! the event log stays as large as configured and no more. It runs beside the committer (events
-//! are immutable once written, so the two never touch the same key) and never on a thread that
-//! serves requests.
+//! The janitor thread: deletes usage events past their retention (whole segments), a bounded
+//! chunk at a time, one pass a minute, so the event store stays as large as configured and no
+//! more. It runs beside the committer (segments are immutable once checkpointed, so the two
+//! never touch the same key) and never on a thread that serves requests.
 
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -14,7 +14,11 @@ use crate::store::Store;
 
 /// Pause between chunks.
 pub const JANITOR_INTERVAL: Duration = Duration::from_millis(200);
-/// Event keys examined per chunk.
+/// Pause after a pass over every segment, before the next one starts: retention is counted in
+/// days, and a pass reads every segment key (scanning back to back cost ~7% of a core under
+/// a sustained write load).
+pub const JANITOR_PASS_INTERVAL: Duration = Duration::from_secs(60);
+/// Event segments examined per chunk.
 pub const JANITOR_KEYS_PER_CHUNK: usize = 10_000;
 
 /// The running janitor; stop it before dropping the store.
@@ -36,7 +40,8 @@ impl Janitor {
             .name("tallyd-janitor".into())
             .spawn(move || {
                 let mut cursor: Option<Vec<u8>> = None;
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(JANITOR_INTERVAL) {
+                let mut pause = JANITOR_INTERVAL;
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(pause) {
                     if health.failure().is_some() {
                         continue;
                     }
@@ -46,6 +51,10 @@ impl Janitor {
                             if deleted > 0 {
                                 tracing::debug!(deleted, "deleted events past their retention");
                             }
+                            pause = match next {
+                                Some(_) => JANITOR_INTERVAL,
+                                None => JANITOR_PASS_INTERVAL,
+                            };
                             cursor = next;
                         }
                         Err(e) => {

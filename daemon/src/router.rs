@@ -19,7 +19,9 @@ use crate::clock::Clock;
 use crate::committer::{Burst, StoreHealth};
 use crate::metering::billing::{Invoice, Transaction};
 use crate::metering::engine::ShardCore;
-use crate::shard::{ApplyBatch, ApplyRequest, CollectStats, HandOver, Shard, ShardReport};
+use crate::shard::{
+    ApplyBatch, ApplyRequest, Checkpoint, CollectStats, HandOver, Shard, ShardReport,
+};
 use crate::stable_hash::{shard_of, stable_hash};
 use crate::store::{Store, StoreError};
 
@@ -208,6 +210,13 @@ impl Router {
     }
 
     async fn list_events(&self, list: ListEventsRequest) -> Result<Response, TallyError> {
+        // Events reach their segments at a checkpoint; the owning shard asks for one behind
+        // everything it handed over, so every acknowledged event is listed.
+        let (reply, checkpointed) = oneshot::channel();
+        self.shards[self.shard_for_customer(&list.customer)]
+            .try_send(Checkpoint { reply })
+            .map_err(send_error)?;
+        checkpointed.await.map_err(|_| shard_gone())??;
         let (events, more) = self
             .read_store(move |store| {
                 store.list_events(&list.customer, (list.from_ms, list.from_seq), list.to_ms)

@@ -242,6 +242,27 @@ impl Handler<ApplyBatch> for Shard {
     }
 }
 
+/// Hand the current burst over with a request to checkpoint the commit log; `reply` hears when
+/// everything this shard handed over so far is checkpointed (event listings read segments).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Checkpoint {
+    /// Where the outcome goes.
+    pub reply: oneshot::Sender<Result<(), TallyError>>,
+}
+
+impl Handler<Checkpoint> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, message: Checkpoint, _: &mut Self::Context) {
+        self.took_message();
+        self.replies.push(PendingReply::Checkpointed {
+            reply: message.reply,
+        });
+        self.hand_over();
+    }
+}
+
 /// What the shard reports to `stats`.
 #[derive(Debug, Clone, Default)]
 pub struct ShardReport {

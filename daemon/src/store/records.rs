@@ -18,7 +18,12 @@ use crate::metering::engine::UsageEvent;
 use crate::metering::idempotency::{KeyRecord, Remembered};
 
 /// Value of the `format` key in the `meta` keyspace; a folder without it is not a Tally store.
-pub const STORE_FORMAT: &[u8] = b"tally-store-2";
+pub const STORE_FORMAT: &[u8] = b"tally-store-3";
+/// The previous format (one record per event, no commit log), migrated on open.
+pub const STORE_FORMAT_2: &[u8] = b"tally-store-2";
+
+/// Most events in one stored segment (a run of one customer's events).
+pub const SEGMENT_EVENTS_MAX: usize = 512;
 
 /// A customer's whole state.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -63,6 +68,40 @@ pub struct StoredEvent {
     pub charged: i64,
     /// The idempotency key it came with.
     pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// A run of one customer's events, in `(at_ms, seq)` order, stored under its first event's key.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct StoredSegment {
+    /// The events.
+    pub events: Vec<StoredEvent>,
+}
+
+/// An event in the commit log, with the customer it belongs to.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct LoggedEvent {
+    /// The customer.
+    pub customer: String,
+    /// The event.
+    pub event: StoredEvent,
+}
+
+/// One group commit's customer rows and events: a single record of the commit log, written
+/// under a monotonic key, until a checkpoint moves them to their own keyspaces.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct StoredCommit {
+    /// Every changed customer's whole state, in the order of the changes (a later row of the
+    /// same customer is newer).
+    pub customers: Vec<StoredCustomer>,
+    /// The usage events, in the order they happened.
+    pub events: Vec<LoggedEvent>,
+}
+
+impl StoredCommit {
+    /// Whether there is nothing to log.
+    pub fn is_empty(&self) -> bool {
+        self.customers.is_empty() && self.events.is_empty()
+    }
 }
 
 /// An applied idempotency key.
@@ -114,7 +153,24 @@ where
 
 /// A customer as stored.
 pub fn encode_customer(customer: &Customer) -> Vec<u8> {
-    encode(&StoredCustomer {
+    encode_stored_customer(&stored_customer(customer))
+}
+
+/// The bytes of a customer row.
+pub fn encode_stored_customer(row: &StoredCustomer) -> Vec<u8> {
+    encode(row)
+}
+
+impl StoredCustomer {
+    /// The customer's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// A customer's whole state, ready to be logged or stored.
+pub fn stored_customer(customer: &Customer) -> StoredCustomer {
+    StoredCustomer {
         id: customer.id.to_string(),
         plan: customer.plan.slug.clone(),
         seq: customer.seq,
@@ -143,7 +199,7 @@ pub fn encode_customer(customer: &Customer) -> Vec<u8> {
                 expires_at_ms: h.expires_at_ms,
             })
             .collect(),
-    })
+    }
 }
 
 /// A stored customer, checked and tied to the current catalogue. Built straight from the
@@ -209,8 +265,8 @@ pub fn decode_customer(
     Ok(customer)
 }
 
-/// Event key: `[id length][id][at_ms big-endian][seq big-endian]`, so one customer's events are
-/// contiguous and in time order, and a time range is a key range.
+/// Segment key (and format 2's event key): `[id length][id][at_ms big-endian][seq big-endian]` of
+/// the segment's first event, so one customer's segments are contiguous and in time order.
 pub fn event_key(customer: &str, at_ms: u64, seq: u64) -> Vec<u8> {
     let mut key = event_prefix(customer);
     key.extend_from_slice(&at_ms.to_be_bytes());
@@ -218,8 +274,8 @@ pub fn event_key(customer: &str, at_ms: u64, seq: u64) -> Vec<u8> {
     key
 }
 
-/// The time an event key was recorded at, or `None` for a malformed key.
-pub fn event_time(key: &[u8]) -> Option<u64> {
+/// The time of a segment key's first event, or `None` for a malformed key.
+pub fn segment_time(key: &[u8]) -> Option<u64> {
     let id_length = usize::from(*key.first()?);
     let at = key.get(1 + id_length..1 + id_length + 8)?;
     Some(u64::from_be_bytes(at.try_into().ok()?))
@@ -277,24 +333,67 @@ pub fn event_prefix(customer: &str) -> Vec<u8> {
     key
 }
 
-/// An event as stored.
-pub fn encode_event(event: &UsageEvent) -> Vec<u8> {
-    encode(&StoredEvent {
+/// An event as stored (moves the feature name; an event is stored once).
+pub fn stored_event(event: UsageEvent) -> StoredEvent {
+    StoredEvent {
         seq: event.seq,
         at_ms: event.at_ms,
-        feature: event.feature.clone(),
+        feature: event.feature,
         amount: event.amount,
         charged: event.charged,
         idempotency_key: event.idempotency_key,
-    })
+    }
 }
 
-/// A stored event, checked.
+/// A lone event as format 2 stored it (one record per event); read only to migrate.
+pub fn encode_event(event: &StoredEvent) -> Vec<u8> {
+    encode(event)
+}
+
+/// A format-2 event record, checked.
 pub fn decode_event(bytes: &[u8]) -> Result<StoredEvent, RecordError> {
     decode(bytes).map_err(|e| RecordError::Corrupt {
         what: "event",
         reason: e.to_string(),
     })
+}
+
+/// A segment as stored.
+pub fn encode_segment(segment: &StoredSegment) -> Vec<u8> {
+    encode(segment)
+}
+
+/// A stored segment, checked.
+pub fn decode_segment(bytes: &[u8]) -> Result<Vec<StoredEvent>, RecordError> {
+    decode::<StoredSegment>(bytes)
+        .map(|segment| segment.events)
+        .map_err(|e| RecordError::Corrupt {
+            what: "event segment",
+            reason: e.to_string(),
+        })
+}
+
+/// A commit-log record as stored.
+pub fn encode_commit(commit: &StoredCommit) -> Vec<u8> {
+    encode(commit)
+}
+
+/// A stored commit-log record, checked.
+pub fn decode_commit(bytes: &[u8]) -> Result<StoredCommit, RecordError> {
+    decode(bytes).map_err(|e| RecordError::Corrupt {
+        what: "commit log",
+        reason: e.to_string(),
+    })
+}
+
+/// Commit-log key: the commit's number, big-endian, so the log iterates in commit order.
+pub fn log_key(number: u64) -> [u8; 8] {
+    number.to_be_bytes()
+}
+
+/// The number of a commit-log key, or `None` for a malformed key.
+pub fn log_number(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
 }
 
 /// An idempotency key's record as stored.
