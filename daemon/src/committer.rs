@@ -3,9 +3,9 @@
 //! depended on it. No timer on the acknowledgement path: an idle committer commits a lone burst at
 //! once; a busy one takes everything that queued while it was persisting (one fsync for all).
 //! A failed write is never acknowledged: its answers become errors and the store is marked failed.
-//! The committer also checkpoints the commit log (see [`crate::store`]): when its tail passes
-//! [`CHECKPOINT_BYTES`], when it is [`CHECKPOINT_INTERVAL`] old, when a reader asks (listing
-//! events), and before it stops.
+//! The committer also has the commit log checkpointed (see [`crate::store`]) on a thread of its
+//! own: when its tail passes [`CHECKPOINT_BYTES`], when it is [`CHECKPOINT_INTERVAL`] old, when
+//! a reader asks (listing events), and before it stops.
 
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, OnceLock};
@@ -151,7 +151,7 @@ impl Committer {
 }
 
 fn commit_loop(
-    store: &Store,
+    store: &Arc<Store>,
     durability: Durability,
     health: &StoreHealth,
     bursts: &Receiver<Burst>,
@@ -164,6 +164,7 @@ fn commit_loop(
             Some(Duration::from_millis(interval_ms)),
         ),
     };
+    let checkpointer = Checkpointer::start(store.clone(), health.clone());
     let mut last_sync = Instant::now();
     let mut tail = Tail::default();
     let mut tail_since: Option<Instant> = None;
@@ -180,7 +181,7 @@ fn commit_loop(
                 Err(RecvTimeoutError::Timeout) => {
                     let now = Instant::now();
                     if checkpoint_due.is_some_and(|due| due <= now) {
-                        checkpoint(store, health, &mut tail);
+                        checkpointer.hand_over(&mut tail, Vec::new());
                         tail_since = None;
                     }
                     if sync_due.is_some_and(|due| due <= now) {
@@ -203,7 +204,13 @@ fn commit_loop(
                 Err(_) => break,
             }
         }
+        let (waiting, replies): (Vec<_>, Vec<_>) = replies
+            .into_iter()
+            .partition(PendingReply::needs_checkpoint);
         commit(store, mode, health, writes, replies, &mut tail);
+        if !waiting.is_empty() || tail.bytes() >= CHECKPOINT_BYTES {
+            checkpointer.hand_over(&mut tail, waiting);
+        }
         if tail.is_empty() {
             tail_since = None;
         } else if tail_since.is_none() {
@@ -215,7 +222,8 @@ fn commit_loop(
         }
     }
     // Stopping: what the log holds goes to its keyspaces, so a clean restart replays nothing.
-    checkpoint(store, health, &mut tail);
+    checkpointer.hand_over(&mut tail, Vec::new());
+    checkpointer.stop();
     if sync_every.is_some() {
         sync(store, health);
     }
@@ -235,23 +243,78 @@ fn commit(
         None if writes.is_empty() => Ok(()),
         None => store.persist(writes, mode, tail).map_err(|e| e.to_string()),
     };
-    if let Err(reason) = &result {
-        if health.failure().is_none() {
-            tracing::error!(error = %reason, writes = write_count, "persisting a group commit failed; refusing all work until restart");
-            health.fail(reason.clone());
-        }
-    } else if tail.bytes() >= CHECKPOINT_BYTES || replies.iter().any(PendingReply::needs_checkpoint)
-    {
-        checkpoint(store, health, tail);
-    }
-    match health.failure() {
-        None => replies.into_iter().for_each(PendingReply::release),
-        Some(reason) => {
-            let refusal = StoreHealth::refusal(reason);
+    match result {
+        Ok(()) => replies.into_iter().for_each(PendingReply::release),
+        Err(reason) => {
+            if health.failure().is_none() {
+                tracing::error!(error = %reason, writes = write_count, "persisting a group commit failed; refusing all work until restart");
+                health.fail(reason.clone());
+            }
+            let refusal = StoreHealth::refusal(&reason);
             replies
                 .into_iter()
                 .for_each(|reply| reply.fail(refusal.clone()));
         }
+    }
+}
+
+/// Tails waiting for the checkpointer beside the one it is writing; when the queue is full the
+/// committer waits (backpressure rather than memory growth).
+const QUEUED_TAILS_MAX: usize = 1;
+
+/// The thread that checkpoints the committer's tails, in the order they were handed over, so a
+/// checkpoint (tens of thousands of rows and segments with many customers) never stalls a
+/// commit. Rows cannot go back in time: tails are written one after the other, each covering
+/// later log records than the one before.
+struct Checkpointer {
+    tails: SyncSender<(Tail, Vec<PendingReply>)>,
+    thread: JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn start(store: Arc<Store>, health: StoreHealth) -> Checkpointer {
+        let (tails, handed_over) = sync_channel::<(Tail, Vec<PendingReply>)>(QUEUED_TAILS_MAX);
+        let thread = std::thread::Builder::new()
+            .name("tallyd-checkpoint".into())
+            .spawn(move || {
+                for (mut tail, waiting) in handed_over {
+                    checkpoint(&store, &health, &mut tail);
+                    match health.failure() {
+                        None => waiting.into_iter().for_each(PendingReply::release),
+                        Some(reason) => {
+                            let refusal = StoreHealth::refusal(reason);
+                            waiting
+                                .into_iter()
+                                .for_each(|reply| reply.fail(refusal.clone()));
+                        }
+                    }
+                }
+            })
+            .expect("spawning the checkpoint thread");
+        Checkpointer { tails, thread }
+    }
+
+    /// Hands `tail` over (leaving it empty); `waiting` hear when it is checkpointed.
+    fn hand_over(&self, tail: &mut Tail, waiting: Vec<PendingReply>) {
+        if tail.is_empty() && waiting.is_empty() {
+            return;
+        }
+        let job = (std::mem::take(tail), waiting);
+        if let Err(unsent) = self.tails.send(job) {
+            // The thread is gone (it only ends when this sender is dropped): refuse, never hang.
+            let refusal = StoreHealth::refusal("the checkpoint thread stopped");
+            unsent
+                .0
+                 .1
+                .into_iter()
+                .for_each(|reply| reply.fail(refusal.clone()));
+        }
+    }
+
+    /// Waits until every handed-over tail is checkpointed.
+    fn stop(self) {
+        drop(self.tails);
+        let _ = self.thread.join();
     }
 }
 

@@ -47,7 +47,7 @@ use crate::metering::engine::{Changes, ShardCore};
 use crate::metering::idempotency::KeyRecord;
 use crate::metering::table::CustomerRows;
 use records::{
-    LoggedEvent, RecordError, StoredCommit, StoredCustomer, StoredEvent, StoredSegment,
+    LoggedEvent, LoggedRow, RecordError, StoredCommit, StoredEvent, StoredSegment,
     SEGMENT_EVENTS_MAX, STORE_FORMAT, STORE_FORMAT_2,
 };
 
@@ -166,7 +166,12 @@ impl StoreFaults {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
     /// A customer's whole state (logged).
-    Customer(StoredCustomer),
+    Customer {
+        /// The customer.
+        id: String,
+        /// [`records::encode_customer`].
+        record: Vec<u8>,
+    },
     /// A usage event (logged).
     Event {
         /// The customer.
@@ -208,9 +213,11 @@ pub fn writes_for(changes: Changes, core: &ShardCore) -> Vec<Write> {
         changes.customers.len() + changes.events.len() + changes.keys_remembered.len(),
     );
     for slot in changes.customers {
-        writes.push(Write::Customer(records::stored_customer(
-            core.customer_at(slot),
-        )));
+        let customer = core.customer_at(slot);
+        writes.push(Write::Customer {
+            id: customer.id.to_string(),
+            record: records::encode_customer(customer),
+        });
     }
     for mut event in changes.events {
         writes.push(Write::Event {
@@ -243,8 +250,11 @@ pub fn writes_for(changes: Changes, core: &ShardCore) -> Vec<Write> {
 }
 
 /// Above this many bytes of log since the last checkpoint, the committer checkpoints. It bounds
-/// the committer's memory, and the log a restart after a crash has to replay.
-pub const CHECKPOINT_BYTES: usize = 8 * 1024 * 1024;
+/// the committer's memory, and the log a restart after a crash has to replay. Larger tails find
+/// more changes of the same customer to fold into one row and one segment: with 100,000
+/// customers under uniform reports (one 5-s run each), 8 / 16 / 32 MiB gave 103k / 106k / 119k
+/// reports/s at p99 15.9 / 11.4 / 9.2 ms; 1M customers took 476 / — / 513 bytes each.
+pub const CHECKPOINT_BYTES: usize = 16 * 1024 * 1024;
 
 /// What the commit log holds since the last checkpoint, per customer: its newest row and its
 /// events in order. Dropping a tail loses nothing (its log records stay and are replayed at the
@@ -259,7 +269,7 @@ pub struct Tail {
 
 #[derive(Debug, Default)]
 struct TailCustomer {
-    row: Option<StoredCustomer>,
+    row: Option<Vec<u8>>,
     events: Vec<StoredEvent>,
 }
 
@@ -276,9 +286,8 @@ impl Tail {
 
     /// Takes in one log record (rows replace older ones; events append).
     fn absorb(&mut self, key: [u8; 8], commit: StoredCommit, bytes: usize) {
-        for row in commit.customers {
-            let id = row.id().to_string();
-            self.customers.entry(id).or_default().row = Some(row);
+        for LoggedRow { customer, record } in commit.customers {
+            self.customers.entry(customer).or_default().row = Some(record);
         }
         for LoggedEvent { customer, event } in commit.events {
             self.clock_floor_ms = self.clock_floor_ms.max(event.at_ms);
@@ -405,11 +414,7 @@ impl Store {
         let mut batch = self.db.batch().durability(Some(mode));
         for (id, customer) in tail.customers.drain() {
             if let Some(row) = customer.row {
-                batch.insert(
-                    &self.customers,
-                    id.as_bytes(),
-                    records::encode_stored_customer(&row),
-                );
+                batch.insert(&self.customers, id.as_bytes(), row);
             }
             let mut events = customer.events.into_iter().peekable();
             while let Some(first) = events.peek() {
@@ -507,7 +512,10 @@ impl Store {
         let mut commit = StoredCommit::default();
         for write in writes {
             match write {
-                Write::Customer(row) => commit.customers.push(row),
+                Write::Customer { id, record } => commit.customers.push(LoggedRow {
+                    customer: id,
+                    record,
+                }),
                 Write::Event { customer, event } => {
                     commit.events.push(LoggedEvent { customer, event })
                 }
@@ -759,7 +767,10 @@ mod tests {
         {
             let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
             let writes = vec![
-                Write::Customer(records::stored_customer(&customer)),
+                Write::Customer {
+                    id: "acme".into(),
+                    record: records::encode_customer(&customer),
+                },
                 logged("acme", keyed.clone()),
             ];
             let mut tail = Tail::default();
@@ -801,7 +812,12 @@ mod tests {
         {
             let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
             let mut tail = Tail::default();
-            let row = |c: &Customer| vec![Write::Customer(records::stored_customer(c))];
+            let row = |c: &Customer| {
+                vec![Write::Customer {
+                    id: "acme".into(),
+                    record: records::encode_customer(c),
+                }]
+            };
             store
                 .persist(row(&rows[0]), PersistMode::Buffer, &mut tail)
                 .unwrap();

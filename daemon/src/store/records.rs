@@ -86,13 +86,23 @@ pub struct LoggedEvent {
     pub event: StoredEvent,
 }
 
+/// A customer row in the commit log: the row's bytes exactly as the `customers` keyspace will
+/// hold them, so a checkpoint copies them without encoding again.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct LoggedRow {
+    /// The customer.
+    pub customer: String,
+    /// [`encode_customer`].
+    pub record: Vec<u8>,
+}
+
 /// One group commit's customer rows and events: a single record of the commit log, written
 /// under a monotonic key, until a checkpoint moves them to their own keyspaces.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct StoredCommit {
     /// Every changed customer's whole state, in the order of the changes (a later row of the
     /// same customer is newer).
-    pub customers: Vec<StoredCustomer>,
+    pub customers: Vec<LoggedRow>,
     /// The usage events, in the order they happened.
     pub events: Vec<LoggedEvent>,
 }
@@ -153,23 +163,10 @@ where
 
 /// A customer as stored.
 pub fn encode_customer(customer: &Customer) -> Vec<u8> {
-    encode_stored_customer(&stored_customer(customer))
+    encode(&stored_customer(customer))
 }
 
-/// The bytes of a customer row.
-pub fn encode_stored_customer(row: &StoredCustomer) -> Vec<u8> {
-    encode(row)
-}
-
-impl StoredCustomer {
-    /// The customer's id.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-}
-
-/// A customer's whole state, ready to be logged or stored.
-pub fn stored_customer(customer: &Customer) -> StoredCustomer {
+fn stored_customer(customer: &Customer) -> StoredCustomer {
     StoredCustomer {
         id: customer.id.to_string(),
         plan: customer.plan.slug.clone(),
