@@ -1,7 +1,12 @@
 //! Drives a daemon: seeds customers, then runs the load closed-loop (each of `connections ×
-//! inflight` tasks keeps one request in flight) or open-loop (`--rate`: a fixed arrival rate;
-//! latency is measured from each request's intended start, which corrects coordinated omission),
-//! and records client-side latency per operation in hdrhistograms.
+//! inflight` tasks keeps one request in flight) or open-loop (`--rate`: a fixed arrival rate,
+//! the tasks' schedules staggered evenly; a request the harness sends late — because its task
+//! was still waiting for the previous answer — is timed from its intended start, which corrects
+//! coordinated omission), and records client-side latency per operation in hdrhistograms.
+//!
+//! tokio's timer fires on 1-ms ticks, so a request would start up to 1 ms after its intended
+//! time for no fault of the daemon; instead the harness releases it on the tick before (up to
+//! [`TIMER_TICK`] early) and times it from when it is sent. The arrival rate is unchanged.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,6 +28,8 @@ use crate::workload::{Distribution, Mix, Op, Rng};
 const LATENCY_US_MAX: u64 = 60_000_000;
 /// Customers created at once while seeding.
 const SEEDERS: usize = 64;
+/// The resolution of tokio's timer: an open-loop request is released up to this early.
+const TIMER_TICK: Duration = Duration::from_millis(1);
 
 /// `tally-bench`: load for a Tally daemon over QUIC with the real client library.
 #[derive(Debug, Clone, Parser)]
@@ -216,10 +223,16 @@ async fn drive(
     for (c, client) in clients.iter().enumerate() {
         for slot in 0..inflight {
             let seed = ((c * inflight + slot) as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            // Open loop: task k's schedule starts k arrivals later, so the tasks' requests
+            // interleave at the fixed rate instead of all being due at the same instants.
+            let task = c * inflight + slot;
+            let offset = plan.per_task_interval.map_or(Duration::ZERO, |interval| {
+                interval.mul_f64(task as f64 / (connections * inflight) as f64)
+            });
             tasks.push(tokio::spawn(load(
                 client.clone(),
                 plan.clone(),
-                started,
+                started + offset,
                 seed,
             )));
         }
@@ -276,7 +289,9 @@ async fn load(
     let mut tally = Tally::default();
     let measuring_from = started + plan.warmup;
     let end = measuring_from + plan.duration;
-    let mut intended = started;
+    let mut intended = started
+        .checked_sub(plan.per_task_interval.unwrap_or_default())
+        .unwrap_or(started);
     loop {
         let now = Instant::now();
         if now >= end {
@@ -287,10 +302,12 @@ async fn load(
                 // Open loop: each request has a start time on a fixed schedule; waiting for the
                 // previous answer must not delay when the next one is due.
                 intended += interval;
-                if intended > now {
-                    tokio::time::sleep_until(intended.into()).await;
+                if intended > now + TIMER_TICK {
+                    tokio::time::sleep_until((intended - TIMER_TICK).into()).await;
                 }
-                intended
+                // Early (released on the tick before): timed from now. Late (the previous
+                // answer took longer than the interval): timed from when it was due.
+                intended.min(Instant::now())
             }
             None => now,
         };
