@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use fjall::PersistMode;
+use rkyv::util::AlignedVec;
 use tally_protocol::message::{BatchItemResult, Response, TallyError};
 use tokio::sync::oneshot;
 
@@ -277,8 +278,10 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("tallyd-checkpoint".into())
             .spawn(move || {
+                // Reused: a tail's records are copied here to be read in place.
+                let mut arena = AlignedVec::new();
                 for (mut tail, waiting) in handed_over {
-                    checkpoint(&store, &health, &mut tail);
+                    checkpoint(&store, &health, &mut tail, &mut arena);
                     match health.failure() {
                         None => waiting.into_iter().for_each(PendingReply::release),
                         Some(reason) => {
@@ -320,11 +323,11 @@ impl Checkpointer {
 
 /// Checkpoints the tail. Not synced: until the checkpoint is on disk, the log records it
 /// deletes are too (one atomic batch), so a crash replays them.
-fn checkpoint(store: &Store, health: &StoreHealth, tail: &mut Tail) {
+fn checkpoint(store: &Store, health: &StoreHealth, tail: &mut Tail, arena: &mut AlignedVec) {
     if health.failure().is_some() || tail.is_empty() {
         return;
     }
-    if let Err(e) = store.checkpoint(tail, PersistMode::Buffer) {
+    if let Err(e) = store.checkpoint(tail, PersistMode::Buffer, arena) {
         tracing::error!(error = %e, "checkpointing the commit log failed; refusing all work until restart");
         health.fail(e.to_string());
     }

@@ -47,8 +47,8 @@ use crate::metering::engine::{Changes, ShardCore};
 use crate::metering::idempotency::KeyRecord;
 use crate::metering::table::CustomerRows;
 use records::{
-    LoggedEvent, LoggedRow, RecordError, StoredCommit, StoredEvent, StoredSegment,
-    SEGMENT_EVENTS_MAX, STORE_FORMAT, STORE_FORMAT_2,
+    ArchivedStoredEvent, LoggedEvent, LoggedRow, RecordError, StoredCommit, StoredEvent,
+    StoredSegment, SEGMENT_EVENTS_MAX, STORE_FORMAT, STORE_FORMAT_2,
 };
 
 /// Folder under the data dir that holds the fjall database.
@@ -283,11 +283,11 @@ impl Tail {
     }
 }
 
-/// One customer's share of a tail: its newest row and its events in order.
-#[derive(Debug, Default)]
-struct TailCustomer {
-    row: Option<Vec<u8>>,
-    events: Vec<StoredEvent>,
+/// One customer's share of a tail: its newest row and its events in order, read in place.
+#[derive(Default)]
+struct TailCustomer<'a> {
+    row: Option<&'a [u8]>,
+    events: Vec<&'a ArchivedStoredEvent>,
 }
 
 /// What recovery read back.
@@ -373,6 +373,7 @@ impl Store {
     /// Checkpoints every record the commit log holds, oldest first, a bounded tail at a time.
     fn replay_log(&self) -> Result<usize, StoreError> {
         let mut tail = Tail::default();
+        let mut arena = AlignedVec::new();
         let mut replayed = 0;
         for guard in self.log.iter() {
             let (key, value) = guard.into_inner()?;
@@ -383,34 +384,54 @@ impl Store {
             tail.push(key, value);
             replayed += 1;
             if tail.bytes() >= CHECKPOINT_BYTES {
-                self.checkpoint(&mut tail, PersistMode::Buffer)?;
+                self.checkpoint(&mut tail, PersistMode::Buffer, &mut arena)?;
             }
         }
-        self.checkpoint(&mut tail, PersistMode::SyncData)?;
+        self.checkpoint(&mut tail, PersistMode::SyncData, &mut arena)?;
         Ok(replayed)
     }
 
     /// Writes `tail` out — each customer's newest row, its events as segments, the clock floor —
     /// and deletes the log records it came from, in one atomic batch. The tail is empty after.
-    pub fn checkpoint(&self, tail: &mut Tail, mode: PersistMode) -> Result<(), StoreError> {
+    /// `arena` is scratch space, reused across checkpoints.
+    pub fn checkpoint(
+        &self,
+        tail: &mut Tail,
+        mode: PersistMode,
+        arena: &mut AlignedVec,
+    ) -> Result<(), StoreError> {
         if tail.is_empty() {
             return Ok(());
         }
         if self.faults.is_failing() {
             return Err(StoreError::InjectedFault);
         }
-        // Grouped by customer, oldest record first: a later row of a customer replaces an
-        // earlier one, events append.
-        let mut customers: HashMap<String, TailCustomer> = HashMap::new();
-        let mut clock_floor_ms = 0;
+        // Grouped by customer, oldest record first (a later row of a customer replaces an
+        // earlier one, events append), read in place from one aligned copy of the records: an
+        // owned decode allocated per string, and the allocator kept that churn resident.
+        arena.clear();
+        let mut spans = Vec::with_capacity(tail.records.len());
         for (_, record) in &tail.records {
-            let commit = records::decode_commit(record)?;
-            for LoggedRow { customer, record } in commit.customers {
-                customers.entry(customer).or_default().row = Some(record);
+            let start = arena.len().next_multiple_of(16);
+            arena.resize(start, 0);
+            arena.extend_from_slice(record);
+            spans.push(start..arena.len());
+        }
+        let mut customers: HashMap<&str, TailCustomer<'_>> = HashMap::new();
+        let mut clock_floor_ms = 0;
+        for span in spans {
+            let commit = records::access_commit(&arena[span])?;
+            for row in commit.customers.iter() {
+                customers.entry(row.customer.as_str()).or_default().row =
+                    Some(row.record.as_slice());
             }
-            for LoggedEvent { customer, event } in commit.events {
-                clock_floor_ms = clock_floor_ms.max(event.at_ms);
-                customers.entry(customer).or_default().events.push(event);
+            for logged in commit.events.iter() {
+                clock_floor_ms = clock_floor_ms.max(logged.event.at_ms.to_native());
+                customers
+                    .entry(logged.customer.as_str())
+                    .or_default()
+                    .events
+                    .push(&logged.event);
             }
         }
         let mut batch = self.db.batch().durability(Some(mode));
@@ -418,11 +439,14 @@ impl Store {
             if let Some(row) = customer.row {
                 batch.insert(&self.customers, id.as_bytes(), row);
             }
-            let mut events = customer.events.into_iter().peekable();
-            while let Some(first) = events.peek() {
-                let key = records::event_key(&id, first.at_ms, first.seq);
+            for run in customer.events.chunks(SEGMENT_EVENTS_MAX) {
+                let first = run[0];
+                let key = records::event_key(id, first.at_ms.to_native(), first.seq.to_native());
                 let segment = StoredSegment {
-                    events: events.by_ref().take(SEGMENT_EVENTS_MAX).collect(),
+                    events: run
+                        .iter()
+                        .map(|event| records::owned_event(event))
+                        .collect(),
                 };
                 batch.insert(&self.segments, key, records::encode_segment(&segment));
             }
@@ -824,7 +848,9 @@ mod tests {
             store
                 .persist(row(&rows[1]), PersistMode::Buffer, &mut tail)
                 .unwrap();
-            store.checkpoint(&mut tail, PersistMode::Buffer).unwrap();
+            store
+                .checkpoint(&mut tail, PersistMode::Buffer, &mut AlignedVec::new())
+                .unwrap();
             assert!(tail.is_empty());
             store
                 .persist(row(&rows[2]), PersistMode::Buffer, &mut tail)
@@ -860,7 +886,9 @@ mod tests {
             store
                 .persist(writes, PersistMode::Buffer, &mut tail)
                 .unwrap();
-            store.checkpoint(&mut tail, PersistMode::Buffer).unwrap();
+            store
+                .checkpoint(&mut tail, PersistMode::Buffer, &mut AlignedVec::new())
+                .unwrap();
         }
         assert_eq!(all_events(&store, "acme", 0, u64::MAX), expected);
         for (from_ms, to_ms) in [
@@ -895,7 +923,9 @@ mod tests {
                 store
                     .persist(writes, PersistMode::Buffer, &mut tail)
                     .unwrap();
-                store.checkpoint(&mut tail, PersistMode::Buffer).unwrap();
+                store
+                    .checkpoint(&mut tail, PersistMode::Buffer, &mut AlignedVec::new())
+                    .unwrap();
             }
         }
         // One segment straddling the cutoff: kept whole until its newest event is old enough.
@@ -903,7 +933,9 @@ mod tests {
         store
             .persist(writes, PersistMode::Buffer, &mut tail)
             .unwrap();
-        store.checkpoint(&mut tail, PersistMode::Buffer).unwrap();
+        store
+            .checkpoint(&mut tail, PersistMode::Buffer, &mut AlignedVec::new())
+            .unwrap();
         let mut cursor = None;
         let mut deleted = 0;
         loop {
@@ -995,7 +1027,7 @@ mod tests {
             Err(StoreError::InjectedFault)
         ));
         assert!(matches!(
-            store.checkpoint(&mut tail, PersistMode::Buffer),
+            store.checkpoint(&mut tail, PersistMode::Buffer, &mut AlignedVec::new()),
             Err(StoreError::InjectedFault)
         ));
         assert!(!tail.is_empty());

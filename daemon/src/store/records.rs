@@ -383,6 +383,27 @@ pub fn decode_commit(bytes: &[u8]) -> Result<StoredCommit, RecordError> {
     })
 }
 
+/// A commit-log record, checked, read in place. `bytes` must be 16-byte aligned (the
+/// checkpoint copies a tail's records into one aligned arena).
+pub fn access_commit(bytes: &[u8]) -> Result<&ArchivedStoredCommit, RecordError> {
+    rkyv::access::<ArchivedStoredCommit, rancor::Error>(bytes).map_err(|e| RecordError::Corrupt {
+        what: "commit log",
+        reason: e.to_string(),
+    })
+}
+
+/// An owned event from its archived form.
+pub fn owned_event(event: &ArchivedStoredEvent) -> StoredEvent {
+    StoredEvent {
+        seq: event.seq.to_native(),
+        at_ms: event.at_ms.to_native(),
+        feature: event.feature.to_string(),
+        amount: event.amount.to_native(),
+        charged: event.charged.to_native(),
+        idempotency_key: event.idempotency_key.as_ref().copied(),
+    }
+}
+
 /// Commit-log key: the commit's number, big-endian, so the log iterates in commit order.
 pub fn log_key(number: u64) -> [u8; 8] {
     number.to_be_bytes()
