@@ -1,7 +1,8 @@
 //! kill -9 recovery: runs the real `tallyd` binary as a child process, drives concurrent keyed
 //! reports from several tasks, SIGKILLs the daemon at a random moment, restarts it on the same
 //! data dir, retries every unacknowledged report with its original key, and checks that each
-//! customer's usage is exactly the sum of the distinct reports — no loss, no double count.
+//! customer's usage is exactly the sum of the distinct reports — no loss, no double count — and
+//! that its listed events (replayed from the commit log) are each there once and add up to it.
 //! Several kill points per run, in `sync` and `buffered` modes. The seed is printed; set
 //! `TALLY_CRASH_SEED` to replay a run.
 
@@ -176,6 +177,28 @@ fn run_crash_rounds(durability: &str) {
                     expected.get(&id).copied().unwrap_or(0),
                     "customer {id} after kill point {round} (seed {seed})"
                 );
+                // The events (replayed from the commit log into segments after each kill) are
+                // each listed once and add up to the counter.
+                let (mut from, mut seqs, mut listed) = ((0, 0), Vec::new(), 0);
+                loop {
+                    let page = client
+                        .admin()
+                        .list_events_from(&id, from, u64::MAX)
+                        .await
+                        .unwrap();
+                    for event in &page.events {
+                        seqs.push(event.seq);
+                        listed += event.amount;
+                    }
+                    match (page.more, page.events.last()) {
+                        (true, Some(last)) => from = (last.at_ms, last.seq + 1),
+                        _ => break,
+                    }
+                }
+                let distinct = seqs.len();
+                seqs.dedup();
+                assert_eq!(seqs.len(), distinct, "customer {id}: an event listed twice (seed {seed})");
+                assert_eq!(listed, used, "customer {id}: events against the counter after kill point {round} (seed {seed})");
             }
         });
     }
