@@ -33,6 +33,7 @@
 pub mod records;
 
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -115,10 +116,17 @@ fn migrate_from_format_2(db: &Database, meta: &Keyspace) -> Result<(), StoreErro
     let events = db.keyspace("events", data_keyspace)?;
     let segments = db.keyspace("segments", data_keyspace)?;
     let mut moved = 0usize;
+    // Each chunk starts after the last key moved, not over the deleted ones again.
+    let mut after: Option<Slice> = None;
     loop {
         let mut batch = db.batch().durability(Some(PersistMode::SyncData));
-        for guard in events.iter().take(CHUNK) {
+        let range = match after.take() {
+            Some(key) => events.range::<Slice, _>((Bound::Excluded(key), Bound::Unbounded)),
+            None => events.iter(),
+        };
+        for guard in range.take(CHUNK) {
             let (key, value) = guard.into_inner()?;
+            after = Some(key.clone());
             let segment = StoredSegment {
                 events: vec![records::decode_event(&value)?],
             };
