@@ -767,6 +767,18 @@ mod tests {
         }
     }
 
+    /// Commits `writes` and checkpoints them at once.
+    fn persist_and_checkpoint(store: &Store, writes: Vec<Write>) {
+        let mut tail = Tail::default();
+        store
+            .persist(writes, PersistMode::Buffer, &mut tail)
+            .unwrap();
+        store
+            .checkpoint(&mut tail, PersistMode::Buffer, &mut AlignedVec::new())
+            .unwrap();
+        assert!(tail.is_empty());
+    }
+
     fn recover_one(store: &Store, catalogue: &Catalogue) -> (CustomerTable, Recovered) {
         let mut recovered = store.recover(catalogue, 0, 1, |_| 0).unwrap();
         let rows = recovered.customers.pop().unwrap();
@@ -877,7 +889,6 @@ mod tests {
     fn listing_reads_across_segments_and_pages_exactly_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
-        let mut tail = Tail::default();
         let mut expected = Vec::new();
         let mut seq = 0;
         // Three checkpoints, the first larger than a segment; neighbours with similar ids.
@@ -891,12 +902,7 @@ mod tests {
                 writes.push(logged("acm", event(seq, at_ms)));
                 writes.push(logged("acmeX", event(seq, at_ms)));
             }
-            store
-                .persist(writes, PersistMode::Buffer, &mut tail)
-                .unwrap();
-            store
-                .checkpoint(&mut tail, PersistMode::Buffer, &mut AlignedVec::new())
-                .unwrap();
+            persist_and_checkpoint(&store, writes);
         }
         assert_eq!(all_events(&store, "acme", 0, u64::MAX), expected);
         for (from_ms, to_ms) in [
@@ -924,26 +930,15 @@ mod tests {
     fn purging_deletes_only_segments_wholly_before_the_cutoff() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
-        let mut tail = Tail::default();
         for customer in ["a", "b", "c"] {
             for at_ms in [100u64, 200, 300] {
                 let writes = vec![logged(customer, event(at_ms, at_ms))];
-                store
-                    .persist(writes, PersistMode::Buffer, &mut tail)
-                    .unwrap();
-                store
-                    .checkpoint(&mut tail, PersistMode::Buffer, &mut AlignedVec::new())
-                    .unwrap();
+                persist_and_checkpoint(&store, writes);
             }
         }
         // One segment straddling the cutoff: kept whole until its newest event is old enough.
         let writes = vec![logged("d", event(1, 200)), logged("d", event(2, 300))];
-        store
-            .persist(writes, PersistMode::Buffer, &mut tail)
-            .unwrap();
-        store
-            .checkpoint(&mut tail, PersistMode::Buffer, &mut AlignedVec::new())
-            .unwrap();
+        persist_and_checkpoint(&store, writes);
         let mut cursor = None;
         let mut deleted = 0;
         loop {
@@ -999,6 +994,38 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
         assert_eq!(all_events(&store, "acme", 0, u64::MAX).len(), events.len());
+    }
+
+    #[test]
+    fn a_corrupt_log_record_refuses_recovery_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalogue = catalogue();
+        let customer = Customer::new("acme", catalogue.plan("pro").unwrap().clone(), 5);
+        {
+            let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
+            let writes = vec![Write::Customer {
+                id: "acme".into(),
+                record: records::encode_customer(&customer),
+            }];
+            persist_and_checkpoint(&store, writes);
+            store
+                .log
+                .insert(records::log_key(7), b"not a commit".as_slice())
+                .unwrap();
+            store.db.persist(PersistMode::SyncAll).unwrap();
+        }
+        let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
+        let refused = store.recover(&catalogue, 0, 1, |_| 0);
+        assert!(matches!(
+            refused,
+            Err(StoreError::Record(RecordError::Corrupt {
+                what: "commit log",
+                ..
+            }))
+        ));
+        let row = store.customers.get("acme").unwrap().unwrap();
+        assert_eq!(&*row, records::encode_customer(&customer).as_slice());
+        assert!(store.log.get(records::log_key(7)).unwrap().is_some());
     }
 
     #[test]

@@ -375,14 +375,6 @@ pub fn encode_commit(commit: &StoredCommit) -> Vec<u8> {
     encode(commit)
 }
 
-/// A stored commit-log record, checked.
-pub fn decode_commit(bytes: &[u8]) -> Result<StoredCommit, RecordError> {
-    decode(bytes).map_err(|e| RecordError::Corrupt {
-        what: "commit log",
-        reason: e.to_string(),
-    })
-}
-
 /// A commit-log record, checked, read in place. `bytes` must be 16-byte aligned (the
 /// checkpoint copies a tail's records into one aligned arena).
 pub fn access_commit(bytes: &[u8]) -> Result<&ArchivedStoredCommit, RecordError> {
