@@ -244,14 +244,21 @@ fn commit(
         None if writes.is_empty() => Ok(()),
         None => store.persist(writes, mode, tail).map_err(|e| e.to_string()),
     };
-    match result {
-        Ok(()) => replies.into_iter().for_each(PendingReply::release),
-        Err(reason) => {
-            if health.failure().is_none() {
-                tracing::error!(error = %reason, writes = write_count, "persisting a group commit failed; refusing all work until restart");
-                health.fail(reason.clone());
-            }
-            let refusal = StoreHealth::refusal(&reason);
+    if let Err(reason) = &result {
+        if health.failure().is_none() {
+            tracing::error!(error = %reason, writes = write_count, "persisting a group commit failed; refusing all work until restart");
+            health.fail(reason.clone());
+        }
+    }
+    answer(replies, result.err().as_deref());
+}
+
+/// Releases `replies` when their writes are persisted (`failure` is `None`), or refuses them.
+fn answer(replies: Vec<PendingReply>, failure: Option<&str>) {
+    match failure {
+        None => replies.into_iter().for_each(PendingReply::release),
+        Some(reason) => {
+            let refusal = StoreHealth::refusal(reason);
             replies
                 .into_iter()
                 .for_each(|reply| reply.fail(refusal.clone()));
@@ -282,15 +289,7 @@ impl Checkpointer {
                 let mut arena = AlignedVec::new();
                 for (mut tail, waiting) in handed_over {
                     checkpoint(&store, &health, &mut tail, &mut arena);
-                    match health.failure() {
-                        None => waiting.into_iter().for_each(PendingReply::release),
-                        Some(reason) => {
-                            let refusal = StoreHealth::refusal(reason);
-                            waiting
-                                .into_iter()
-                                .for_each(|reply| reply.fail(refusal.clone()));
-                        }
-                    }
+                    answer(waiting, health.failure());
                 }
             })
             .expect("spawning the checkpoint thread");
@@ -305,12 +304,8 @@ impl Checkpointer {
         let job = (std::mem::take(tail), waiting);
         if let Err(unsent) = self.tails.send(job) {
             // The thread is gone (it only ends when this sender is dropped): refuse, never hang.
-            let refusal = StoreHealth::refusal("the checkpoint thread stopped");
-            unsent
-                .0
-                 .1
-                .into_iter()
-                .for_each(|reply| reply.fail(refusal.clone()));
+            let (_, waiting) = unsent.0;
+            answer(waiting, Some("the checkpoint thread stopped"));
         }
     }
 
@@ -321,8 +316,8 @@ impl Checkpointer {
     }
 }
 
-/// Checkpoints the tail. Not synced: until the checkpoint is on disk, the log records it
-/// deletes are too (one atomic batch), so a crash replays them.
+/// Checkpoints the tail. Not synced: a checkpoint lost in a crash loses the deletion of its log
+/// records with it (one atomic batch), so the next start replays them.
 fn checkpoint(store: &Store, health: &StoreHealth, tail: &mut Tail, arena: &mut AlignedVec) {
     if health.failure().is_some() || tail.is_empty() {
         return;

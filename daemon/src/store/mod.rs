@@ -415,8 +415,8 @@ impl Store {
             return Err(StoreError::InjectedFault);
         }
         // Grouped by customer, oldest record first (a later row of a customer replaces an
-        // earlier one, events append), read in place from one aligned copy of the records: an
-        // owned decode allocated per string, and the allocator kept that churn resident.
+        // earlier one, events append), read in place from one aligned copy of the records
+        // rather than decoded into owned rows and events.
         arena.clear();
         let mut spans = Vec::with_capacity(tail.records.len());
         for (_, record) in &tail.records {
