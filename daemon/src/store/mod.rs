@@ -36,7 +36,7 @@ use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Slice};
 use rkyv::util::AlignedVec;
@@ -317,6 +317,8 @@ pub struct Recovered {
 /// The open store.
 pub struct Store {
     db: Database,
+    /// Where commit-log records are serialized (only the committer writes them).
+    commit_buffer: Mutex<AlignedVec>,
     meta: Keyspace,
     log: Keyspace,
     next_log: AtomicU64,
@@ -365,6 +367,7 @@ impl Store {
             None => 0,
         };
         Ok(Store {
+            commit_buffer: Mutex::new(AlignedVec::new()),
             log,
             next_log: AtomicU64::new(next_log),
             customers: db.keyspace("customers", data_keyspace)?,
@@ -568,7 +571,10 @@ impl Store {
             None
         } else {
             let key = records::log_key(self.next_log.fetch_add(1, Ordering::Relaxed));
-            let record = Slice::from(records::encode_commit(&commit));
+            let mut buffer = self.commit_buffer.lock().expect("the commit buffer lock");
+            let encoded = records::encode_commit(&commit, std::mem::take(&mut *buffer));
+            let record = Slice::from(&encoded[..]);
+            *buffer = encoded;
             batch.insert(&self.log, key, record.clone());
             Some((key, record))
         };

@@ -370,9 +370,13 @@ pub fn decode_segment(bytes: &[u8]) -> Result<Vec<StoredEvent>, RecordError> {
         })
 }
 
-/// A commit-log record as stored.
-pub fn encode_commit(commit: &StoredCommit) -> Vec<u8> {
-    encode(commit)
+/// A commit-log record as stored, serialized into `buffer` (reused: records are large, and
+/// growing a fresh buffer to each one reallocated and copied it several times).
+pub fn encode_commit(commit: &StoredCommit, buffer: AlignedVec) -> AlignedVec {
+    let mut buffer = buffer;
+    buffer.clear();
+    rkyv::api::high::to_bytes_in::<_, rancor::Error>(commit, buffer)
+        .expect("records serialize into memory")
 }
 
 /// A commit-log record, checked, read in place. `bytes` must be 16-byte aligned (the
