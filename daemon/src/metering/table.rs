@@ -86,7 +86,10 @@ impl CustomerTable {
 
     /// The slot of the customer `id`.
     pub fn slot_of(&self, id: &str) -> Option<Slot> {
-        let hash = self.hasher.hash_one(id);
+        self.find(id, self.hasher.hash_one(id))
+    }
+
+    fn find(&self, id: &str, hash: u64) -> Option<Slot> {
         self.index
             .find(hash, |&slot| self.rows.at(slot).id == id)
             .copied()
@@ -109,19 +112,12 @@ impl CustomerTable {
 
     /// Adds `customer` and returns its slot, or gives it back if its id is taken.
     pub fn insert(&mut self, customer: Customer) -> Result<Slot, Box<Customer>> {
-        if self.slot_of(&customer.id).is_some() {
+        let hash = self.hasher.hash_one(customer.id.as_str());
+        if self.find(&customer.id, hash).is_some() {
             return Err(Box::new(customer));
         }
-        let hash = self.hasher.hash_one(customer.id.as_str());
         let slot = self.rows.push(customer);
-        let Self {
-            rows,
-            index,
-            hasher,
-        } = self;
-        index.insert_unique(hash, slot, |&other| {
-            hasher.hash_one(rows.at(other).id.as_str())
-        });
+        self.index_slot(slot, hash);
         Ok(slot)
     }
 
@@ -133,22 +129,27 @@ impl CustomerTable {
             rows,
             hasher: RandomState::new(),
         };
+        for slot in 0..table.rows.len() as Slot {
+            let id = table.rows.at(slot).id.as_str();
+            let hash = table.hasher.hash_one(id);
+            if table.find(id, hash).is_some() {
+                return Err(id.to_string());
+            }
+            table.index_slot(slot, hash);
+        }
+        Ok(table)
+    }
+
+    /// Adds the customer in `slot` (its id hashing to `hash`) to the index.
+    fn index_slot(&mut self, slot: Slot, hash: u64) {
         let Self {
             rows,
             index,
             hasher,
-        } = &mut table;
-        for slot in 0..rows.len() as Slot {
-            let id = rows.at(slot).id.as_str();
-            let hash = hasher.hash_one(id);
-            if index.find(hash, |&other| rows.at(other).id == id).is_some() {
-                return Err(id.to_string());
-            }
-            index.insert_unique(hash, slot, |&other| {
-                hasher.hash_one(rows.at(other).id.as_str())
-            });
-        }
-        Ok(table)
+        } = self;
+        index.insert_unique(hash, slot, |&other| {
+            hasher.hash_one(rows.at(other).id.as_str())
+        });
     }
 
     /// Every customer with its slot, in slot order.

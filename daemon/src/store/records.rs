@@ -405,9 +405,13 @@ pub fn log_key(number: u64) -> [u8; 8] {
     number.to_be_bytes()
 }
 
-/// The number of a commit-log key, or `None` for a malformed key.
-pub fn log_number(key: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(key.try_into().ok()?))
+/// The number of a commit-log key.
+pub fn log_number(key: &[u8]) -> Result<u64, RecordError> {
+    let number = key.try_into().map_err(|_| RecordError::Corrupt {
+        what: "commit log",
+        reason: format!("a key of {} bytes, not 8", key.len()),
+    })?;
+    Ok(u64::from_be_bytes(number))
 }
 
 /// An idempotency key's record as stored.
