@@ -143,10 +143,16 @@ pub fn run(args: Args) -> anyhow::Result<Report> {
         },
     };
     let (daemon, _dir, client_config) = target(&args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.client_threads.max(1))
-        .enable_all()
-        .build()?;
+    let runtime = if args.client_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.client_threads)
+            .enable_all()
+            .build()?
+    };
     let plan = Arc::new(plan);
     let tally = runtime.block_on(drive(
         client_config,

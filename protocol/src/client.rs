@@ -389,6 +389,12 @@ fn quic_client_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig, String> {
     let mut quic = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(Duration::from_secs(5)));
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(u16::MAX);
+    transport.mtu_discovery_config(Some(mtu));
+    let mut acks = quinn::AckFrequencyConfig::default();
+    acks.ack_eliciting_threshold(16u32.into());
+    transport.ack_frequency_config(Some(acks));
     quic.transport_config(Arc::new(transport));
     Ok(quic)
 }
