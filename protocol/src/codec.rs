@@ -37,13 +37,36 @@ pub enum CodecError {
     Encode(String),
 }
 
+/// A serialization buffer kept past this size is dropped after use rather than kept for the next
+/// frame, so one large answer does not pin its memory on the thread.
+const SCRATCH_KEPT_BYTES_MAX: usize = 64 * 1024;
+
+thread_local! {
+    /// Where frames are archived before being copied behind their length prefix: every frame
+    /// archived into a fresh buffer cost an allocation and its growth (PERF-NOTES: 138 against
+    /// 16 ns for a small message).
+    static SCRATCH: std::cell::RefCell<AlignedVec> = std::cell::RefCell::new(AlignedVec::new());
+}
+
 /// Appends one frame (length prefix + archived `value`) to `out`.
 pub fn encode_frame<T>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError>
 where
     T: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
 {
-    let body =
-        rkyv::to_bytes::<rancor::Error>(value).map_err(|e| CodecError::Encode(e.to_string()))?;
+    SCRATCH.with_borrow_mut(|scratch| {
+        let mut buffer = std::mem::take(scratch);
+        buffer.clear();
+        let body = rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, buffer)
+            .map_err(|e| CodecError::Encode(e.to_string()))?;
+        let framed = append_frame(&body, out);
+        if body.capacity() <= SCRATCH_KEPT_BYTES_MAX {
+            *scratch = body;
+        }
+        framed
+    })
+}
+
+fn append_frame(body: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
     let length = u32::try_from(body.len())
         .ok()
         .filter(|&l| l <= FRAME_BYTES_MAX)
@@ -53,7 +76,7 @@ where
         })?;
     out.reserve(LENGTH_PREFIX_BYTES + body.len());
     out.extend_from_slice(&length.to_le_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(body);
     Ok(())
 }
 

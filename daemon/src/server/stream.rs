@@ -3,6 +3,8 @@
 //! with a `Goodbye` that says why and closes the connection with a code. When the daemon drains,
 //! the stream stops reading, answers what it has read, says `Goodbye(ShuttingDown)` and ends.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,13 +13,11 @@ use tally_protocol::codec::{decode_client_frame, encode_frame};
 use tally_protocol::framing::{read_first_byte, read_frame, read_frame_rest};
 use tally_protocol::message::*;
 use tokio::io::BufReader;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Notify;
 
 use super::{close_code, Alive, ServerContext};
 use crate::activity::{RECENT_MAX, TOP_CUSTOMERS};
 
-/// Bytes of encoded answers the writer coalesces into one stream write.
-const WRITE_COALESCE_BYTES_MAX: usize = 64 * 1024;
 /// How long a `Goodbye` may take to reach the peer before the connection is closed anyway.
 const GOODBYE_FLUSH: Duration = Duration::from_secs(1);
 /// When draining, how long the stream keeps its connection open after the peer has received
@@ -65,19 +65,27 @@ pub(super) async fn serve_stream(
         return;
     }
 
-    let inflight = Arc::new(Semaphore::new(limits.inflight_per_stream as usize));
-    let (answers, queued) = mpsc::channel::<Vec<u8>>(limits.inflight_per_stream as usize);
-    let writer = actix_rt::spawn(write_answers(send, queued));
+    let outbox = Rc::new(Outbox::default());
+    let writer = actix_rt::spawn(write_answers(send, outbox.clone()));
     let mut recv = BufReader::with_capacity(READ_BUFFER_BYTES, recv);
     let mut draining = context.draining.clone();
     let frame_timeout = Duration::from_millis(limits.frame_timeout_ms);
     let end = loop {
         // Waiting for a frame to start is bounded only by the connection's idle timeout; once it
         // has started, all of it must arrive within `frame_timeout`.
-        let first = tokio::select! {
-            biased;
-            _ = draining.wait_for(|draining| *draining) => break End::Draining,
-            first = read_first_byte(&mut recv) => first,
+        // Under load the next frame is already buffered: take it without registering for the
+        // drain signal (a waiter per frame), but still see a drain that has begun.
+        let buffered = match *draining.borrow() {
+            true => break End::Draining,
+            false => ready_now(read_first_byte(&mut recv)).await,
+        };
+        let first = match buffered {
+            Some(first) => first,
+            None => tokio::select! {
+                biased;
+                _ = draining.wait_for(|draining| *draining) => break End::Draining,
+                first = read_first_byte(&mut recv) => first,
+            },
         };
         let first = match first {
             Ok(Some(first)) => first,
@@ -104,27 +112,23 @@ pub(super) async fn serve_stream(
         };
         // The client library never has more than `inflight_max` (from Welcome) unanswered, and
         // a request counts here for less time than there, so a peer over the limit is not one.
-        let Ok(permit) = inflight.clone().try_acquire_owned() else {
+        if !outbox.admit(limits.inflight_per_stream) {
             break End::Violation(invalid(format!(
                 "more than {} requests in flight on one stream (the limit in Welcome)",
                 limits.inflight_per_stream
             )));
-        };
+        }
         let context = context.clone();
-        let answers = answers.clone();
+        let outbox = outbox.clone();
         actix_rt::spawn(async move {
             let reply = answer(&context, role, request.request).await;
-            let mut frame = Vec::new();
-            let response = ServerFrame::Response(ResponseFrame {
+            outbox.push(&ServerFrame::Response(ResponseFrame {
                 id: request.id,
                 reply,
-            });
-            encode_frame(&response, &mut frame).expect("answers are far below the frame limit");
-            let _ = answers.send(frame).await;
-            drop(permit);
+            }));
         });
     };
-    drop(answers);
+    outbox.stop_reading();
     // Every request read is answered before the stream ends, whatever ended the loop.
     let Ok(Some(mut send)) = writer.await else {
         return;
@@ -216,8 +220,9 @@ async fn answer(context: &ServerContext, role: Role, request: Request) -> Reply 
         Request::Stats => Ok(Response::Stats(Box::new(stats(context).await))),
         request => context.router.route(request).await,
     };
+    let now = Instant::now();
     let mut telemetry = context.telemetry();
-    telemetry.record(operation, started.elapsed(), result.is_err());
+    telemetry.record(operation, now - started, now, result.is_err());
     if let Ok(Response::Check(check)) = &result {
         if check.allowed {
             telemetry.checks_allowed += 1;
@@ -288,23 +293,100 @@ pub(crate) async fn stats(context: &ServerContext) -> StatsSnapshot {
     snapshot
 }
 
-/// Writes queued answers until every sender is gone; returns the stream if it still works.
-async fn write_answers(
-    mut send: quinn::SendStream,
-    mut queued: mpsc::Receiver<Vec<u8>>,
-) -> Option<quinn::SendStream> {
-    while let Some(mut batch) = queued.recv().await {
-        while batch.len() < WRITE_COALESCE_BYTES_MAX {
-            match queued.try_recv() {
-                Ok(frame) => batch.extend_from_slice(&frame),
-                Err(_) => break,
-            }
+/// Answers waiting for the writer, shared by one stream's request tasks and its writer — all on
+/// the server thread, so a `RefCell` rather than a channel: an answer is appended where it is
+/// encoded, and the writer takes everything queued in one swap.
+#[derive(Default)]
+struct Outbox {
+    state: RefCell<OutboxState>,
+    /// Wakes the writer when answers are queued or the reader stopped.
+    ready: Notify,
+}
+
+#[derive(Default)]
+struct OutboxState {
+    /// Encoded frames, back to back.
+    bytes: Vec<u8>,
+    /// Frames in `bytes`.
+    frames: u32,
+    /// Requests read and not yet taken by the writer: the stream's in-flight count. An answer
+    /// still counts until the writer takes it, so a peer that stops reading its answers stops
+    /// being read itself once it reaches the limit, and what waits here stays bounded.
+    inflight: u32,
+    /// The reader has stopped; the writer ends once nothing is in flight.
+    reading_stopped: bool,
+}
+
+impl Outbox {
+    /// Counts one more request in flight, unless `limit` are already.
+    fn admit(&self, limit: u32) -> bool {
+        let mut state = self.state.borrow_mut();
+        if state.inflight >= limit {
+            return false;
         }
-        if send.write_all(&batch).await.is_err() {
-            return None;
+        state.inflight += 1;
+        true
+    }
+
+    fn push(&self, frame: &ServerFrame) {
+        let mut state = self.state.borrow_mut();
+        encode_frame(frame, &mut state.bytes).expect("answers are far below the frame limit");
+        state.frames += 1;
+        drop(state);
+        self.ready.notify_one();
+    }
+
+    fn stop_reading(&self) {
+        self.state.borrow_mut().reading_stopped = true;
+        self.ready.notify_one();
+    }
+
+    /// Moves every queued answer into `batch` (empty) and counts them out of flight.
+    fn take(&self, batch: &mut Vec<u8>) -> Taken {
+        let mut state = self.state.borrow_mut();
+        if !state.bytes.is_empty() {
+            std::mem::swap(&mut state.bytes, batch);
+            state.inflight -= state.frames;
+            state.frames = 0;
+            Taken::Answers
+        } else if state.reading_stopped && state.inflight == 0 {
+            Taken::Done
+        } else {
+            Taken::Nothing
         }
     }
-    Some(send)
+}
+
+/// What the writer found in the outbox.
+#[derive(Debug, PartialEq)]
+enum Taken {
+    /// Answers to write.
+    Answers,
+    /// Nothing yet; more will come.
+    Nothing,
+    /// Nothing, and nothing more will come.
+    Done,
+}
+
+/// Writes queued answers, everything queued in one stream write, until the reader has stopped
+/// and every request it read is answered; returns the stream if it still works.
+async fn write_answers(
+    mut send: quinn::SendStream,
+    outbox: Rc<Outbox>,
+) -> Option<quinn::SendStream> {
+    let mut batch = Vec::new();
+    loop {
+        match outbox.take(&mut batch) {
+            Taken::Answers => {
+                if send.write_all(&batch).await.is_err() {
+                    return None;
+                }
+                batch.clear();
+            }
+            Taken::Nothing => outbox.ready.notified().await,
+            Taken::Done => return Some(send),
+        }
+    }
 }
 
 async fn write_frame(
@@ -335,6 +417,16 @@ async fn say_goodbye(
     connection.close(code.into(), reason);
 }
 
+/// `future`'s output if it is ready at once, else `None` (the future is dropped: only for futures
+/// that lose nothing when dropped pending, like a read that has not read anything).
+async fn ready_now<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    match std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx))).await {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
+    }
+}
+
 /// `future`, given at most `limit` — but a future that is ready at once (a frame already in the
 /// read buffer, the common case under load) costs no timer.
 async fn within<F: std::future::Future>(
@@ -351,4 +443,53 @@ async fn within<F: std::future::Future>(
 
 fn invalid(reason: String) -> TallyError {
     TallyError::InvalidRequest { reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(id: u64) -> ServerFrame {
+        ServerFrame::Response(ResponseFrame {
+            id,
+            reply: Reply::Err(TallyError::Overloaded),
+        })
+    }
+
+    #[test]
+    fn answers_count_in_flight_until_the_writer_takes_them() {
+        let outbox = Outbox::default();
+        assert!(outbox.admit(2) && outbox.admit(2));
+        assert!(!outbox.admit(2), "a third request over a limit of 2");
+        outbox.push(&answer(1));
+        assert!(!outbox.admit(2), "an answer not yet taken still counts");
+        let mut batch = Vec::new();
+        assert_eq!(outbox.take(&mut batch), Taken::Answers);
+        let mut expected = Vec::new();
+        encode_frame(&answer(1), &mut expected).unwrap();
+        assert_eq!(batch, expected);
+        assert!(outbox.admit(2), "taking the answer freed its slot");
+    }
+
+    #[test]
+    fn the_writer_is_done_only_when_reading_stopped_and_everything_is_answered() {
+        let outbox = Outbox::default();
+        assert!(outbox.admit(4) && outbox.admit(4));
+        outbox.stop_reading();
+        assert_eq!(
+            outbox.take(&mut Vec::new()),
+            Taken::Nothing,
+            "two in flight"
+        );
+        outbox.push(&answer(7));
+        assert_eq!(outbox.take(&mut Vec::new()), Taken::Answers);
+        assert_eq!(
+            outbox.take(&mut Vec::new()),
+            Taken::Nothing,
+            "one in flight"
+        );
+        outbox.push(&answer(8));
+        assert_eq!(outbox.take(&mut Vec::new()), Taken::Answers);
+        assert_eq!(outbox.take(&mut Vec::new()), Taken::Done);
+    }
 }

@@ -66,9 +66,15 @@ impl Telemetry {
         }
     }
 
-    /// Records one answered request.
-    pub fn record(&mut self, operation: &'static str, latency: Duration, is_error: bool) {
-        self.roll_if_due();
+    /// Records one request answered at `now` (the caller's clock read serves the latency too).
+    pub fn record(
+        &mut self,
+        operation: &'static str,
+        latency: Duration,
+        now: Instant,
+        is_error: bool,
+    ) {
+        self.roll_if_due(now);
         let op = self
             .operations
             .entry(operation)
@@ -86,11 +92,11 @@ impl Telemetry {
         op.current.saturating_record(us);
     }
 
-    fn roll_if_due(&mut self) {
-        if self.interval_started.elapsed() < self.interval {
+    fn roll_if_due(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.interval_started) < self.interval {
             return;
         }
-        self.interval_started = Instant::now();
+        self.interval_started = now;
         for op in self.operations.values_mut() {
             op.recent = summary(&op.current);
             op.current.reset();
@@ -99,7 +105,7 @@ impl Telemetry {
 
     /// Per-operation figures, by name.
     pub fn operations(&mut self) -> Vec<OperationStats> {
-        self.roll_if_due();
+        self.roll_if_due(Instant::now());
         self.operations
             .iter()
             .map(|(name, op)| OperationStats {
@@ -131,7 +137,12 @@ mod tests {
     fn percentiles_come_from_what_was_recorded() {
         let mut telemetry = Telemetry::new(Duration::from_secs(3_600));
         for us in 1..=1_000u64 {
-            telemetry.record("check", Duration::from_micros(us), us % 100 == 0);
+            telemetry.record(
+                "check",
+                Duration::from_micros(us),
+                Instant::now(),
+                us % 100 == 0,
+            );
         }
         let ops = telemetry.operations();
         assert_eq!(ops.len(), 1);
