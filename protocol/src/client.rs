@@ -21,6 +21,8 @@ use crate::retry::{jitter_seed, RetryPolicy};
 
 /// Bytes of encoded frames the writer task coalesces into one stream write.
 const WRITE_COALESCE_BYTES_MAX: usize = 64 * 1024;
+/// Bytes read from the stream at once; answers are parsed out of this buffer.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -423,11 +425,10 @@ async fn write_loop(
     let _ = send.finish();
 }
 
-async fn read_loop(
-    mut recv: quinn::RecvStream,
-    shared: Arc<Shared>,
-    connection: quinn::Connection,
-) {
+async fn read_loop(recv: quinn::RecvStream, shared: Arc<Shared>, connection: quinn::Connection) {
+    // Frames are parsed out of one buffer: reading each frame's prefix and body from the stream
+    // itself took the connection's lock three times per answer.
+    let mut recv = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, recv);
     let mut body = AlignedVec::new();
     let reason = loop {
         match read_frame(&mut recv, FRAME_BYTES_MAX, &mut body).await {
