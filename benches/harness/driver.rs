@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
@@ -226,7 +226,12 @@ async fn drive(
     seed_customers(&clients[0], plan.customers, "pro").await?;
     let started = Instant::now() + Duration::from_millis(10);
     let mut tasks = Vec::new();
+    let mut tallies = Vec::new();
     for (c, client) in clients.iter().enumerate() {
+        // One set of histograms per connection, not per task: 256 tasks' histograms (~140 KiB
+        // each) made every record a cache miss on the machine the daemon shares.
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        tallies.push(tally.clone());
         for slot in 0..inflight {
             let seed = ((c * inflight + slot) as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             // Open loop: task k's schedule starts k arrivals later, so the tasks' requests
@@ -240,12 +245,16 @@ async fn drive(
                 plan.clone(),
                 started + offset,
                 seed,
+                tally.clone(),
             )));
         }
     }
-    let mut total = Tally::default();
     for task in tasks {
-        let tally = task.await??;
+        task.await??;
+    }
+    let mut total = Tally::default();
+    for tally in tallies {
+        let tally = std::mem::take(&mut *tally.lock().expect("tally lock"));
         total.errors += tally.errors;
         total.reports += tally.reports;
         for (op, h) in tally.histograms {
@@ -290,9 +299,9 @@ async fn load(
     plan: Arc<Plan>,
     started: Instant,
     seed: u64,
-) -> anyhow::Result<Tally> {
+    tally: Arc<Mutex<Tally>>,
+) -> anyhow::Result<()> {
     let mut rng = Rng(seed | 1);
-    let mut tally = Tally::default();
     let measuring_from = started + plan.warmup;
     let end = measuring_from + plan.duration;
     let mut intended = started
@@ -301,7 +310,7 @@ async fn load(
     loop {
         let now = Instant::now();
         if now >= end {
-            return Ok(tally);
+            return Ok(());
         }
         let begin = match plan.per_task_interval {
             Some(interval) => {
@@ -321,6 +330,7 @@ async fn load(
         let (ok, reports) = one_request(&client, &plan, op, &mut rng).await;
         if begin >= measuring_from {
             let us = (begin.elapsed().as_micros() as u64).clamp(1, LATENCY_US_MAX);
+            let mut tally = tally.lock().expect("tally lock");
             tally
                 .histograms
                 .entry(op)
