@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use fjall::PersistMode;
 use rkyv::util::AlignedVec;
 use tally_protocol::message::{BatchItemResult, Response, TallyError};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Durability;
 use crate::store::{Store, Tail, Write, CHECKPOINT_BYTES};
@@ -116,6 +116,48 @@ impl StoreHealth {
     }
 }
 
+/// Where a commit's answers are released once its writes are persisted.
+pub enum Release {
+    /// On the committer thread, one cross-thread wake-up per answer.
+    Inline,
+    /// One message per commit to [`release_answers`], running on the thread whose tasks await
+    /// the answers (the server thread), which releases them there: local wake-ups, and a
+    /// commit's answers leave in the same turn instead of trickling out as they are woken
+    /// one by one (more, smaller datagrams). If the task is gone (shutting down), inline.
+    Via(mpsc::UnboundedSender<Released>),
+}
+
+/// One commit's answers, and why its writes failed if they did.
+pub struct Released {
+    replies: Vec<PendingReply>,
+    failure: Option<String>,
+}
+
+impl Release {
+    fn answer(&self, replies: Vec<PendingReply>, failure: Option<&str>) {
+        match self {
+            _ if replies.is_empty() => {}
+            Release::Inline => answer(replies, failure),
+            Release::Via(task) => {
+                let released = Released {
+                    replies,
+                    failure: failure.map(str::to_owned),
+                };
+                if let Err(unsent) = task.send(released) {
+                    answer(unsent.0.replies, unsent.0.failure.as_deref());
+                }
+            }
+        }
+    }
+}
+
+/// Releases the answers the committer hands over ([`Release::Via`]) until it stops.
+pub async fn release_answers(mut released: mpsc::UnboundedReceiver<Released>) {
+    while let Some(Released { replies, failure }) = released.recv().await {
+        answer(replies, failure.as_deref());
+    }
+}
+
 /// The committer thread.
 pub struct Committer {
     sender: Option<SyncSender<Burst>>,
@@ -123,12 +165,18 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Starts the committer for `store` in `durability` mode.
-    pub fn start(store: Arc<Store>, durability: Durability, health: StoreHealth) -> Committer {
+    /// Starts the committer for `store` in `durability` mode; answers are released as `release`
+    /// says.
+    pub fn start(
+        store: Arc<Store>,
+        durability: Durability,
+        health: StoreHealth,
+        release: Release,
+    ) -> Committer {
         let (sender, bursts) = sync_channel(QUEUED_BURSTS_MAX);
         let thread = std::thread::Builder::new()
             .name("tallyd-committer".into())
-            .spawn(move || commit_loop(&store, durability, &health, &bursts))
+            .spawn(move || commit_loop(&store, durability, &health, &bursts, &release))
             .expect("spawning the committer thread");
         Committer {
             sender: Some(sender),
@@ -156,6 +204,7 @@ fn commit_loop(
     durability: Durability,
     health: &StoreHealth,
     bursts: &Receiver<Burst>,
+    release: &Release,
 ) {
     let (mode, sync_every) = match durability {
         Durability::Sync => (PersistMode::SyncData, None),
@@ -208,7 +257,7 @@ fn commit_loop(
         let (waiting, replies): (Vec<_>, Vec<_>) = replies
             .into_iter()
             .partition(PendingReply::needs_checkpoint);
-        commit(store, mode, health, writes, replies, &mut tail);
+        commit(store, mode, health, writes, replies, &mut tail, release);
         if !waiting.is_empty() || tail.bytes() >= CHECKPOINT_BYTES {
             checkpointer.hand_over(&mut tail, waiting);
         }
@@ -237,6 +286,7 @@ fn commit(
     writes: Vec<Write>,
     replies: Vec<PendingReply>,
     tail: &mut Tail,
+    release: &Release,
 ) {
     let write_count = writes.len();
     let result = match health.failure() {
@@ -250,7 +300,7 @@ fn commit(
             health.fail(reason.clone());
         }
     }
-    answer(replies, result.err().as_deref());
+    release.answer(replies, result.err().as_deref());
 }
 
 /// Releases `replies` when their writes are persisted (`failure` is `None`), or refuses them.
@@ -335,5 +385,66 @@ fn sync(store: &Store, health: &StoreHealth) {
     if let Err(e) = store.sync() {
         tracing::error!(error = %e, "periodic fsync failed; refusing all work until restart");
         health.fail(e.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_protocol::message::{CheckOutcome, Standing};
+
+    fn pending() -> (
+        PendingReply,
+        oneshot::Receiver<Result<Response, TallyError>>,
+    ) {
+        let (reply, answered) = oneshot::channel();
+        let answer = Ok(Response::Check(CheckOutcome {
+            allowed: true,
+            seq: 1,
+            cost: 0,
+            standing: Standing::Flag { enabled: true },
+        }));
+        (PendingReply::One { reply, answer }, answered)
+    }
+
+    #[test]
+    fn answers_handed_to_the_releasing_task_arrive_there() {
+        let (task, released) = mpsc::unbounded_channel();
+        let release = Release::Via(task);
+        let (reply, mut answered) = pending();
+        release.answer(vec![reply], None);
+        assert!(answered.try_recv().is_err(), "not released on this thread");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        drop(release);
+        runtime.block_on(release_answers(released));
+        assert!(matches!(answered.try_recv(), Ok(Ok(Response::Check(_)))));
+    }
+
+    #[test]
+    fn a_failed_commit_refuses_its_answers_through_the_task_too() {
+        let (task, released) = mpsc::unbounded_channel();
+        let release = Release::Via(task);
+        let (reply, mut answered) = pending();
+        release.answer(vec![reply], Some("disk gone"));
+        drop(release);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(release_answers(released));
+        let Ok(Err(TallyError::Internal { reason })) = answered.try_recv() else {
+            panic!("expected a refusal")
+        };
+        assert!(reason.contains("disk gone"), "{reason}");
+    }
+
+    #[test]
+    fn with_the_task_gone_answers_are_released_inline() {
+        let (task, released) = mpsc::unbounded_channel();
+        drop(released);
+        let (reply, mut answered) = pending();
+        Release::Via(task).answer(vec![reply], None);
+        assert!(matches!(answered.try_recv(), Ok(Ok(Response::Check(_)))));
     }
 }

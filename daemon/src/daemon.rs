@@ -13,7 +13,7 @@ use tally_protocol::ClientConfig;
 use tokio::sync::oneshot;
 
 use crate::clock::{Clock, NeverBackwards};
-use crate::committer::{Committer, StoreHealth};
+use crate::committer::{release_answers, Committer, Release, Released, StoreHealth};
 use crate::config::Config;
 use crate::credentials::{Credentials, CredentialsError, DevApiKeys};
 use crate::data_dir::{self, DataDirError, DataDirLock};
@@ -143,7 +143,14 @@ impl Daemon {
         let (cores, clock_floor_ms) = recover(&store, &config, clock.now_ms())?;
         // Shards and the janitor see time that never goes back, from the newest stored event on.
         let clock: Arc<dyn Clock> = Arc::new(NeverBackwards::new(clock, clock_floor_ms));
-        let committer = Committer::start(store.clone(), config.storage.durability, health.clone());
+        // Answers are awaited by tasks on the server thread, so they are released there.
+        let (releases, released) = tokio::sync::mpsc::unbounded_channel();
+        let committer = Committer::start(
+            store.clone(),
+            config.storage.durability,
+            health.clone(),
+            Release::Via(releases),
+        );
         let janitor = Janitor::start(
             store.clone(),
             clock.clone(),
@@ -161,6 +168,7 @@ impl Daemon {
             cores,
             store,
             committer,
+            released,
             janitor,
             health,
             data_dir_lock,
@@ -248,6 +256,8 @@ struct Parts {
     cores: Vec<ShardCore>,
     store: Arc<Store>,
     committer: Committer,
+    /// The committer's answers, to release on the server thread.
+    released: tokio::sync::mpsc::UnboundedReceiver<Released>,
     janitor: Janitor,
     health: StoreHealth,
     /// Held until the store is flushed and closed, so a successor never opens it early.
@@ -267,6 +277,7 @@ fn serve_on_this_thread(
         cores,
         store,
         committer,
+        released,
         janitor,
         health,
         data_dir_lock,
@@ -276,6 +287,7 @@ fn serve_on_this_thread(
     let commits = committer.sender();
     let shard_store = store.clone();
     system.block_on(async move {
+        actix_rt::spawn(release_answers(released));
         let server_clock = clock.clone();
         let shards = Shards::start(
             cores,

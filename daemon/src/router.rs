@@ -328,7 +328,7 @@ fn shard_gone() -> TallyError {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::committer::Committer;
+    use crate::committer::{Committer, Release};
     use crate::config::{Config, Durability, DEFAULT_CONFIG_TOML};
     use tally_protocol::message::{CheckRequest, CustomerPlan};
 
@@ -345,7 +345,12 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let store = Arc::new(Store::open(dir.path(), Default::default()).unwrap());
             let health = StoreHealth::default();
-            let committer = Committer::start(store.clone(), Durability::Buffered, health.clone());
+            let committer = Committer::start(
+                store.clone(),
+                Durability::Buffered,
+                health.clone(),
+                Release::Inline,
+            );
             let core = ShardCore::new(config.catalogue, 60_000, Default::default());
             let clock = Arc::new(ManualClock::new(0));
             let shards = Shards::start(
