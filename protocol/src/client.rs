@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use quinn::crypto::rustls::QuicClientConfig;
 use rkyv::util::AlignedVec;
@@ -110,14 +110,24 @@ impl Drop for Inner {
     }
 }
 
-/// Who waits for the answer to a request id.
+/// Who waits for the answer to a request id. Either way the entry holds the request's in-flight
+/// slot until the daemon answers, because the daemon counts the request until then (and cuts off
+/// a client that exceeds the limit it announced) — even if the caller gave up or was cancelled.
 enum Waiter {
-    /// A caller.
-    Caller(oneshot::Sender<Reply>),
-    /// Nobody: the caller timed out. The in-flight slot stays taken until the late answer
-    /// arrives, because the daemon counts the request until it answers (and cuts off a client
-    /// that exceeds the limit it announced).
+    /// A caller, until `deadline`.
+    Caller {
+        answer: oneshot::Sender<Outcome>,
+        deadline: Instant,
+        _slot: OwnedSemaphorePermit,
+    },
+    /// Nobody: the caller timed out.
     Abandoned(#[allow(dead_code)] OwnedSemaphorePermit),
+}
+
+/// What a waiting caller hears.
+enum Outcome {
+    Answered(Reply),
+    TimedOut,
 }
 
 /// State the background reader shares with callers.
@@ -125,6 +135,8 @@ enum Waiter {
 struct Shared {
     pending: Mutex<HashMap<u64, Waiter>>,
     closed: Mutex<Option<String>>,
+    /// Set with `closed`, so that each call checks it without a lock.
+    is_closed: AtomicBool,
 }
 
 impl Shared {
@@ -132,6 +144,7 @@ impl Shared {
     fn close(&self, reason: String) {
         let mut closed = self.closed.lock().expect("client lock poisoned");
         *closed = Some(reason);
+        self.is_closed.store(true, Ordering::Release);
         // Dropping the senders wakes every waiter, which then reads `closed`.
         self.pending().clear();
     }
@@ -141,6 +154,7 @@ impl Shared {
             .lock()
             .expect("client lock poisoned")
             .get_or_insert(reason);
+        self.is_closed.store(true, Ordering::Release);
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiter>> {
@@ -148,7 +162,47 @@ impl Shared {
     }
 
     fn closed_reason(&self) -> Option<String> {
+        if !self.is_closed.load(Ordering::Acquire) {
+            return None;
+        }
         self.closed.lock().expect("client lock poisoned").clone()
+    }
+
+    /// Tells every caller whose deadline has passed that it timed out (its slot stays taken
+    /// until the answer comes); returns the earliest deadline still ahead.
+    fn expire(&self, now: Instant) -> Option<Instant> {
+        let mut pending = self.pending();
+        let expired: Vec<u64> = pending
+            .iter()
+            .filter_map(|(id, waiter)| match waiter {
+                Waiter::Caller { deadline, .. } if *deadline <= now => Some(*id),
+                _ => None,
+            })
+            .collect();
+        for id in expired {
+            if let Some(Waiter::Caller { answer, _slot, .. }) = pending.remove(&id) {
+                let _ = answer.send(Outcome::TimedOut);
+                pending.insert(id, Waiter::Abandoned(_slot));
+            }
+        }
+        pending
+            .values()
+            .filter_map(|waiter| match waiter {
+                Waiter::Caller { deadline, .. } => Some(*deadline),
+                Waiter::Abandoned(_) => None,
+            })
+            .min()
+    }
+}
+
+/// Times out callers for the connection's lifetime. One task per connection instead of a timer
+/// per call: a call's deadline is always `request_timeout` after it was sent, so none is ever
+/// earlier than those already waiting, and sleeping until the earliest one is enough.
+async fn expire_calls(shared: Arc<Shared>, request_timeout: Duration) {
+    while !shared.is_closed.load(Ordering::Acquire) {
+        let now = Instant::now();
+        let next = shared.expire(now).unwrap_or(now + request_timeout);
+        tokio::time::sleep_until(next.into()).await;
     }
 }
 
@@ -201,6 +255,7 @@ impl Client {
         let (outgoing, queued) = mpsc::channel(inflight_max);
         tokio::spawn(write_loop(send, queued, shared.clone()));
         tokio::spawn(read_loop(recv, shared.clone(), connection.clone()));
+        tokio::spawn(expire_calls(shared.clone(), config.request_timeout));
         Ok(Client {
             inner: Arc::new(Inner {
                 outgoing,
@@ -267,14 +322,22 @@ impl Client {
 
     async fn send_and_wait(&self, id: u64, frame: Vec<u8>) -> Result<Response, Error> {
         let inner = &self.inner;
-        let permit = inner
+        let slot = inner
             .inflight
             .clone()
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
         let (answer, answered) = oneshot::channel();
-        inner.shared.pending().insert(id, Waiter::Caller(answer));
+        let deadline = Instant::now() + inner.request_timeout;
+        inner.shared.pending().insert(
+            id,
+            Waiter::Caller {
+                answer,
+                deadline,
+                _slot: slot,
+            },
+        );
         if let Some(reason) = inner.shared.closed_reason() {
             inner.shared.pending().remove(&id);
             return Err(Error::Closed(reason));
@@ -284,27 +347,18 @@ impl Client {
                 inner.shared.closed_reason().unwrap_or_default(),
             ));
         }
-        match tokio::time::timeout(inner.request_timeout, answered).await {
-            Ok(Ok(Reply::Ok(response))) => Ok(response),
-            Ok(Ok(Reply::Err(error))) => Err(Error::Rejected(error)),
-            Ok(Err(_)) => Err(Error::Closed(
+        match answered.await {
+            Ok(Outcome::Answered(Reply::Ok(response))) => Ok(response),
+            Ok(Outcome::Answered(Reply::Err(error))) => Err(Error::Rejected(error)),
+            Ok(Outcome::TimedOut) => Err(Error::Timeout {
+                ms: inner.request_timeout.as_millis() as u64,
+            }),
+            Err(_) => Err(Error::Closed(
                 inner
                     .shared
                     .closed_reason()
                     .unwrap_or_else(|| "the connection ended".into()),
             )),
-            Err(_) => {
-                // Read before locking `pending`: `Shared::close` takes the two locks the other way.
-                let open = inner.shared.closed_reason().is_none();
-                let mut pending = inner.shared.pending();
-                // Still unanswered: keep its slot until the answer comes (see `Waiter`).
-                if pending.remove(&id).is_some() && open {
-                    pending.insert(id, Waiter::Abandoned(permit));
-                }
-                Err(Error::Timeout {
-                    ms: inner.request_timeout.as_millis() as u64,
-                })
-            }
         }
     }
 
@@ -439,10 +493,10 @@ async fn read_loop(recv: quinn::RecvStream, shared: Arc<Shared>, connection: qui
         match decode::<ServerFrame>(&body) {
             Ok(ServerFrame::Response(response)) => {
                 let waiter = shared.pending().remove(&response.id);
-                // An abandoned waiter timed out already; its late answer is dropped, and with it
-                // the in-flight slot it held.
-                if let Some(Waiter::Caller(waiter)) = waiter {
-                    let _ = waiter.send(response.reply);
+                // An abandoned waiter timed out already; its late answer is dropped. Either way
+                // the in-flight slot goes with the entry.
+                if let Some(Waiter::Caller { answer, .. }) = waiter {
+                    let _ = answer.send(Outcome::Answered(response.reply));
                 }
             }
             Ok(ServerFrame::Goodbye(error)) => {
@@ -703,5 +757,59 @@ impl Monitor<'_> {
             Response::Stats(snapshot) => Ok(*snapshot),
             other => Err(unexpected(other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(slots: &Arc<Semaphore>, deadline: Instant) -> (Waiter, oneshot::Receiver<Outcome>) {
+        let (answer, answered) = oneshot::channel();
+        let slot = slots.clone().try_acquire_owned().expect("a free slot");
+        let waiter = Waiter::Caller {
+            answer,
+            deadline,
+            _slot: slot,
+        };
+        (waiter, answered)
+    }
+
+    #[test]
+    fn a_caller_past_its_deadline_times_out_but_keeps_its_slot() {
+        let shared = Shared::default();
+        let slots = Arc::new(Semaphore::new(2));
+        let now = Instant::now();
+        let (late, mut late_answered) = caller(&slots, now);
+        let (early, mut early_answered) = caller(&slots, now + Duration::from_secs(5));
+        shared.pending().insert(1, late);
+        shared.pending().insert(2, early);
+
+        let next = shared.expire(now);
+
+        assert!(matches!(late_answered.try_recv(), Ok(Outcome::TimedOut)));
+        assert!(early_answered.try_recv().is_err(), "not yet due");
+        assert_eq!(next, Some(now + Duration::from_secs(5)));
+        assert!(matches!(
+            shared.pending().get(&1),
+            Some(Waiter::Abandoned(_))
+        ));
+        assert_eq!(slots.available_permits(), 0, "both slots still taken");
+        // The late answer arrives: the entry, and with it the slot, goes.
+        shared.pending().remove(&1);
+        assert_eq!(slots.available_permits(), 1);
+    }
+
+    #[test]
+    fn closing_is_seen_without_a_lock_and_says_why() {
+        let shared = Shared::default();
+        assert_eq!(shared.closed_reason(), None);
+        shared.refuse_new("writing failed".into());
+        assert_eq!(shared.closed_reason().as_deref(), Some("writing failed"));
+        shared.close("the daemon ended the stream".into());
+        assert_eq!(
+            shared.closed_reason().as_deref(),
+            Some("the daemon ended the stream")
+        );
     }
 }

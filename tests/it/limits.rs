@@ -152,6 +152,35 @@ async fn more_requests_in_flight_than_announced_cut_the_peer_off_after_answering
 }
 
 #[tokio::test]
+async fn calls_given_up_on_keep_their_slot_until_the_daemon_answers() {
+    let (daemon, admin) = daemon_with_customer(|c| c.server.inflight_per_stream = 2).await;
+    let client = daemon.client(Role::Client).await;
+    // Each call is abandoned as soon as it has been queued for sending (a zero timeout polls it
+    // once): the daemon still counts the sent ones until it answers, so the client must not
+    // send more meanwhile, or the daemon would cut the connection off.
+    for _ in 0..20 {
+        let items = (0..2_000)
+            .map(|_| ReportItem::new("acme", "tokens", 1))
+            .collect();
+        let abandoned =
+            tokio::time::timeout(Duration::ZERO, client.usage().report_batch(items)).await;
+        assert!(abandoned.is_err(), "a batch was answered at once");
+    }
+    // This one waits for a slot, so it is sent once an abandoned batch is answered.
+    let last = client
+        .usage()
+        .report(ReportItem::new("acme", "tokens", 1))
+        .await
+        .expect("the connection was never cut off");
+    let view = admin.admin().get_customer("acme").await.unwrap();
+    assert_eq!(
+        view.usage[0].used,
+        last.amount + 2 * 2_000,
+        "exactly the two batches that had slots were sent"
+    );
+}
+
+#[tokio::test]
 async fn connections_past_the_limit_are_refused_and_slots_come_back() {
     let (daemon, admin) = daemon_with_customer(|c| c.server.max_connections = 2).await;
     let second = daemon.client(Role::Client).await;
