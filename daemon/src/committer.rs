@@ -83,6 +83,7 @@ impl PendingReply {
 }
 
 /// What one shard hands the committer: writes and the answers that wait for them.
+#[derive(Default)]
 pub struct Burst {
     /// Store writes, in the order they were made.
     pub writes: Vec<Write>,

@@ -20,7 +20,7 @@ use crate::committer::{Burst, StoreHealth};
 use crate::metering::billing::{Invoice, Transaction};
 use crate::metering::engine::ShardCore;
 use crate::shard::{
-    ApplyBatch, ApplyRequest, Checkpoint, CollectStats, HandOver, Shard, ShardReport,
+    ApplyBatch, ApplyRequest, Checkpoint, CollectStats, Collector, HandOver, Shard, ShardReport,
 };
 use crate::stable_hash::{shard_of, stable_hash};
 use crate::store::{Store, StoreError};
@@ -82,21 +82,23 @@ impl Shards {
         assert!(!cores.is_empty(), "at least one shard");
         let mut arbiters = Vec::with_capacity(cores.len());
         let mut handles = Vec::with_capacity(cores.len());
+        // Shards on one thread share its collector, so they reach the committer together.
+        let this_thread = Collector::new(commits.clone());
         for core in cores {
-            let home = if on_this_thread {
-                Arbiter::current()
+            let (home, collector) = if on_this_thread {
+                (Arbiter::current(), this_thread.clone())
             } else {
                 let arbiter = Arbiter::new();
                 let handle = arbiter.handle();
                 arbiters.push(arbiter);
-                handle
+                (handle, Collector::new(commits.clone()))
             };
-            let (clock, commits, health) = (clock.clone(), commits.clone(), health.clone());
+            let (clock, health) = (clock.clone(), health.clone());
             let depth = Arc::new(AtomicU64::new(0));
             let shard_depth = depth.clone();
             let address = Shard::start_in_arbiter(&home, move |ctx| {
                 ctx.set_mailbox_capacity(mailbox_capacity);
-                Shard::new(core, clock, commits, health, shard_depth)
+                Shard::new(core, clock, collector, health, shard_depth)
             });
             handles.push(ShardHandle { address, depth });
         }
@@ -113,7 +115,7 @@ impl Shards {
     /// waits for it.
     pub async fn stop_after_hand_over(self) {
         for shard in self.router.shards.iter() {
-            let _ = shard.address.send(HandOver).await;
+            let _ = shard.address.send(HandOver { now: true }).await;
         }
         self.stop();
     }

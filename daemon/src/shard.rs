@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -22,7 +22,7 @@ use crate::activity::{Activity, ActivityReport};
 use crate::clock::Clock;
 use crate::committer::{Burst, PendingReply, StoreHealth};
 use crate::metering::engine::ShardCore;
-use crate::store::writes_for;
+use crate::store::{writes_for, Write};
 
 /// How often a shard releases expired holds and forgets expired keys that no request touched.
 /// Expiry itself is exact (every answer expires its customer's holds first); the sweep only
@@ -36,11 +36,76 @@ pub const STATS_INTERVAL: Duration = Duration::from_secs(5);
 /// next step, after the mailbox is drained, so requests keep being served meanwhile.
 pub const CLOSES_PER_STEP_MAX: usize = 2_000;
 
+/// Where the shards of one thread put their bursts. What they add during one turn of the
+/// thread's task queue reaches the committer as one burst: two shards on the server thread that
+/// each handed their own burst over made two commits (and two wake-ups) where one would do —
+/// with one shard instead of two, durable reports at 4×64 ran ~7% faster (3 pairs).
+pub struct Collector {
+    commits: SyncSender<Burst>,
+    collected: Mutex<Collected>,
+}
+
+#[derive(Default)]
+struct Collected {
+    burst: Burst,
+    is_sending_scheduled: bool,
+}
+
+impl Collector {
+    /// A collector sending to the committer's queue `commits`.
+    pub fn new(commits: SyncSender<Burst>) -> Arc<Collector> {
+        Arc::new(Collector {
+            commits,
+            collected: Mutex::default(),
+        })
+    }
+
+    /// Adds one shard's writes and answers, in order after what it added before. They are sent
+    /// at the end of this turn of the thread's tasks, or at once with `now` (or when the burst
+    /// is full).
+    fn add(self: &Arc<Self>, mut writes: Vec<Write>, mut replies: Vec<PendingReply>, now: bool) {
+        let mut collected = self.collected.lock().expect("collector lock");
+        collected.burst.writes.append(&mut writes);
+        collected.burst.replies.append(&mut replies);
+        if now || collected.burst.replies.len() >= BURST_REPLIES_MAX {
+            drop(collected);
+            self.send();
+        } else if !collected.is_sending_scheduled {
+            collected.is_sending_scheduled = true;
+            // Runs after the tasks already queued on this thread: the other shards' turns.
+            let collector = self.clone();
+            actix_rt::spawn(async move { collector.send() });
+        }
+    }
+
+    /// Sends what was collected. Blocks while the committer's queue is full: the shards of this
+    /// thread then stop draining their mailboxes, which fill, and new requests are answered
+    /// `Overloaded`.
+    fn send(&self) {
+        let burst = {
+            let mut collected = self.collected.lock().expect("collector lock");
+            collected.is_sending_scheduled = false;
+            std::mem::take(&mut collected.burst)
+        };
+        if burst.writes.is_empty() && burst.replies.is_empty() {
+            return;
+        }
+        if let Err(unsent) = self.commits.send(burst) {
+            let refusal = StoreHealth::refusal("the committer stopped");
+            unsent
+                .0
+                .replies
+                .into_iter()
+                .for_each(|reply| reply.fail(refusal.clone()));
+        }
+    }
+}
+
 /// One shard.
 pub struct Shard {
     core: ShardCore,
     clock: Arc<dyn Clock>,
-    commits: SyncSender<Burst>,
+    collector: Arc<Collector>,
     health: StoreHealth,
     replies: Vec<PendingReply>,
     is_handover_scheduled: bool,
@@ -51,18 +116,19 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// A shard around `core`, reading time from `clock`, committing through `commits`.
+    /// A shard around `core`, reading time from `clock`, committing through `collector` (the
+    /// one of the thread it runs on).
     pub fn new(
         core: ShardCore,
         clock: Arc<dyn Clock>,
-        commits: SyncSender<Burst>,
+        collector: Arc<Collector>,
         health: StoreHealth,
         depth: Arc<AtomicU64>,
     ) -> Self {
         Self {
             core,
             clock,
-            commits,
+            collector,
             health,
             replies: Vec::new(),
             is_handover_scheduled: false,
@@ -82,14 +148,14 @@ impl Shard {
     /// now when it is full.
     fn burst_grew(&mut self, ctx: &mut Context<Self>) {
         if self.replies.len() >= BURST_REPLIES_MAX {
-            self.hand_over();
+            self.hand_over(true);
         } else if !self.is_handover_scheduled
             && (!self.replies.is_empty() || self.core.has_changes())
         {
             self.is_handover_scheduled = true;
             // Notifications run after the mailbox is drained: everything that arrived meanwhile
             // joins this burst, with no timer on the acknowledgement path.
-            ctx.notify(HandOver);
+            ctx.notify(HandOver { now: false });
         }
     }
 
@@ -104,25 +170,18 @@ impl Shard {
         self.burst_grew(ctx);
     }
 
-    fn hand_over(&mut self) {
+    /// Hands the current burst to this thread's collector: sent with the other shards' at the
+    /// end of this turn, or at once with `now`.
+    fn hand_over(&mut self, now: bool) {
         let changes = self.core.take_changes();
         self.activity
             .note(&changes, &self.core, self.clock.now_ms());
         let writes = writes_for(changes, &self.core);
         let replies = std::mem::take(&mut self.replies);
-        if writes.is_empty() && replies.is_empty() {
+        if writes.is_empty() && replies.is_empty() && !now {
             return;
         }
-        // Blocks while the committer's queue is full: this shard then stops draining its
-        // mailbox, which fills, and new requests are answered `Overloaded`.
-        if let Err(unsent) = self.commits.send(Burst { writes, replies }) {
-            let refusal = StoreHealth::refusal("the committer stopped");
-            unsent
-                .0
-                .replies
-                .into_iter()
-                .for_each(|reply| reply.fail(refusal.clone()));
-        }
+        self.collector.add(writes, replies, now);
     }
 }
 
@@ -140,22 +199,26 @@ impl Actor for Shard {
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
-        self.hand_over();
+        self.hand_over(true);
         Running::Stop
     }
 }
 
-/// Hand the current burst to the committer (sent by the shard to itself, and at shutdown).
+/// Hand the current burst over (sent by the shard to itself when its mailbox is drained, and at
+/// shutdown with `now`, so that nothing waits for a turn that may never come).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct HandOver;
+pub struct HandOver {
+    /// Send it to the committer at once rather than at the end of this turn.
+    pub now: bool,
+}
 
 impl Handler<HandOver> for Shard {
     type Result = ();
 
-    fn handle(&mut self, _: HandOver, _: &mut Self::Context) {
+    fn handle(&mut self, message: HandOver, _: &mut Self::Context) {
         self.is_handover_scheduled = false;
-        self.hand_over();
+        self.hand_over(message.now);
     }
 }
 
@@ -259,7 +322,7 @@ impl Handler<Checkpoint> for Shard {
         self.replies.push(PendingReply::Checkpointed {
             reply: message.reply,
         });
-        self.hand_over();
+        self.hand_over(true);
     }
 }
 
@@ -292,5 +355,56 @@ impl Handler<CollectStats> for Shard {
             handled: self.handled,
             activity: self.activity.report(self.clock.now_ms()),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting() -> PendingReply {
+        let (reply, _) = oneshot::channel();
+        PendingReply::Checkpointed { reply }
+    }
+
+    #[test]
+    fn what_the_shards_of_a_thread_add_in_one_turn_is_sent_as_one_burst() {
+        let (commits, bursts) = std::sync::mpsc::sync_channel(8);
+        actix::System::new().block_on(async move {
+            let collector = Collector::new(commits);
+            collector.add(Vec::new(), vec![waiting()], false);
+            collector.add(Vec::new(), vec![waiting(), waiting()], false);
+            assert!(
+                bursts.try_recv().is_err(),
+                "nothing is sent before the turn ends"
+            );
+            let mut sent = None;
+            for _ in 0..100 {
+                tokio::task::yield_now().await;
+                if let Ok(burst) = bursts.try_recv() {
+                    sent = Some(burst);
+                    break;
+                }
+            }
+            let burst = sent.expect("the burst was sent once the turn ended");
+            assert_eq!(burst.replies.len(), 3);
+            assert!(bursts.try_recv().is_err(), "one burst, not one per shard");
+
+            collector.add(Vec::new(), vec![waiting()], true);
+            let burst = bursts.try_recv().expect("sent at once");
+            assert_eq!(burst.replies.len(), 1);
+        });
+    }
+
+    #[test]
+    fn with_the_committer_gone_answers_are_refused() {
+        let (commits, bursts) = std::sync::mpsc::sync_channel(8);
+        drop(bursts);
+        let (reply, mut refused) = oneshot::channel();
+        Collector::new(commits).add(Vec::new(), vec![PendingReply::Checkpointed { reply }], true);
+        assert!(matches!(
+            refused.try_recv(),
+            Ok(Err(TallyError::Internal { .. }))
+        ));
     }
 }
