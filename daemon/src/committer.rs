@@ -136,8 +136,10 @@ pub struct Released {
 
 impl Release {
     fn answer(&self, replies: Vec<PendingReply>, failure: Option<&str>) {
+        if replies.is_empty() {
+            return;
+        }
         match self {
-            _ if replies.is_empty() => {}
             Release::Inline => answer(replies, failure),
             Release::Via(task) => {
                 let released = Released {

@@ -97,13 +97,7 @@ pub fn bind(
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     // Handshakes in progress count against the same budget as established connections.
     server.max_incoming(limits.max_connections as usize);
-    let mut transport = quinn::TransportConfig::default();
-    let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(u16::MAX);
-    transport.mtu_discovery_config(Some(mtu));
-    let mut acks = quinn::AckFrequencyConfig::default();
-    acks.ack_eliciting_threshold(16u32.into());
-    transport.ack_frequency_config(Some(acks));
+    let mut transport = tally_protocol::client::transport_config();
     transport
         .max_concurrent_bidi_streams(limits.streams_per_connection.into())
         // Only bidirectional streams are used: no unidirectional streams, no datagrams.
