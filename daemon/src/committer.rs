@@ -117,16 +117,12 @@ impl StoreHealth {
     }
 }
 
-/// Where a commit's answers are released once its writes are persisted.
-pub enum Release {
-    /// On the committer thread, one cross-thread wake-up per answer.
-    Inline,
-    /// One message per commit to [`release_answers`], running on the thread whose tasks await
-    /// the answers (the server thread), which releases them there: local wake-ups, and a
-    /// commit's answers leave in the same turn instead of trickling out as they are woken
-    /// one by one (more, smaller datagrams). If the task is gone (shutting down), inline.
-    Via(mpsc::UnboundedSender<Released>),
-}
+/// Where a commit's answers go once its writes are persisted: one message per commit to
+/// [`release_answers`], running on the thread whose tasks await the answers (the server thread),
+/// which releases them there. Released from the committer, each answer cost a cross-thread
+/// wake-up, and they trickled out as they were woken one by one (more, smaller datagrams). If
+/// the task is gone (shutting down), they are released on the committer thread.
+pub struct Release(pub mpsc::UnboundedSender<Released>);
 
 /// One commit's answers, and why its writes failed if they did.
 pub struct Released {
@@ -139,22 +135,17 @@ impl Release {
         if replies.is_empty() {
             return;
         }
-        match self {
-            Release::Inline => answer(replies, failure),
-            Release::Via(task) => {
-                let released = Released {
-                    replies,
-                    failure: failure.map(str::to_owned),
-                };
-                if let Err(unsent) = task.send(released) {
-                    answer(unsent.0.replies, unsent.0.failure.as_deref());
-                }
-            }
+        let released = Released {
+            replies,
+            failure: failure.map(str::to_owned),
+        };
+        if let Err(unsent) = self.0.send(released) {
+            answer(unsent.0.replies, unsent.0.failure.as_deref());
         }
     }
 }
 
-/// Releases the answers the committer hands over ([`Release::Via`]) until it stops.
+/// Releases the answers the committer hands over ([`Release`]) until it stops.
 pub async fn release_answers(mut released: mpsc::UnboundedReceiver<Released>) {
     while let Some(Released { replies, failure }) = released.recv().await {
         answer(replies, failure.as_deref());
@@ -413,7 +404,7 @@ mod tests {
     #[test]
     fn answers_handed_to_the_releasing_task_arrive_there() {
         let (task, released) = mpsc::unbounded_channel();
-        let release = Release::Via(task);
+        let release = Release(task);
         let (reply, mut answered) = pending();
         release.answer(vec![reply], None);
         assert!(answered.try_recv().is_err(), "not released on this thread");
@@ -428,7 +419,7 @@ mod tests {
     #[test]
     fn a_failed_commit_refuses_its_answers_through_the_task_too() {
         let (task, released) = mpsc::unbounded_channel();
-        let release = Release::Via(task);
+        let release = Release(task);
         let (reply, mut answered) = pending();
         release.answer(vec![reply], Some("disk gone"));
         drop(release);
@@ -447,7 +438,7 @@ mod tests {
         let (task, released) = mpsc::unbounded_channel();
         drop(released);
         let (reply, mut answered) = pending();
-        Release::Via(task).answer(vec![reply], None);
+        Release(task).answer(vec![reply], None);
         assert!(matches!(answered.try_recv(), Ok(Ok(Response::Check(_)))));
     }
 }

@@ -149,7 +149,7 @@ impl Daemon {
             store.clone(),
             config.storage.durability,
             health.clone(),
-            Release::Via(releases),
+            Release(releases),
         );
         let janitor = Janitor::start(
             store.clone(),

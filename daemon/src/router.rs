@@ -330,7 +330,7 @@ fn shard_gone() -> TallyError {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::committer::{Committer, Release};
+    use crate::committer::{release_answers, Committer, Release};
     use crate::config::{Config, Durability, DEFAULT_CONFIG_TOML};
     use tally_protocol::message::{CheckRequest, CustomerPlan};
 
@@ -347,11 +347,14 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let store = Arc::new(Store::open(dir.path(), Default::default()).unwrap());
             let health = StoreHealth::default();
+            // As in the daemon: answers are released on this (the requests') thread.
+            let (releases, released) = tokio::sync::mpsc::unbounded_channel();
+            actix_rt::spawn(release_answers(released));
             let committer = Committer::start(
                 store.clone(),
                 Durability::Buffered,
                 health.clone(),
-                Release::Inline,
+                Release(releases),
             );
             let core = ShardCore::new(config.catalogue, 60_000, Default::default());
             let clock = Arc::new(ManualClock::new(0));

@@ -118,7 +118,7 @@ enum Waiter {
     Caller {
         answer: oneshot::Sender<Outcome>,
         deadline: Instant,
-        _slot: OwnedSemaphorePermit,
+        slot: OwnedSemaphorePermit,
     },
     /// Nobody: the caller timed out.
     Abandoned(#[allow(dead_code)] OwnedSemaphorePermit),
@@ -180,12 +180,7 @@ impl Shared {
             })
             .collect();
         for id in expired {
-            if let Some(Waiter::Caller {
-                answer,
-                _slot: slot,
-                ..
-            }) = pending.remove(&id)
-            {
+            if let Some(Waiter::Caller { answer, slot, .. }) = pending.remove(&id) {
                 let _ = answer.send(Outcome::TimedOut);
                 pending.insert(id, Waiter::Abandoned(slot));
             }
@@ -340,7 +335,7 @@ impl Client {
             Waiter::Caller {
                 answer,
                 deadline,
-                _slot: slot,
+                slot,
             },
         );
         if let Some(reason) = inner.shared.closed_reason() {
@@ -785,7 +780,7 @@ mod tests {
         let waiter = Waiter::Caller {
             answer,
             deadline,
-            _slot: slot,
+            slot,
         };
         (waiter, answered)
     }

@@ -75,11 +75,10 @@ pub(super) async fn serve_stream(
         // has started, all of it must arrive within `frame_timeout`.
         // Under load the next frame is already buffered: take it without registering for the
         // drain signal (a waiter per frame), but still see a drain that has begun.
-        let buffered = match *draining.borrow() {
-            true => break End::Draining,
-            false => ready_now(read_first_byte(&mut recv)).await,
-        };
-        let first = match buffered {
+        if *draining.borrow() {
+            break End::Draining;
+        }
+        let first = match ready_now(read_first_byte(&mut recv)).await {
             Some(first) => first,
             None => tokio::select! {
                 biased;
@@ -434,10 +433,9 @@ async fn within<F: std::future::Future>(
     future: F,
 ) -> Result<F::Output, tokio::time::error::Elapsed> {
     let mut future = std::pin::pin!(future);
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx))).await;
-    match first {
-        std::task::Poll::Ready(output) => Ok(output),
-        std::task::Poll::Pending => tokio::time::timeout(limit, future).await,
+    match ready_now(future.as_mut()).await {
+        Some(output) => Ok(output),
+        None => tokio::time::timeout(limit, future).await,
     }
 }
 
@@ -474,22 +472,15 @@ mod tests {
     #[test]
     fn the_writer_is_done_only_when_reading_stopped_and_everything_is_answered() {
         let outbox = Outbox::default();
+        let taken = || outbox.take(&mut Vec::new());
         assert!(outbox.admit(4) && outbox.admit(4));
         outbox.stop_reading();
-        assert_eq!(
-            outbox.take(&mut Vec::new()),
-            Taken::Nothing,
-            "two in flight"
-        );
+        assert_eq!(taken(), Taken::Nothing, "two in flight");
         outbox.push(&answer(7));
-        assert_eq!(outbox.take(&mut Vec::new()), Taken::Answers);
-        assert_eq!(
-            outbox.take(&mut Vec::new()),
-            Taken::Nothing,
-            "one in flight"
-        );
+        assert_eq!(taken(), Taken::Answers);
+        assert_eq!(taken(), Taken::Nothing, "one in flight");
         outbox.push(&answer(8));
-        assert_eq!(outbox.take(&mut Vec::new()), Taken::Answers);
-        assert_eq!(outbox.take(&mut Vec::new()), Taken::Done);
+        assert_eq!(taken(), Taken::Answers);
+        assert_eq!(taken(), Taken::Done);
     }
 }
