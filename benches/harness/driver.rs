@@ -4,9 +4,9 @@
 //! was still waiting for the previous answer — is timed from its intended start, which corrects
 //! coordinated omission), and records client-side latency per operation in hdrhistograms.
 //!
-//! tokio's timer fires on 1-ms ticks, so a request would start up to 1 ms after its intended
-//! time for no fault of the daemon; instead the harness releases it on the tick before (up to
-//! [`TIMER_TICK`] early) and times it from when it is sent. The arrival rate is unchanged.
+//! Requests are released at their times by a [`Pacer`] thread, not tokio's timer (1-ms ticks:
+//! it sent a millisecond's requests as one clump). One sent on time is timed from when it is
+//! sent: the pacer's own lateness (its thread's wake-up) is not the daemon's.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,17 +19,16 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use tally_daemon::config::{Config, Durability};
 use tally_daemon::{Daemon, SystemClock};
-use tally_protocol::message::{BatchItemResult, ReportItem, Role, TallyError};
+use tally_protocol::message::{BatchItemResult, OperationStats, ReportItem, Role, TallyError};
 use tally_protocol::{Client, ClientConfig, Error};
 
+use crate::pacer::Pacer;
 use crate::workload::{Distribution, Mix, Op, Rng};
 
 /// Largest latency recorded, in microseconds.
 const LATENCY_US_MAX: u64 = 60_000_000;
 /// Customers created at once while seeding.
 const SEEDERS: usize = 64;
-/// The resolution of tokio's timer: an open-loop request is released up to this early.
-const TIMER_TICK: Duration = Duration::from_millis(1);
 
 /// `tally-bench`: load for a Tally daemon over QUIC with the real client library.
 #[derive(Debug, Clone, Parser)]
@@ -115,6 +114,9 @@ struct Tally {
     histograms: BTreeMap<Op, Histogram<u64>>,
     errors: u64,
     reports: u64,
+    /// The daemon's own latency per operation (decode to answer) over its whole run, when its
+    /// stats are readable: what the client's figures add on top is network, QUIC and client.
+    daemon_side: Vec<OperationStats>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -225,6 +227,7 @@ async fn drive(
     }
     seed_customers(&clients[0], plan.customers, "pro").await?;
     let started = Instant::now() + Duration::from_millis(10);
+    let pacer = plan.per_task_interval.map(|_| Arc::new(Pacer::start()));
     let mut tasks = Vec::new();
     let mut tallies = Vec::new();
     for (c, client) in clients.iter().enumerate() {
@@ -243,6 +246,7 @@ async fn drive(
             tasks.push(tokio::spawn(load(
                 client.clone(),
                 plan.clone(),
+                pacer.clone(),
                 started + offset,
                 seed,
                 tally.clone(),
@@ -264,6 +268,13 @@ async fn drive(
                 .or_insert_with(histogram)
                 .add(&h)?;
         }
+    }
+    if let Ok(stats) = clients[0].monitor().stats().await {
+        total.daemon_side = stats
+            .operations
+            .into_iter()
+            .filter(|op| op.count > 0 && op.operation != "create_customer")
+            .collect();
     }
     Ok(total)
 }
@@ -297,6 +308,7 @@ pub async fn seed_customers(client: &Client, customers: usize, plan: &str) -> an
 async fn load(
     client: Client,
     plan: Arc<Plan>,
+    pacer: Option<Arc<Pacer>>,
     started: Instant,
     seed: u64,
     tally: Arc<Mutex<Tally>>,
@@ -312,19 +324,21 @@ async fn load(
         if now >= end {
             return Ok(());
         }
-        let begin = match plan.per_task_interval {
-            Some(interval) => {
+        let begin = match (plan.per_task_interval, &pacer) {
+            (Some(interval), Some(pacer)) => {
                 // Open loop: each request has a start time on a fixed schedule; waiting for the
                 // previous answer must not delay when the next one is due.
                 intended += interval;
-                if intended > now + TIMER_TICK {
-                    tokio::time::sleep_until((intended - TIMER_TICK).into()).await;
+                if now >= intended {
+                    // Late (the previous answer took longer than the interval): timed from when
+                    // it was due.
+                    intended
+                } else {
+                    pacer.until(intended).await;
+                    Instant::now()
                 }
-                // Early (released on the tick before): timed from now. Late (the previous
-                // answer took longer than the interval): timed from when it was due.
-                intended.min(Instant::now())
             }
-            None => now,
+            _ => now,
         };
         let op = plan.mix.pick(rng.draw());
         let (ok, reports) = one_request(&client, &plan, op, &mut rng).await;
@@ -480,6 +494,22 @@ fn report(args: &Args, plan: &Plan, tally: Tally) -> Report {
         .into(),
     );
     json.insert("spawn".into(), args.spawn.into());
+    if !tally.daemon_side.is_empty() {
+        table.push_str("daemon-side, decode to answer (whole run, warm-up included):\n");
+        let mut daemon = serde_json::Map::new();
+        for op in &tally.daemon_side {
+            let l = op.latency;
+            table.push_str(&format!(
+                "{:<15} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9}\n",
+                op.operation, l.count, "", l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us
+            ));
+            daemon.insert(
+                op.operation.clone(),
+                serde_json::json!({"p50_us": l.p50_us, "p99_us": l.p99_us, "p999_us": l.p999_us}),
+            );
+        }
+        json.insert("daemon_side".into(), daemon.into());
+    }
     table.push_str(&format!(
         "{ops} ops in {seconds:.1} s: {:.0} ops/s, {:.0} reports/s, {} errors",
         ops as f64 / seconds,

@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`workload`]: operation mix, customer distribution, deterministic sampling.
 //! - [`driver`]: seeding, closed- and open-loop load, hdrhistograms, the report.
+//! - [`pacer`]: releases open-loop requests at their times (finer than tokio's 1-ms timer).
 
 pub mod driver;
+pub mod pacer;
 pub mod workload;

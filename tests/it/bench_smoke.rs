@@ -62,3 +62,43 @@ fn tally_bench_runs_for_a_second_and_reports_every_field() {
     assert!(json["batch_ops"].as_u64().unwrap() > 0);
     assert!(report.table.contains("reserve-settle"));
 }
+
+#[test]
+fn open_loop_runs_at_its_rate_and_shows_the_daemons_own_latency() {
+    let args = Args::parse_from([
+        "tally-bench",
+        "--spawn",
+        "--durability",
+        "buffered",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--customers",
+        "20",
+        "--connections",
+        "2",
+        "--inflight",
+        "4",
+        "--mix",
+        "check=50,report=50",
+        "--rate",
+        "2000",
+    ]);
+    let report = run(args).unwrap();
+    let json = report.json.as_object().unwrap();
+    assert_eq!(json["errors"], 0, "{}", report.json);
+    assert_eq!(json["mode"], "open", "{}", report.json);
+    // Paced, not as fast as the daemon allows: about 2,000 in the second, never many more (the
+    // lower bound is loose: a slow debug build on a shared machine sends late ones late).
+    let ops = json["ops"].as_u64().unwrap();
+    assert!((200..=2_200).contains(&ops), "{ops} ops: {}", report.json);
+    let daemon = json["daemon_side"].as_object().unwrap();
+    for op in ["check", "report"] {
+        assert!(
+            daemon[op]["p50_us"].as_u64().unwrap() > 0,
+            "{}",
+            report.json
+        );
+    }
+}
