@@ -324,8 +324,8 @@ async fn load(
         if now >= end {
             return Ok(());
         }
-        let begin = match (plan.per_task_interval, &pacer) {
-            (Some(interval), Some(pacer)) => {
+        let begin = match plan.per_task_interval.zip(pacer.as_deref()) {
+            Some((interval, pacer)) => {
                 // Open loop: each request has a start time on a fixed schedule; waiting for the
                 // previous answer must not delay when the next one is due.
                 intended += interval;
@@ -338,7 +338,7 @@ async fn load(
                     Instant::now()
                 }
             }
-            _ => now,
+            None => now,
         };
         let op = plan.mix.pick(rng.draw());
         let (ok, reports) = one_request(&client, &plan, op, &mut rng).await;

@@ -116,15 +116,16 @@ impl Drop for Pacer {
 
 fn pace(shared: &Shared) {
     let mut schedule = shared.state.lock().expect("pacer lock");
+    // Whatever is read here (a stop, a new earliest time) is read under the lock the wait below
+    // gives up: a signal sent while the wake-ups ran unlocked is not lost.
     while !schedule.stopping {
         let due = schedule.take_due(Instant::now() + GRAIN);
         if !due.is_empty() {
             drop(schedule);
             due.into_iter().for_each(Waker::wake);
             schedule = shared.state.lock().expect("pacer lock");
+            continue;
         }
-        // Read after the wake-ups, under the lock the wait gives up: a task that registered
-        // meanwhile is seen here, or signals the wait.
         let next = schedule.waiting.peek().map(|next| next.at);
         schedule = match next {
             None => shared.changed.wait(schedule).expect("pacer lock"),
