@@ -410,6 +410,12 @@ async fn one_request(client: &Client, plan: &Plan, op: Op, rng: &mut Rng) -> (bo
     }
 }
 
+/// One line of the table: name, count, rate, then p50, p90, p99, p99.9 and max in µs.
+fn table_row(name: &str, count: u64, rate: &str, micros: [u64; 5]) -> String {
+    let [p50, p90, p99, p999, max] = micros;
+    format!("{name:<15} {count:>10} {rate:>10} {p50:>8} {p90:>8} {p99:>8} {p999:>8} {max:>9}\n")
+}
+
 fn report(args: &Args, plan: &Plan, tally: Tally) -> Report {
     let seconds = plan.duration.as_secs_f64();
     let mut table = format!(
@@ -427,16 +433,11 @@ fn report(args: &Args, plan: &Plan, tally: Tally) -> Report {
                 h.value_at_quantile(q)
             }
         };
-        table.push_str(&format!(
-            "{:<15} {:>10} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>9}\n",
+        table.push_str(&table_row(
             op.name(),
             h.len(),
-            h.len() as f64 / seconds,
-            q(0.5),
-            q(0.9),
-            q(0.99),
-            q(0.999),
-            h.max()
+            &format!("{:.0}", h.len() as f64 / seconds),
+            [q(0.5), q(0.9), q(0.99), q(0.999), h.max()],
         ));
         let key = op.name().replace('-', "_");
         json.insert(format!("{key}_p50_us"), q(0.5).into());
@@ -499,9 +500,11 @@ fn report(args: &Args, plan: &Plan, tally: Tally) -> Report {
         let mut daemon = serde_json::Map::new();
         for op in &tally.daemon_side {
             let l = op.latency;
-            table.push_str(&format!(
-                "{:<15} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9}\n",
-                op.operation, l.count, "", l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us
+            table.push_str(&table_row(
+                &op.operation,
+                l.count,
+                "",
+                [l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us],
             ));
             daemon.insert(
                 op.operation.clone(),

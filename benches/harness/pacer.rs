@@ -210,24 +210,32 @@ mod tests {
         assert!(schedule.waiting.is_empty());
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn waits_complete_when_released_and_a_dropped_pacer_stops_its_thread() {
+    #[test]
+    fn the_pacer_wakes_a_waiting_task_whose_next_poll_completes_it() {
         let pacer = Pacer::start();
-        pacer.until(Instant::now()).await;
+        let woken = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        // A time that has passed completes at once, leaving nothing to wake.
+        assert!(Pin::new(&mut pacer.until(Instant::now()))
+            .poll(&mut cx)
+            .is_ready());
         assert!(pacer.shared.state.lock().unwrap().waiting.is_empty());
-        // Released up to a grain early, for several tasks at once: each completes (the bound
-        // turns a hang into a failure; the wait itself is a few milliseconds).
-        let soon = Instant::now() + GRAIN * 20;
-        let waits = (0..8).map(|k| pacer.until(soon + GRAIN * k));
-        let all = async {
-            for wait in waits {
-                wait.await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), all)
-            .await
-            .expect("every wait completes");
-        assert!(Instant::now() + GRAIN >= soon + GRAIN * 7);
+        // Due within a grain: the pacer thread wakes it (a bound turns a lost wake-up into a
+        // failure, not a hang; it takes well under a millisecond).
+        let mut soon = pacer.until(Instant::now() + GRAIN / 2);
+        assert!(Pin::new(&mut soon).poll(&mut cx).is_pending());
+        let bound = Instant::now() + Duration::from_secs(10);
+        while woken.0.load(AtomicOrdering::SeqCst) == 0 {
+            assert!(Instant::now() < bound, "the pacer never woke the task");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(Pin::new(&mut soon).poll(&mut cx).is_ready());
+        // Released up to a grain early, a wait completes on the poll after its wake-up whatever
+        // the clock says (it used to wait for its exact time and was never woken again).
+        let mut later = pacer.until(Instant::now() + Duration::from_secs(3_600));
+        assert!(Pin::new(&mut later).poll(&mut cx).is_pending());
+        assert!(Pin::new(&mut later).poll(&mut cx).is_ready());
         drop(pacer);
     }
 }

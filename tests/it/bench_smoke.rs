@@ -4,9 +4,9 @@
 use clap::Parser;
 use tally::driver::{run, Args};
 
-#[test]
-fn tally_bench_runs_for_a_second_and_reports_every_field() {
-    let args = Args::parse_from([
+/// A one-second run against a spawned daemon with tiny parameters, plus `extra` flags.
+fn tiny_run(extra: &[&str]) -> Args {
+    let common = [
         "tally-bench",
         "--spawn",
         "--durability",
@@ -21,6 +21,13 @@ fn tally_bench_runs_for_a_second_and_reports_every_field() {
         "2",
         "--inflight",
         "4",
+    ];
+    Args::parse_from(common.iter().chain(extra))
+}
+
+#[test]
+fn tally_bench_runs_for_a_second_and_reports_every_field() {
+    let args = tiny_run(&[
         "--mix",
         "check=50,report=20,consume=10,reserve-settle=10,batch=10",
         "--batch",
@@ -65,26 +72,7 @@ fn tally_bench_runs_for_a_second_and_reports_every_field() {
 
 #[test]
 fn open_loop_runs_at_its_rate_and_shows_the_daemons_own_latency() {
-    let args = Args::parse_from([
-        "tally-bench",
-        "--spawn",
-        "--durability",
-        "buffered",
-        "--duration",
-        "1s",
-        "--warmup",
-        "200ms",
-        "--customers",
-        "20",
-        "--connections",
-        "2",
-        "--inflight",
-        "4",
-        "--mix",
-        "check=50,report=50",
-        "--rate",
-        "2000",
-    ]);
+    let args = tiny_run(&["--mix", "check=50,report=50", "--rate", "2000"]);
     let report = run(args).unwrap();
     let json = report.json.as_object().unwrap();
     assert_eq!(json["errors"], 0, "{}", report.json);
