@@ -2,8 +2,8 @@
 //! so at 100,000 requests/s the harness released ~100 requests at once every millisecond: the
 //! daemon saw clumps rather than a fixed arrival rate, committed each clump as one group and
 //! answered it as one (the last of a clump waits for all before it, at both ends). Here one
-//! thread sleeps until the earliest due time and wakes the tasks due by then: requests go out
-//! within the OS's sleep precision (tens of µs) of their time.
+//! thread sleeps until the earliest due time and wakes the tasks due within the next [`GRAIN`]:
+//! requests go out up to 100 µs early, or late by the OS's sleep precision (tens of µs).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
