@@ -114,8 +114,10 @@ struct Tally {
     histograms: BTreeMap<Op, Histogram<u64>>,
     errors: u64,
     reports: u64,
-    /// The daemon's own latency per operation (decode to answer) over its whole run, when its
-    /// stats are readable: what the client's figures add on top is network, QUIC and client.
+    /// The daemon's own latency per operation (decode to answer) since it started — with
+    /// `--spawn` this run, warm-up included; with `--addr` its whole life, other clients too —
+    /// when its stats are readable: what the client's figures add on top is network, QUIC and
+    /// client.
     daemon_side: Vec<OperationStats>,
 }
 
@@ -496,7 +498,7 @@ fn report(args: &Args, plan: &Plan, tally: Tally) -> Report {
     );
     json.insert("spawn".into(), args.spawn.into());
     if !tally.daemon_side.is_empty() {
-        table.push_str("daemon-side, decode to answer (whole run, warm-up included):\n");
+        table.push_str("daemon-side, decode to answer, since the daemon started:\n");
         let mut daemon = serde_json::Map::new();
         for op in &tally.daemon_side {
             let l = op.latency;
