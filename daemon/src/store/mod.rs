@@ -292,6 +292,33 @@ impl Tail {
     }
 }
 
+/// Each of `records` where [`records::access_commit`] can read it: in place when it is aligned
+/// for that, else copied into `arena` (cleared first).
+fn readable_records<'a>(
+    records: impl Iterator<Item = &'a [u8]> + Clone,
+    arena: &'a mut AlignedVec,
+) -> Vec<&'a [u8]> {
+    arena.clear();
+    let mut copies = Vec::new();
+    for record in records.clone().filter(|r| !records::is_commit_aligned(r)) {
+        let start = arena.len().next_multiple_of(records::COMMIT_ALIGN);
+        arena.resize(start, 0);
+        arena.extend_from_slice(record);
+        copies.push(start..arena.len());
+    }
+    let arena: &'a AlignedVec = arena;
+    let mut copies = copies.into_iter();
+    records
+        .map(|record| {
+            if records::is_commit_aligned(record) {
+                record
+            } else {
+                &arena[copies.next().expect("a copy of every misaligned record")]
+            }
+        })
+        .collect()
+}
+
 /// One customer's share of a tail: its newest row and its events in order, read in place.
 #[derive(Default)]
 struct TailCustomer<'a> {
@@ -409,20 +436,15 @@ impl Store {
             return Err(StoreError::InjectedFault);
         }
         // Grouped by customer, oldest record first (a later row of a customer replaces an
-        // earlier one, events append), read in place from one aligned copy of the records
-        // rather than decoded into owned rows and events.
-        arena.clear();
-        let mut spans = Vec::with_capacity(tail.records.len());
-        for (_, record) in &tail.records {
-            let start = arena.len().next_multiple_of(16);
-            arena.resize(start, 0);
-            arena.extend_from_slice(record);
-            spans.push(start..arena.len());
-        }
+        // earlier one, events append), read in place rather than decoded into owned rows and
+        // events. The records the committer logged are read where fjall keeps them; only those
+        // read back from disk (recovery), at any offset, are copied into `arena` first — copying
+        // every tail kept a scratch buffer of twice the largest tail alive for good.
+        let readable = readable_records(tail.records.iter().map(|(_, record)| &record[..]), arena);
         let mut customers: HashMap<&str, TailCustomer<'_>> = HashMap::new();
         let mut clock_floor_ms = 0;
-        for span in spans {
-            let commit = records::access_commit(&arena[span])?;
+        for bytes in readable {
+            let commit = records::access_commit(bytes)?;
             for row in commit.customers.iter() {
                 customers.entry(row.customer.as_str()).or_default().row =
                     Some(row.record.as_slice());
@@ -781,6 +803,54 @@ mod tests {
             .checkpoint(&mut tail, PersistMode::Buffer, &mut AlignedVec::new())
             .unwrap();
         assert!(tail.is_empty());
+    }
+
+    #[test]
+    fn a_checkpoint_reads_logged_records_in_place_and_copies_only_misaligned_ones() {
+        let commit = StoredCommit {
+            customers: vec![],
+            events: vec![LoggedEvent {
+                customer: "acme".into(),
+                event: event(7, 1_000),
+            }],
+        };
+        let encoded = records::encode_commit(&commit, AlignedVec::new());
+        // What the committer logs: fjall's heap copy, aligned for reading in place.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
+        let mut tail = Tail::default();
+        store
+            .persist(
+                vec![logged("acme", event(7, 1_000))],
+                PersistMode::Buffer,
+                &mut tail,
+            )
+            .unwrap();
+        assert!(records::is_commit_aligned(&tail.records[0].1));
+        // 8 bytes into a 16-aligned buffer (aligned enough), and 1 byte in (a record read back
+        // from disk may sit at any offset).
+        let at = |offset: usize| {
+            let mut buffer = AlignedVec::<16>::new();
+            buffer.extend_from_slice(&vec![0; offset]);
+            buffer.extend_from_slice(&encoded);
+            buffer
+        };
+        let (eight, one) = (at(8), at(1));
+        let (in_place, misaligned) = (&eight[8..], &one[1..]);
+        let mut arena = AlignedVec::new();
+        let readable = readable_records([in_place, misaligned].into_iter(), &mut arena);
+        assert!(std::ptr::eq(readable[0], in_place), "read where it lies");
+        assert!(!std::ptr::eq(readable[1], misaligned), "copied");
+        for bytes in readable {
+            let read = records::access_commit(bytes).unwrap();
+            assert_eq!(read.events[0].event.seq, 7);
+            assert_eq!(read.events[0].customer.as_str(), "acme");
+        }
+        assert_eq!(
+            arena.len(),
+            encoded.len(),
+            "only the misaligned record was copied"
+        );
     }
 
     fn recover_one(store: &Store, catalogue: &Catalogue) -> (CustomerTable, Recovered) {

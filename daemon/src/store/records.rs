@@ -379,8 +379,25 @@ pub fn encode_commit(commit: &StoredCommit, buffer: AlignedVec) -> AlignedVec {
         .expect("records serialize into memory")
 }
 
-/// A commit-log record, checked, read in place. `bytes` must be 16-byte aligned (the
-/// checkpoint copies a tail's records into one aligned arena).
+/// The alignment a commit-log record needs to be read in place: its widest fields are `u64`s.
+/// fjall keeps a record the committer logged at such an address (its heap copy follows an 8-byte
+/// header), so a checkpoint reads those where they lie; records read back from disk can sit at
+/// any offset and are copied first.
+pub const COMMIT_ALIGN: usize = 8;
+
+const _: () = assert!(
+    std::mem::align_of::<ArchivedStoredCommit>() <= COMMIT_ALIGN
+        && std::mem::align_of::<ArchivedLoggedRow>() <= COMMIT_ALIGN
+        && std::mem::align_of::<ArchivedLoggedEvent>() <= COMMIT_ALIGN
+        && std::mem::align_of::<ArchivedStoredEvent>() <= COMMIT_ALIGN
+);
+
+/// Whether `bytes` sit where [`access_commit`] can read them in place.
+pub fn is_commit_aligned(bytes: &[u8]) -> bool {
+    (bytes.as_ptr() as usize).is_multiple_of(COMMIT_ALIGN)
+}
+
+/// A commit-log record, checked, read in place. `bytes` must be [`COMMIT_ALIGN`]-aligned.
 pub fn access_commit(bytes: &[u8]) -> Result<&ArchivedStoredCommit, RecordError> {
     rkyv::access::<ArchivedStoredCommit, rancor::Error>(bytes).map_err(|e| RecordError::Corrupt {
         what: "commit log",
