@@ -3,8 +3,10 @@
 //! feature of each (so every counter exists), then measures again. The difference over N is the
 //! cost of a customer, fjall's memtables and caches included (they are bounded, so they weigh
 //! less per customer as N grows). The client's own buffers are in the figure too (small).
+//! It measures twice: just loaded (checkpoints and flushes of the load still under way) and
+//! settled, after `settle_secs` idle (default 5), when the daemon holds what it keeps.
 //!
-//! Run: `cargo run --release --example memory_per_customer -- 1000000`
+//! Run: `cargo run --release --example memory_per_customer -- 1000000 [settle_secs]`
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,7 +20,7 @@ use tally_protocol::Client;
 /// The same allocator as `tallyd`: the daemon runs in this process, and its footprint depends on
 /// the allocator as much as on its structures.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tally_daemon::allocator::Allocator = mimalloc::MiMalloc;
 
 const FEATURES: [&str; 3] = ["gpt-4", "gpt-3.5", "embeddings"];
 
@@ -33,11 +35,14 @@ fn resident_bytes() -> anyhow::Result<u64> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let customers: usize = std::env::args()
-        .nth(1)
+    tally_daemon::allocator::configure();
+    let mut args = std::env::args().skip(1);
+    let customers: usize = args
+        .next()
         .map(|n| n.parse())
         .transpose()?
         .unwrap_or(1_000_000);
+    let settle_secs: u64 = args.next().map(|n| n.parse()).transpose()?.unwrap_or(5);
     let dir = tempfile::tempdir()?;
     let mut config = Config::loopback_in(dir.path());
     config.storage.durability = Durability::Buffered;
@@ -77,6 +82,13 @@ fn main() -> anyhow::Result<()> {
         empty / (1 << 20),
         loaded / (1 << 20),
         (loaded.saturating_sub(empty)) / customers as u64
+    );
+    std::thread::sleep(std::time::Duration::from_secs(settle_secs));
+    let settled = resident_bytes()?;
+    println!(
+        "settled after {settle_secs} s idle: resident {} MiB: {} bytes per customer above the empty daemon",
+        settled / (1 << 20),
+        (settled.saturating_sub(empty)) / customers as u64
     );
     drop(client);
     daemon.shutdown();
