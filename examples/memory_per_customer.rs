@@ -3,10 +3,11 @@
 //! feature of each (so every counter exists), then measures again. The difference over N is the
 //! cost of a customer, fjall's memtables and caches included (they are bounded, so they weigh
 //! less per customer as N grows). The client's own buffers are in the figure too (small).
-//! It measures twice: just loaded (checkpoints and flushes of the load still under way) and
-//! settled, after `settle_secs` idle (default 5), when the daemon holds what it keeps.
+//! It measures just loaded (checkpoints and flushes of the load still under way), then again
+//! after each idle time given (default 5 s, and 65 s: past the janitor's first pass over every
+//! event segment, which fills fjall's block cache).
 //!
-//! Run: `cargo run --release --example memory_per_customer -- 1000000 [settle_secs]`
+//! Run: `cargo run --release --example memory_per_customer -- 1000000 [idle_secs...]`
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -42,7 +43,10 @@ fn main() -> anyhow::Result<()> {
         .map(|n| n.parse())
         .transpose()?
         .unwrap_or(1_000_000);
-    let settle_secs: u64 = args.next().map(|n| n.parse()).transpose()?.unwrap_or(5);
+    let mut marks: Vec<u64> = args.map(|n| n.parse()).collect::<Result<_, _>>()?;
+    if marks.is_empty() {
+        marks = vec![5, 65];
+    }
     let dir = tempfile::tempdir()?;
     let mut config = Config::loopback_in(dir.path());
     config.storage.durability = Durability::Buffered;
@@ -83,13 +87,16 @@ fn main() -> anyhow::Result<()> {
         loaded / (1 << 20),
         (loaded.saturating_sub(empty)) / customers as u64
     );
-    std::thread::sleep(std::time::Duration::from_secs(settle_secs));
-    let settled = resident_bytes()?;
-    println!(
-        "settled after {settle_secs} s idle: resident {} MiB: {} bytes per customer above the empty daemon",
-        settled / (1 << 20),
-        (settled.saturating_sub(empty)) / customers as u64
-    );
+    let idle = Instant::now();
+    for mark in marks {
+        std::thread::sleep(std::time::Duration::from_secs(mark).saturating_sub(idle.elapsed()));
+        let settled = resident_bytes()?;
+        println!(
+            "after {mark} s idle: resident {} MiB: {} bytes per customer above the empty daemon",
+            settled / (1 << 20),
+            (settled.saturating_sub(empty)) / customers as u64
+        );
+    }
     drop(client);
     daemon.shutdown();
     Ok(())

@@ -329,7 +329,8 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("tallyd-checkpoint".into())
             .spawn(move || {
-                // Reused: a tail's records are copied here to be read in place.
+                // For records that must be copied to be read in place; the committer's tails
+                // are read where fjall keeps them, so it stays empty here.
                 let mut arena = AlignedVec::new();
                 for (mut tail, waiting) in handed_over {
                     checkpoint(&store, &health, &mut tail, &mut arena);

@@ -66,6 +66,12 @@ pub const JOURNAL_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// keyspace was created with: stores created before this setting keep 64 MiB.
 pub const MEMTABLE_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
+/// fjall's block cache (its default is 32 MiB). The daemon serves from memory and reads the
+/// store only to recover (once, in order), to list events and invoices (admin calls) and in the
+/// janitor's pass over every segment key — a scan that only fills the cache with blocks read
+/// once (9.5 MB of it 5 s after loading 1M customers, 32 MB within minutes of running).
+pub const CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
 /// fjall's flush/compaction threads. Its default is min(cores, 4), 2 here, and its worker 0
 /// leaves compactions to the others by putting them back on the queue — so while the one other
 /// worker compacts, worker 0 spins taking and re-queueing the same message (`worker_tick` and
@@ -366,6 +372,7 @@ impl Store {
         let db = Database::builder(&path)
             .max_journaling_size(JOURNAL_BYTES_MAX)
             .worker_threads(FJALL_WORKERS)
+            .cache_size(CACHE_BYTES)
             .open()?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         match meta.get("format")? {
