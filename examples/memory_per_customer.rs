@@ -21,7 +21,7 @@ use tally_protocol::Client;
 /// The same allocator as `tallyd`: the daemon runs in this process, and its footprint depends on
 /// the allocator as much as on its structures.
 #[global_allocator]
-static ALLOCATOR: tally_daemon::allocator::Allocator = mimalloc::MiMalloc;
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const FEATURES: [&str; 3] = ["gpt-4", "gpt-3.5", "embeddings"];
 
@@ -36,7 +36,6 @@ fn resident_bytes() -> anyhow::Result<u64> {
 }
 
 fn main() -> anyhow::Result<()> {
-    tally_daemon::allocator::configure();
     let mut args = std::env::args().skip(1);
     let customers: usize = args
         .next()

@@ -18,12 +18,11 @@ use tally_protocol::Client;
 
 /// The same allocator as `tallyd`: recovery allocates a customer's state per row.
 #[global_allocator]
-static ALLOCATOR: tally_daemon::allocator::Allocator = mimalloc::MiMalloc;
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const BATCH: usize = 1_000;
 
 fn main() -> anyhow::Result<()> {
-    tally_daemon::allocator::configure();
     tracing_subscriber::fmt()
         .with_env_filter("tally_daemon=info")
         .with_writer(std::io::stderr)

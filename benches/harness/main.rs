@@ -4,10 +4,9 @@ use clap::Parser;
 
 /// The same allocator as `tallyd`, so a `--spawn`ed daemon runs as it would in production.
 #[global_allocator]
-static ALLOCATOR: tally_daemon::allocator::Allocator = mimalloc::MiMalloc;
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    tally_daemon::allocator::configure();
     let args = tally::driver::Args::parse();
     let report = tally::driver::run(args)?;
     println!("{}", report.table);

@@ -9,8 +9,10 @@ use tally_daemon::config::{env_overrides, Config, DEFAULT_CONFIG_TOML};
 use tally_daemon::{Daemon, SystemClock};
 use tally_protocol::message::Role;
 
+/// mimalloc instead of glibc's malloc: the hot path allocates small short-lived buffers on
+/// several threads, where glibc spent more time than the daemon's own code (docs/performance.md).
 #[global_allocator]
-static ALLOCATOR: tally_daemon::allocator::Allocator = mimalloc::MiMalloc;
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Tally: usage metering and entitlements for AI products.
 #[derive(Parser)]
@@ -51,7 +53,6 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    tally_daemon::allocator::configure();
     let cli = Cli::parse();
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
