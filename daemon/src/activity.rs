@@ -1,7 +1,8 @@
 //! What one shard has been doing, for the console: usage and spend per customer over the last
 //! interval (top lists), recent invoices and transactions, and this month's revenue. Bounded: the
-//! interval map is dropped each interval (its table too: a busy interval's 100,000 entries would
-//! otherwise keep ~5 MB per shard for good), the recent lists keep a fixed number.
+//! interval map is emptied each interval and keeps room for as many customers as the interval
+//! saw (a busy interval's 100,000 entries kept ~5 MB per shard for good when it kept its
+//! largest table), the recent lists keep a fixed number.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -118,8 +119,11 @@ impl Activity {
 
     /// Ends the interval: its top lists become the reported ones.
     pub fn roll_interval(&mut self) {
-        let mut customers: Vec<(CompactString, (u64, i64))> =
-            std::mem::take(&mut self.interval).into_iter().collect();
+        let active = self.interval.len();
+        let mut customers: Vec<(CompactString, (u64, i64))> = self.interval.drain().collect();
+        // Room for as many as this interval saw: a steady load reuses the table without
+        // growing it again; a burst's table is given back after one quiet interval.
+        self.interval.shrink_to(active);
         let top = |customers: &[(CompactString, (u64, i64))]| -> Vec<TopCustomer> {
             customers
                 .iter()
@@ -197,7 +201,7 @@ mod tests {
     }
 
     #[test]
-    fn an_interval_ranks_its_customers_and_leaves_nothing_behind() {
+    fn an_interval_ranks_its_customers_and_a_quiet_one_gives_its_table_back() {
         let mut activity = Activity::default();
         let changes = Changes {
             events: vec![
@@ -224,10 +228,20 @@ mod tests {
             "no spend, not listed"
         );
         assert_eq!(activity.top_by_spend[0].spend_units, 35);
+        assert!(activity.interval.is_empty());
+        assert!(
+            activity.interval.capacity() >= 3,
+            "room kept for a steady load"
+        );
+        activity.roll_interval();
+        assert!(
+            activity.top_by_usage.is_empty(),
+            "a quiet interval lists no one"
+        );
         assert_eq!(
             activity.interval.capacity(),
             0,
-            "the interval's table is given back"
+            "a quiet interval gives the table back"
         );
     }
 
