@@ -136,7 +136,6 @@ mod group_commit {
         let store = Arc::new(Store::open(dir.path(), Default::default()).unwrap());
         let mut core = warm_core();
         let mut tail = Tail::default();
-        let mut arena = rkyv::util::AlignedVec::new();
         let mut n = 0u64;
         bencher.bench_local(|| {
             for _ in 0..1_000 {
@@ -150,7 +149,7 @@ mod group_commit {
                 .unwrap();
             if tail.bytes() >= CHECKPOINT_BYTES {
                 store
-                    .checkpoint(&mut tail, fjall::PersistMode::Buffer, &mut arena)
+                    .checkpoint(&mut tail, fjall::PersistMode::Buffer)
                     .unwrap();
             }
         });

@@ -13,7 +13,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use fjall::PersistMode;
-use rkyv::util::AlignedVec;
 use tally_protocol::message::{BatchItemResult, Response, TallyError};
 use tokio::sync::{mpsc, oneshot};
 
@@ -329,11 +328,8 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("tallyd-checkpoint".into())
             .spawn(move || {
-                // For records that must be copied to be read in place; the committer's tails
-                // are read where fjall keeps them, so it stays empty here.
-                let mut arena = AlignedVec::new();
                 for (mut tail, waiting) in handed_over {
-                    checkpoint(&store, &health, &mut tail, &mut arena);
+                    checkpoint(&store, &health, &mut tail);
                     answer(waiting, health.failure());
                 }
             })
@@ -363,11 +359,11 @@ impl Checkpointer {
 
 /// Checkpoints the tail. Not synced: a checkpoint lost in a crash loses the deletion of its log
 /// records with it (one atomic batch), so the next start replays them.
-fn checkpoint(store: &Store, health: &StoreHealth, tail: &mut Tail, arena: &mut AlignedVec) {
+fn checkpoint(store: &Store, health: &StoreHealth, tail: &mut Tail) {
     if health.failure().is_some() || tail.is_empty() {
         return;
     }
-    if let Err(e) = store.checkpoint(tail, PersistMode::Buffer, arena) {
+    if let Err(e) = store.checkpoint(tail, PersistMode::Buffer) {
         tracing::error!(error = %e, "checkpointing the commit log failed; refusing all work until restart");
         health.fail(e.to_string());
     }

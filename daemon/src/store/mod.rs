@@ -413,29 +413,22 @@ impl Store {
     /// Checkpoints every record the commit log holds, oldest first, a bounded tail at a time.
     fn replay_log(&self) -> Result<usize, StoreError> {
         let mut tail = Tail::default();
-        let mut arena = AlignedVec::new();
         let mut replayed = 0;
         for guard in self.log.iter() {
             let (key, value) = guard.into_inner()?;
             tail.push(records::log_key(records::log_number(&key)?), value);
             replayed += 1;
             if tail.bytes() >= CHECKPOINT_BYTES {
-                self.checkpoint(&mut tail, PersistMode::Buffer, &mut arena)?;
+                self.checkpoint(&mut tail, PersistMode::Buffer)?;
             }
         }
-        self.checkpoint(&mut tail, PersistMode::SyncData, &mut arena)?;
+        self.checkpoint(&mut tail, PersistMode::SyncData)?;
         Ok(replayed)
     }
 
     /// Writes `tail` out — each customer's newest row, its events as segments, the clock floor —
     /// and deletes the log records it came from, in one atomic batch. The tail is empty after.
-    /// `arena` is scratch space, reused across checkpoints.
-    pub fn checkpoint(
-        &self,
-        tail: &mut Tail,
-        mode: PersistMode,
-        arena: &mut AlignedVec,
-    ) -> Result<(), StoreError> {
+    pub fn checkpoint(&self, tail: &mut Tail, mode: PersistMode) -> Result<(), StoreError> {
         if tail.is_empty() {
             return Ok(());
         }
@@ -445,9 +438,13 @@ impl Store {
         // Grouped by customer, oldest record first (a later row of a customer replaces an
         // earlier one, events append), read in place rather than decoded into owned rows and
         // events. The records the committer logged are read where fjall keeps them; only those
-        // read back from disk (recovery), at any offset, are copied into `arena` first — copying
-        // every tail kept a scratch buffer of twice the largest tail alive for good.
-        let readable = readable_records(tail.records.iter().map(|(_, record)| &record[..]), arena);
+        // read back from disk (recovery), at any offset, are copied first — copying every tail
+        // into a reused buffer kept twice the largest tail alive for good.
+        let mut arena = AlignedVec::new();
+        let readable = readable_records(
+            tail.records.iter().map(|(_, record)| &record[..]),
+            &mut arena,
+        );
         let mut customers: HashMap<&str, TailCustomer<'_>> = HashMap::new();
         let mut clock_floor_ms = 0;
         for bytes in readable {
@@ -806,9 +803,7 @@ mod tests {
         store
             .persist(writes, PersistMode::Buffer, &mut tail)
             .unwrap();
-        store
-            .checkpoint(&mut tail, PersistMode::Buffer, &mut AlignedVec::new())
-            .unwrap();
+        store.checkpoint(&mut tail, PersistMode::Buffer).unwrap();
         assert!(tail.is_empty());
     }
 
@@ -940,9 +935,7 @@ mod tests {
                     .persist(vec![row(customer)], PersistMode::SyncData, &mut tail)
                     .unwrap();
                 if i == 1 {
-                    store
-                        .checkpoint(&mut tail, PersistMode::Buffer, &mut AlignedVec::new())
-                        .unwrap();
+                    store.checkpoint(&mut tail, PersistMode::Buffer).unwrap();
                     assert!(tail.is_empty());
                 }
             }
@@ -1126,7 +1119,7 @@ mod tests {
             Err(StoreError::InjectedFault)
         ));
         assert!(matches!(
-            store.checkpoint(&mut tail, PersistMode::Buffer, &mut AlignedVec::new()),
+            store.checkpoint(&mut tail, PersistMode::Buffer),
             Err(StoreError::InjectedFault)
         ));
         assert!(!tail.is_empty());
