@@ -78,13 +78,14 @@ fn main() -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     let loaded = resident_bytes()?;
+    let per_customer = |resident: u64| resident.saturating_sub(empty) / customers as u64;
     println!(
         "{customers} customers × {} features loaded in {:.1} s; resident {} MiB empty, {} MiB loaded: {} bytes per customer above the empty daemon",
         FEATURES.len(),
         loading.elapsed().as_secs_f64(),
         empty / (1 << 20),
         loaded / (1 << 20),
-        (loaded.saturating_sub(empty)) / customers as u64
+        per_customer(loaded)
     );
     let idle = Instant::now();
     for mark in marks {
@@ -93,7 +94,7 @@ fn main() -> anyhow::Result<()> {
         println!(
             "after {mark} s idle: resident {} MiB: {} bytes per customer above the empty daemon",
             settled / (1 << 20),
-            (settled.saturating_sub(empty)) / customers as u64
+            per_customer(settled)
         );
     }
     drop(client);
