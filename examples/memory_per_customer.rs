@@ -46,6 +46,7 @@ fn main() -> anyhow::Result<()> {
     if marks.is_empty() {
         marks = vec![5, 65];
     }
+    tally_daemon::memory::install_mimalloc_release();
     let dir = tempfile::tempdir()?;
     let mut config = Config::loopback_in(dir.path());
     config.storage.durability = Durability::Buffered;

@@ -17,6 +17,7 @@ use tally_protocol::message::{BatchItemResult, Response, TallyError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Durability;
+use crate::memory;
 use crate::store::{Store, Tail, Write, CHECKPOINT_BYTES};
 
 /// Bursts that may wait for the committer; a full queue blocks the shard sending, so its mailbox
@@ -215,7 +216,7 @@ fn commit_loop(
         let sync_due = sync_every.map(|every| last_sync + every);
         let checkpoint_due = tail_since.map(|since| since + CHECKPOINT_INTERVAL);
         let first = match sync_due.into_iter().chain(checkpoint_due).min() {
-            None => match bursts.recv() {
+            None => match memory::recv_releasing_when_quiet(bursts) {
                 Ok(burst) => burst,
                 Err(_) => break,
             },
@@ -328,7 +329,8 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("tallyd-checkpoint".into())
             .spawn(move || {
-                for (mut tail, waiting) in handed_over {
+                while let Ok((mut tail, waiting)) = memory::recv_releasing_when_quiet(&handed_over)
+                {
                     checkpoint(&store, &health, &mut tail);
                     answer(waiting, health.failure());
                 }

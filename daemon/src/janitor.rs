@@ -53,7 +53,11 @@ impl Janitor {
                             }
                             pause = match next {
                                 Some(_) => JANITOR_INTERVAL,
-                                None => JANITOR_PASS_INTERVAL,
+                                None => {
+                                    // A pass done: its key scans' pages go back until the next.
+                                    crate::memory::release_idle();
+                                    JANITOR_PASS_INTERVAL
+                                }
                             };
                             cursor = next;
                         }

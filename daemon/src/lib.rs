@@ -22,6 +22,7 @@ pub mod daemon;
 pub mod data_dir;
 pub mod demo;
 pub mod janitor;
+pub mod memory;
 pub mod metering;
 pub mod ops_http;
 pub mod router;

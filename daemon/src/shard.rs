@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use crate::activity::{Activity, ActivityReport};
 use crate::clock::Clock;
 use crate::committer::{Burst, PendingReply, StoreHealth};
+use crate::memory::{self, QuietWatch};
 use crate::metering::engine::ShardCore;
 use crate::store::{writes_for, Write};
 
@@ -112,6 +113,8 @@ pub struct Shard {
     /// Messages sent to this shard and not yet handled (the router adds, the shard subtracts).
     depth: Arc<AtomicU64>,
     handled: u64,
+    /// Whether a sweep found nothing handled since the last: then the thread gives back pages.
+    quiet: QuietWatch,
     activity: Activity,
 }
 
@@ -134,6 +137,7 @@ impl Shard {
             is_handover_scheduled: false,
             depth,
             handled: 0,
+            quiet: QuietWatch::default(),
             activity: Activity::default(),
         }
     }
@@ -194,6 +198,9 @@ impl Actor for Shard {
             shard.core.purge_keys(now_ms);
             shard.core.expire_holds(now_ms);
             shard.close_due_periods(ctx);
+            if shard.quiet.tick(shard.handled) {
+                memory::release_idle();
+            }
         });
         ctx.run_interval(STATS_INTERVAL, |shard, _| shard.activity.roll_interval());
     }
