@@ -177,6 +177,18 @@ impl StoreFaults {
     }
 }
 
+/// What one [`Store::purge_events`] chunk did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgedChunk {
+    /// Segments deleted.
+    pub deleted: usize,
+    /// Where the next chunk starts; `None` after the last key (a pass is over).
+    pub next: Option<Vec<u8>>,
+    /// The first event time of the oldest segment the chunk kept (none can expire before the
+    /// cutoff passes it).
+    pub oldest_kept_ms: Option<u64>,
+}
+
 /// One write of a group commit.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
@@ -689,14 +701,13 @@ impl Store {
 
     /// Deletes the segments whose every event was recorded before `cutoff_ms` (a segment holding
     /// a newer one waits for it: a segment spans one checkpoint, a few seconds at most) among the
-    /// next `limit` segments after `cursor` (from the start when `None`). Returns how many were
-    /// deleted and where to go on (`None` after the last key: start over).
+    /// next `limit` segments after `cursor` (from the start when `None`).
     pub fn purge_events(
         &self,
         cutoff_ms: u64,
         cursor: Option<&[u8]>,
         limit: usize,
-    ) -> Result<(usize, Option<Vec<u8>>), StoreError> {
+    ) -> Result<PurgedChunk, StoreError> {
         if self.faults.is_failing() {
             return Err(StoreError::InjectedFault);
         }
@@ -707,6 +718,7 @@ impl Store {
         let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
         let mut seen = 0;
         let mut last = None;
+        let mut oldest_kept_ms: Option<u64> = None;
         for guard in range {
             // The key holds the first event's time: only a segment that begins before the
             // cutoff is read for its newest.
@@ -724,6 +736,9 @@ impl Store {
             };
             if is_expired {
                 batch.remove(&self.segments, key.clone());
+            } else if let Some(first_ms) = records::segment_time(&key) {
+                oldest_kept_ms =
+                    Some(oldest_kept_ms.map_or(first_ms, |oldest| oldest.min(first_ms)));
             }
             last = Some(key.to_vec());
             seen += 1;
@@ -733,7 +748,11 @@ impl Store {
         }
         let deleted = batch.len();
         batch.commit()?;
-        Ok((deleted, if seen == limit { last } else { None }))
+        Ok(PurgedChunk {
+            deleted,
+            next: if seen == limit { last } else { None },
+            oldest_kept_ms,
+        })
     }
 
     /// Flushes every memtable to disk tables so the next start has no journal to replay (clean
@@ -1002,15 +1021,23 @@ mod tests {
         persist_and_checkpoint(&store, writes);
         let mut cursor = None;
         let mut deleted = 0;
+        let mut oldest_kept = Vec::new();
         loop {
-            let (n, next) = store.purge_events(250, cursor.as_deref(), 2).unwrap();
-            deleted += n;
-            cursor = next;
+            let chunk = store.purge_events(250, cursor.as_deref(), 2).unwrap();
+            deleted += chunk.deleted;
+            oldest_kept.push(chunk.oldest_kept_ms);
+            cursor = chunk.next;
             if cursor.is_none() {
                 break;
             }
         }
         assert_eq!(deleted, 6);
+        // Chunks of two keys in key order: a100 a200 | a300 b100 | b200 b300 | c100 c200 |
+        // c300 d200 | (end). Each says when its oldest kept segment began.
+        assert_eq!(
+            oldest_kept,
+            vec![None, Some(300), Some(300), None, Some(200), None]
+        );
         for customer in ["a", "b", "c"] {
             let events = all_events(&store, customer, 0, u64::MAX);
             assert_eq!(
