@@ -36,6 +36,7 @@ fn resident_bytes() -> anyhow::Result<u64> {
 }
 
 fn main() -> anyhow::Result<()> {
+    tally_daemon::memory::configure_for_mimalloc()?;
     let mut args = std::env::args().skip(1);
     let customers: usize = args
         .next()
@@ -46,7 +47,6 @@ fn main() -> anyhow::Result<()> {
     if marks.is_empty() {
         marks = vec![5, 65];
     }
-    tally_daemon::memory::install_mimalloc_release();
     let dir = tempfile::tempdir()?;
     let mut config = Config::loopback_in(dir.path());
     config.storage.durability = Durability::Buffered;

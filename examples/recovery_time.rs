@@ -23,7 +23,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const BATCH: usize = 1_000;
 
 fn main() -> anyhow::Result<()> {
-    tally_daemon::memory::install_mimalloc_release();
+    tally_daemon::memory::configure_for_mimalloc()?;
     tracing_subscriber::fmt()
         .with_env_filter("tally_daemon=info")
         .with_writer(std::io::stderr)

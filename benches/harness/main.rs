@@ -9,7 +9,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> anyhow::Result<()> {
     let args = tally::driver::Args::parse();
     // `--spawn` runs the daemon in this process: give it what `tallyd` has.
-    tally_daemon::memory::install_mimalloc_release();
+    tally_daemon::memory::configure_for_mimalloc()?;
     let report = tally::driver::run(args)?;
     println!("{}", report.table);
     println!("{}", report.json);

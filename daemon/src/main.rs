@@ -54,7 +54,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tally_daemon::memory::install_mimalloc_release();
+    let memory_setup = tally_daemon::memory::configure_for_mimalloc();
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -63,6 +63,9 @@ fn main() -> anyhow::Result<()> {
     match cli.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
+    }
+    if let Err(e) = memory_setup {
+        tracing::warn!(error = %e, "could not turn transparent huge pages off; resident memory may be larger");
     }
     match cli.command {
         Command::CheckConfig { config } => {
