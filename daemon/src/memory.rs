@@ -67,7 +67,9 @@ pub fn recv_releasing_when_quiet<T>(channel: &Receiver<T>) -> Result<T, RecvErro
     recv_or_when_quiet(channel, QUIET_AFTER, release_idle)
 }
 
-fn recv_or_when_quiet<T>(
+/// The next message on `channel`; if none comes within `quiet_after`, runs `when_quiet` first
+/// and then waits as long as it takes.
+pub fn recv_or_when_quiet<T>(
     channel: &Receiver<T>,
     quiet_after: Duration,
     when_quiet: impl FnOnce(),

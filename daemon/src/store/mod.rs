@@ -66,6 +66,10 @@ pub const JOURNAL_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// keyspace was created with: stores created before this setting keep 64 MiB.
 pub const MEMTABLE_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
+/// Memtable bytes (all keyspaces) below which a quiet daemon keeps its memtables: see
+/// [`Store::flush_memtables_over`]. Flushing less would only make small tables to compact.
+pub const QUIET_FLUSH_MIN_BYTES: u64 = 4 * 1024 * 1024;
+
 /// fjall's block cache (its default is 32 MiB). The daemon serves from memory and reads the
 /// store only to recover (once, in order), to list events and invoices (admin calls) and in the
 /// janitor's pass over every segment key — a scan that only fills the cache with blocks read
@@ -758,7 +762,30 @@ impl Store {
     /// Flushes every memtable to disk tables so the next start has no journal to replay (clean
     /// shutdown only; a crash replays the journal instead).
     pub fn flush_for_shutdown(&self) -> Result<(), StoreError> {
+        self.flush_memtables()?;
+        self.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    /// If the memtables hold at least `min_bytes`, flushes them to disk tables and waits for it;
+    /// says whether it did. For a daemon gone quiet: its memtables (up to
+    /// [`MEMTABLE_BYTES_MAX`] per keyspace) hold copies of rows and events the daemon no longer
+    /// needs in memory, allocated among the bursts' short-lived buffers — until a memtable
+    /// fills, which a quiet daemon never does, they keep those pages resident too.
+    pub fn flush_memtables_over(&self, min_bytes: u64) -> Result<bool, StoreError> {
+        if self.faults.is_failing() {
+            return Err(StoreError::InjectedFault);
+        }
+        if self.db.write_buffer_size() < min_bytes {
+            return Ok(false);
+        }
+        self.flush_memtables()?;
+        Ok(true)
+    }
+
+    fn flush_memtables(&self) -> Result<(), StoreError> {
         for keyspace in [
+            &self.meta,
             &self.log,
             &self.customers,
             &self.segments,
@@ -768,7 +795,6 @@ impl Store {
         ] {
             keyspace.rotate_memtable_and_wait()?;
         }
-        self.db.persist(PersistMode::SyncAll)?;
         Ok(())
     }
 
@@ -1003,6 +1029,35 @@ mod tests {
         assert_eq!(
             page.iter().map(|e| e.seq).collect::<Vec<_>>(),
             vec![601, 602]
+        );
+    }
+
+    #[test]
+    fn a_quiet_flush_empties_the_memtables_only_past_its_threshold_and_keeps_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
+        let catalogue = catalogue();
+        let plan = catalogue.plan("pro").unwrap();
+        let writes = (0..100)
+            .map(|i| row(&Customer::new(format!("c{i}"), plan.clone(), 5)))
+            .collect();
+        persist_and_checkpoint(&store, writes);
+        let buffered = store.db.write_buffer_size();
+        assert!(buffered > 0);
+        assert!(!store.flush_memtables_over(buffered + 1).unwrap());
+        assert_eq!(
+            store.db.write_buffer_size(),
+            buffered,
+            "below the threshold: kept"
+        );
+        assert!(store.flush_memtables_over(buffered).unwrap());
+        assert_eq!(store.db.write_buffer_size(), 0);
+        let (table, _) = recover_one(&store, &catalogue);
+        assert_eq!(table.len(), 100);
+        store.faults.fail_writes(true);
+        assert!(
+            store.flush_memtables_over(0).is_err(),
+            "a failing store says so"
         );
     }
 
