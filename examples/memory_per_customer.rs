@@ -4,8 +4,9 @@
 //! cost of a customer, fjall's memtables and caches included (they are bounded, so they weigh
 //! less per customer as N grows). The client's own buffers are in the figure too (small).
 //! It measures just loaded (checkpoints and flushes of the load still under way), then again
-//! after each idle time given (default 5 s, and 65 s: past the janitor's first pass over every
-//! event segment, which fills fjall's block cache).
+//! after each idle time given (default 5 s: past the quiet threads' memtable flush and page
+//! collects, 1 s after their last work; and 65 s, which once included the janitor's first pass
+//! over every segment key — now made only when a segment can have expired, at least hourly).
 //!
 //! Run: `cargo run --release --example memory_per_customer -- 1000000 [idle_secs...]`
 

@@ -72,9 +72,9 @@ pub const QUIET_FLUSH_MIN_BYTES: u64 = 4 * 1024 * 1024;
 
 /// fjall's block cache (its default is 32 MiB). The daemon serves from memory and reads the
 /// store only to recover (once, in order), to list events and invoices (admin calls) and in the
-/// janitor's pass over every segment key — a scan that only fills the cache with blocks read
-/// once (9.5 MB of it 8 s after loading 1M customers; 65 s after, past the janitor's first
-/// pass, the live heap was 27 MB larger with the default than with this cap).
+/// janitor's passes over every segment key — scans that only fill the cache with blocks read
+/// once (9.5 MB of it 8 s after loading 1M customers; 65 s after, past what was then the
+/// janitor's first pass, the live heap was 27 MB larger with the default than with this cap).
 pub const CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// fjall's flush/compaction threads. Its default is min(cores, 4), 2 here, and its worker 0
