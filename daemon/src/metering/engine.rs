@@ -30,7 +30,7 @@ pub struct ShardCore {
     /// lazy deletion: an entry left by a period that ended early (a request's close on touch, a
     /// manual close, a plan change) stays until it surfaces and is skipped then. One 16-byte entry
     /// per customer in one allocation, where an ordered set cost a share of a B-tree node each.
-    period_ends: BinaryHeap<Reverse<(u64, Slot)>>,
+    period_ends: BinaryHeap<Reverse<DueEntry>>,
     idempotency: IdempotencyLog,
     billing: BillingTerms,
     changes: Changes,
@@ -232,9 +232,10 @@ impl ShardCore {
         self.compact_period_ends();
         let mut closed = 0;
         while closed < limit {
-            let Some(&Reverse((end_ms, slot))) = self.period_ends.peek() else {
+            let Some(&Reverse(entry)) = self.period_ends.peek() else {
                 break;
             };
+            let (end_ms, slot) = (entry.end_ms(), entry.slot);
             if end_ms > now_ms {
                 break;
             }
@@ -280,7 +281,7 @@ impl ShardCore {
                 self.changes.invoices.push(invoice);
             }
             self.period_ends
-                .push(Reverse((customer.period_end_ms, slot)));
+                .push(Reverse(DueEntry::new(customer.period_end_ms, slot)));
             self.changes.customers.insert(slot);
             self.did_touch_change = true;
         }
@@ -535,7 +536,8 @@ impl ShardCore {
         let view = invoice.view();
         self.changes.invoices.push(invoice);
         self.changes.customers.insert(slot);
-        self.period_ends.push(Reverse((next_end, slot)));
+        self.period_ends
+            .push(Reverse(DueEntry::new(next_end, slot)));
         Ok(view)
     }
 
@@ -562,7 +564,8 @@ impl ShardCore {
             .insert(customer)
             .unwrap_or_else(|_| unreachable!("the id was just looked up"));
         self.changes.customers.insert(slot);
-        self.period_ends.push(Reverse((period_end_ms, slot)));
+        self.period_ends
+            .push(Reverse(DueEntry::new(period_end_ms, slot)));
         Ok(view)
     }
 
@@ -588,7 +591,8 @@ impl ShardCore {
         let dropped = customer.start_plan(plan, now_ms);
         let view = customer.view();
         self.changes.invoices.push(invoice);
-        self.period_ends.push(Reverse((view.period_end_ms, slot)));
+        self.period_ends
+            .push(Reverse(DueEntry::new(view.period_end_ms, slot)));
         for hold in dropped {
             self.hold_owners.remove(&hold);
         }
@@ -689,11 +693,34 @@ impl ShardCore {
 }
 
 /// The due-period heap with exactly one entry per customer (built in linear time).
-fn period_ends_of(customers: &CustomerTable) -> BinaryHeap<Reverse<(u64, Slot)>> {
+fn period_ends_of(customers: &CustomerTable) -> BinaryHeap<Reverse<DueEntry>> {
     customers
         .iter()
-        .map(|(slot, customer)| Reverse((customer.period_end_ms, slot)))
+        .map(|(slot, customer)| Reverse(DueEntry::new(customer.period_end_ms, slot)))
         .collect()
+}
+
+/// A due-period heap entry, ordered as `(period end, slot)`: 12 bytes where the tuple `(u64,
+/// Slot)` takes 16 (padded to the u64's alignment) — the heap holds one per customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct DueEntry {
+    end_ms_high: u32,
+    end_ms_low: u32,
+    slot: Slot,
+}
+
+impl DueEntry {
+    fn new(end_ms: u64, slot: Slot) -> Self {
+        Self {
+            end_ms_high: (end_ms >> 32) as u32,
+            end_ms_low: end_ms as u32,
+            slot,
+        }
+    }
+
+    fn end_ms(self) -> u64 {
+        (u64::from(self.end_ms_high) << 32) | u64::from(self.end_ms_low)
+    }
 }
 
 /// What an idempotency key lookup found.
@@ -1109,6 +1136,35 @@ mod tests {
         assert_eq!(view.balance_units, 9_700);
         assert_eq!(view.period_start_ms, T0 + 5);
         assert!(view.usage.iter().all(|u| u.used == 0));
+    }
+
+    proptest! {
+        /// The packed heap entry orders exactly as `(end, slot)` and gives its end back.
+        #[test]
+        fn a_due_entry_orders_as_its_end_then_slot(a in (any::<u64>(), any::<u32>()), b in (any::<u64>(), any::<u32>())) {
+            let (x, y) = (DueEntry::new(a.0, a.1), DueEntry::new(b.0, b.1));
+            prop_assert_eq!(x.cmp(&y), a.cmp(&b));
+            prop_assert_eq!((x.end_ms(), x.slot), a);
+        }
+    }
+
+    #[test]
+    fn a_due_entry_takes_twelve_bytes_and_orders_across_its_halves() {
+        assert_eq!(std::mem::size_of::<Reverse<DueEntry>>(), 12);
+        let ordered = [
+            (5, 1),
+            (5, 2),
+            (u32::MAX as u64, 0),
+            (1 << 32, 0),
+            ((1 << 32) + 1, 0),
+        ];
+        for pair in ordered.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            assert!(
+                DueEntry::new(a.0, a.1) < DueEntry::new(b.0, b.1),
+                "{a:?} < {b:?}"
+            );
+        }
     }
 
     proptest! {
