@@ -625,6 +625,14 @@ impl ShardCore {
         };
         let billing = self.billing;
         let (slot, customer) = self.touch(now_ms, &t.customer)?;
+        let Some(number) = customer.transactions_made.checked_add(1) else {
+            return Err(TallyError::InvalidRequest {
+                reason: format!(
+                    "customer `{}` has made {} top-ups, the most one customer can",
+                    t.customer, customer.transactions_made
+                ),
+            });
+        };
         let (gross_units, credits_added, balance_added_units) =
             match (customer.plan.terms, t.amount) {
                 (
@@ -658,11 +666,11 @@ impl ShardCore {
                 }
             };
         customer.seq += 1;
-        customer.transactions_made += 1;
+        customer.transactions_made = number;
         let settlement = billing.settle(gross_units);
         let transaction = Transaction {
             customer: t.customer.clone(),
-            number: customer.transactions_made,
+            number: u64::from(number),
             kind: u8::from(matches!(t.amount, TopUpAmount::Units(_))),
             at_ms: now_ms,
             quantity: value,
@@ -1136,6 +1144,25 @@ mod tests {
         assert_eq!(view.balance_units, 9_700);
         assert_eq!(view.period_start_ms, T0 + 5);
         assert!(view.usage.iter().all(|u| u.used == 0));
+    }
+
+    #[test]
+    fn a_top_up_past_the_last_transaction_number_is_refused_and_changes_nothing() {
+        let mut core = core();
+        create(&mut core, "pics", "images");
+        let outcome = top_up(&mut core, "pics", TopUpAmount::Packs(1), None).unwrap();
+        assert_eq!(outcome.transaction.number, 1);
+        let slot = core.customers.slot_of("pics").unwrap();
+        core.customers.at_mut(slot).transactions_made = u32::MAX - 1;
+        let last = top_up(&mut core, "pics", TopUpAmount::Packs(1), None).unwrap();
+        assert_eq!(last.transaction.number, u64::from(u32::MAX));
+        let before = core.customers.at(slot).clone();
+        let refused = top_up(&mut core, "pics", TopUpAmount::Packs(1), None).unwrap_err();
+        assert!(
+            matches!(&refused, TallyError::InvalidRequest { reason } if reason.contains("top-ups")),
+            "{refused:?}"
+        );
+        assert_eq!(core.customers.at(slot), &before);
     }
 
     proptest! {

@@ -184,7 +184,7 @@ fn stored_customer(customer: &Customer) -> StoredCustomer {
         balance_units: customer.balance_units,
         next_hold: customer.next_hold,
         invoices_issued: customer.invoices_issued,
-        transactions_made: customer.transactions_made,
+        transactions_made: u64::from(customer.transactions_made),
         holds: customer
             .holds
             .iter()
@@ -253,7 +253,15 @@ pub fn decode_customer(
             .collect(),
         next_hold: stored.next_hold.to_native(),
         invoices_issued: stored.invoices_issued.to_native(),
-        transactions_made: stored.transactions_made.to_native(),
+        transactions_made: u32::try_from(stored.transactions_made.to_native()).map_err(|_| {
+            RecordError::Corrupt {
+                what: "customer",
+                reason: format!(
+                    "customer `{}` counts {} transactions, more than a customer can make",
+                    stored.id, stored.transactions_made
+                ),
+            }
+        })?,
     };
     // A feature the plan no longer has is dropped: nothing could read or bill it any more.
     for entry in stored.usage.iter() {
@@ -478,4 +486,31 @@ pub fn decode_key(bytes: &[u8]) -> Result<IdempotencyKey, RecordError> {
         what: "idempotency key",
         reason: format!("the key is {} bytes, not 16", bytes.len()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, DEFAULT_CONFIG_TOML};
+    use std::path::Path;
+
+    #[test]
+    fn a_row_counting_more_transactions_than_a_customer_can_make_is_corrupt() {
+        let catalogue = Config::parse(DEFAULT_CONFIG_TOML, Path::new("."), "config.toml")
+            .unwrap()
+            .catalogue;
+        let customer = Customer::new("acme", catalogue.plan("wallet").unwrap().clone(), 5);
+        let mut stored = stored_customer(&customer);
+        stored.transactions_made = u64::from(u32::MAX);
+        let row = encode(&stored);
+        let back = decode_customer(&row, &catalogue, &mut AlignedVec::new()).unwrap();
+        assert_eq!(back.transactions_made, u32::MAX);
+        stored.transactions_made += 1;
+        let row = encode(&stored);
+        let error = decode_customer(&row, &catalogue, &mut AlignedVec::new()).unwrap_err();
+        assert!(
+            matches!(&error, RecordError::Corrupt { what: "customer", reason } if reason.contains("acme")),
+            "{error}"
+        );
+    }
 }
