@@ -5,8 +5,9 @@
 //! a burst — the server thread after a bulk load, the committer, the checkpointer, the janitor
 //! after a pass — would keep its pages resident for as long as it stays quiet. So each of them
 //! calls [`release_idle`] once it has been quiet for [`QUIET_AFTER`] (the server thread at each
-//! shard sweep that found nothing handled). A busy thread never calls it: its pages are reused,
-//! and purging them would only fault them back in (docs/performance.md, the purge delay).
+//! shard sweep that found nothing handled on the thread since the last). A busy thread never
+//! calls it: its pages are reused, and purging them would only fault them back in
+//! (docs/performance.md, the purge delay).
 //!
 //! What `release_idle` does is installed by the process that chose the allocator
 //! ([`configure_for_mimalloc`]); without one it does nothing (tests, other allocators).
@@ -14,9 +15,11 @@
 //! The same call turns transparent huge pages off for the process. mimalloc asks for them on
 //! its arenas, and a 2 MiB page stays resident whole however little of it is in use; with
 //! `khugepaged` collapsing sparse ranges back (max_ptes_none 511 here) the resident set crept up
-//! while the daemon sat idle. 1M customers: 345 B per customer 65 s after loading against 394
-//! B, and no throughput lost in same-sitting A/Bs (docs/performance.md).
+//! while the daemon sat idle. 1M customers, 65 s after loading: 362 B per customer (median of
+//! 3) against 394 (one run, same sitting), and no throughput lost in same-sitting A/Bs
+//! (docs/performance.md).
 
+use std::cell::Cell;
 use std::sync::mpsc::{Receiver, RecvError, RecvTimeoutError};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -84,15 +87,32 @@ pub fn recv_or_when_quiet<T>(
     }
 }
 
-/// Tells a periodic task on a busy thread whether the thread was quiet since the last tick.
+thread_local! {
+    /// Messages handled on this thread so far, by any of its shards.
+    static THREAD_WORK: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Counts a message handled on the calling thread.
+pub fn note_work() {
+    THREAD_WORK.with(|work| work.set(work.get() + 1));
+}
+
+/// Messages handled on the calling thread so far ([`note_work`]): what a shard's [`QuietWatch`]
+/// reads, so that a quiet shard beside a busy one on the same thread does not collect the busy
+/// thread's pages.
+pub fn thread_work() -> u64 {
+    THREAD_WORK.with(Cell::get)
+}
+
+/// Tells a periodic task whether its thread was quiet since the task's last tick.
 #[derive(Debug, Default)]
 pub struct QuietWatch {
     handled_at_last_tick: u64,
 }
 
 impl QuietWatch {
-    /// `handled` is the count of messages handled so far: `true` if it did not move since the
-    /// previous tick.
+    /// `handled` is the count of messages handled so far ([`thread_work`]): `true` if it did
+    /// not move since the previous tick.
     pub fn tick(&mut self, handled: u64) -> bool {
         let quiet = handled == self.handled_at_last_tick;
         self.handled_at_last_tick = handled;
@@ -113,6 +133,20 @@ mod tests {
         assert!(watch.tick(3));
         assert!(!watch.tick(4));
         assert!(watch.tick(4));
+    }
+
+    #[test]
+    fn work_is_counted_per_thread() {
+        let before = thread_work();
+        note_work();
+        note_work();
+        assert_eq!(thread_work(), before + 2);
+        let elsewhere = std::thread::spawn(|| {
+            note_work();
+            thread_work()
+        });
+        assert_eq!(elsewhere.join().unwrap(), 1);
+        assert_eq!(thread_work(), before + 2);
     }
 
     #[test]

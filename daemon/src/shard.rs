@@ -113,7 +113,8 @@ pub struct Shard {
     /// Messages sent to this shard and not yet handled (the router adds, the shard subtracts).
     depth: Arc<AtomicU64>,
     handled: u64,
-    /// Whether a sweep found nothing handled since the last: then the thread gives back pages.
+    /// Whether a sweep found nothing handled on this thread since the last: then the thread
+    /// gives its free pages back.
     quiet: QuietWatch,
     activity: Activity,
 }
@@ -145,6 +146,7 @@ impl Shard {
     /// Counts a message taken off the mailbox.
     fn took_message(&mut self) {
         self.handled += 1;
+        memory::note_work();
         self.depth.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -198,7 +200,7 @@ impl Actor for Shard {
             shard.core.purge_keys(now_ms);
             shard.core.expire_holds(now_ms);
             shard.close_due_periods(ctx);
-            if shard.quiet.tick(shard.handled) {
+            if shard.quiet.tick(memory::thread_work()) {
                 memory::release_idle();
             }
         });

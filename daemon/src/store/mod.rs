@@ -776,6 +776,8 @@ impl Store {
         if self.faults.is_failing() {
             return Err(StoreError::InjectedFault);
         }
+        // `write_buffer_size` and `rotate_memtable_and_wait` are fjall's doc-hidden API (the
+        // shutdown flush uses the latter too); Cargo.lock pins the version they were read from.
         if self.db.write_buffer_size() < min_bytes {
             return Ok(false);
         }
