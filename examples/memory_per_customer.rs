@@ -2,7 +2,9 @@
 //! creates N customers on the `wallet` plan (three usage features) and reports once on each
 //! feature of each (so every counter exists), then measures again. The difference over N is the
 //! cost of a customer, fjall's memtables and caches included (they are bounded, so they weigh
-//! less per customer as N grows). The client's own buffers are in the figure too (small).
+//! less per customer as N grows). The client's own buffers are in the figure too (small). Each
+//! line also gives the bytes live in the allocator per customer (counted by a wrapper around
+//! mimalloc): the rest of the resident figure is what the allocator holds beyond them.
 //! It measures just loaded (checkpoints and flushes of the load still under way), then again
 //! after each idle time given (default 5 s: past the quiet threads' memtable flush and page
 //! collects, 1 s after their last work; and 65 s, which once included the janitor's first pass
@@ -10,6 +12,8 @@
 //!
 //! Run: `cargo run --release --example memory_per_customer -- 1000000 [idle_secs...]`
 
+use std::alloc::{GlobalAlloc, Layout};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,10 +23,41 @@ use tally_daemon::{Daemon, SystemClock};
 use tally_protocol::message::{BatchItemResult, ReportItem, Role};
 use tally_protocol::Client;
 
-/// The same allocator as `tallyd`: the daemon runs in this process, and its footprint depends on
-/// the allocator as much as on its structures.
+/// The same allocator as `tallyd` (the daemon runs in this process, and its footprint depends
+/// on the allocator as much as on its structures), counting the bytes live in it: resident minus
+/// live is what the allocator holds beyond what the program uses.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: Counting = Counting(AtomicI64::new(0));
+
+struct Counting(AtomicI64);
+
+// SAFETY: every call is passed to mimalloc unchanged; the counter only adds and subtracts sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.0.fetch_add(layout.size() as i64, Ordering::Relaxed);
+        mimalloc::MiMalloc.alloc(layout)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        self.0.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        mimalloc::MiMalloc.dealloc(ptr, layout)
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        self.0.fetch_add(layout.size() as i64, Ordering::Relaxed);
+        mimalloc::MiMalloc.alloc_zeroed(layout)
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        self.0
+            .fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
+        mimalloc::MiMalloc.realloc(ptr, layout, new_size)
+    }
+}
+
+fn live_bytes() -> u64 {
+    ALLOCATOR.0.load(Ordering::Relaxed).max(0) as u64
+}
 
 const FEATURES: [&str; 3] = ["gpt-4", "gpt-3.5", "embeddings"];
 
@@ -60,6 +95,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let client = runtime.block_on(Client::connect(client_config))?;
     let empty = resident_bytes()?;
+    let empty_live = live_bytes();
     let loading = Instant::now();
     runtime.block_on(async {
         seed_customers(&client, customers, "wallet").await?;
@@ -81,22 +117,25 @@ fn main() -> anyhow::Result<()> {
     })?;
     let loaded = resident_bytes()?;
     let per_customer = |resident: u64| resident.saturating_sub(empty) / customers as u64;
+    let live_per_customer = || live_bytes().saturating_sub(empty_live) / customers as u64;
     println!(
-        "{customers} customers × {} features loaded in {:.1} s; resident {} MiB empty, {} MiB loaded: {} bytes per customer above the empty daemon",
+        "{customers} customers × {} features loaded in {:.1} s; resident {} MiB empty, {} MiB loaded: {} bytes per customer above the empty daemon ({} live)",
         FEATURES.len(),
         loading.elapsed().as_secs_f64(),
         empty / (1 << 20),
         loaded / (1 << 20),
-        per_customer(loaded)
+        per_customer(loaded),
+        live_per_customer()
     );
     let idle = Instant::now();
     for mark in marks {
         std::thread::sleep(std::time::Duration::from_secs(mark).saturating_sub(idle.elapsed()));
         let settled = resident_bytes()?;
         println!(
-            "after {mark} s idle: resident {} MiB: {} bytes per customer above the empty daemon",
+            "after {mark} s idle: resident {} MiB: {} bytes per customer above the empty daemon ({} live)",
             settled / (1 << 20),
-            per_customer(settled)
+            per_customer(settled),
+            live_per_customer()
         );
     }
     drop(client);
