@@ -20,8 +20,8 @@ pub const JANITOR_INTERVAL: Duration = Duration::from_millis(200);
 /// within a checkpoint's few seconds of it; retention is counted in days), and after an error.
 pub const JANITOR_PASS_INTERVAL: Duration = Duration::from_secs(60);
 /// The longest pause between passes, whatever the schedule says (see [`PassSchedule`]). A pass
-/// over 3M segment keys reads for a minute; one a minute cost ~7% of a core under a sustained
-/// write load and refilled fjall's block cache.
+/// over 3M segment keys is 300 chunks, a minute of pauses alone; passes back to back cost ~7%
+/// of a core under a sustained write load, and each refills fjall's block cache.
 pub const JANITOR_PASS_INTERVAL_MAX: Duration = Duration::from_secs(3_600);
 /// Event segments examined per chunk.
 pub const JANITOR_KEYS_PER_CHUNK: usize = 10_000;
