@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tally::driver::{customer, seed_customers};
+use tally_daemon::allocator::TallyAllocator;
 use tally_daemon::config::{Config, Durability};
 use tally_daemon::{Daemon, SystemClock};
 use tally_protocol::message::{BatchItemResult, ReportItem, Role};
@@ -31,27 +32,28 @@ static ALLOCATOR: Counting = Counting(AtomicI64::new(0));
 
 struct Counting(AtomicI64);
 
-// SAFETY: every call is passed to mimalloc unchanged; the counter only adds and subtracts sizes.
+// SAFETY: every call is passed to `tallyd`'s allocator unchanged; the counter only adds and
+// subtracts sizes.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         self.0.fetch_add(layout.size() as i64, Ordering::Relaxed);
-        mimalloc::MiMalloc.alloc(layout)
+        TallyAllocator.alloc(layout)
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         self.0.fetch_sub(layout.size() as i64, Ordering::Relaxed);
-        mimalloc::MiMalloc.dealloc(ptr, layout)
+        TallyAllocator.dealloc(ptr, layout)
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         self.0.fetch_add(layout.size() as i64, Ordering::Relaxed);
-        mimalloc::MiMalloc.alloc_zeroed(layout)
+        TallyAllocator.alloc_zeroed(layout)
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         self.0
             .fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
-        mimalloc::MiMalloc.realloc(ptr, layout, new_size)
+        TallyAllocator.realloc(ptr, layout, new_size)
     }
 }
 
@@ -94,6 +96,9 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let client = runtime.block_on(Client::connect(client_config))?;
+    // What a quiet daemon does 1 s after its last work (`memory::release_idle`): start-up's
+    // freed large blocks are not part of the empty daemon.
+    tally_daemon::allocator::release_cached();
     let empty = resident_bytes()?;
     let empty_live = live_bytes();
     let loading = Instant::now();

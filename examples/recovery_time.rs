@@ -18,7 +18,7 @@ use tally_protocol::Client;
 
 /// The same allocator as `tallyd`: recovery allocates a customer's state per row.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tally_daemon::allocator::TallyAllocator = tally_daemon::allocator::TallyAllocator;
 
 const BATCH: usize = 1_000;
 

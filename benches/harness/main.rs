@@ -4,7 +4,7 @@ use clap::Parser;
 
 /// The same allocator as `tallyd`, so a `--spawn`ed daemon runs as it would in production.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tally_daemon::allocator::TallyAllocator = tally_daemon::allocator::TallyAllocator;
 
 fn main() -> anyhow::Result<()> {
     let args = tally::driver::Args::parse();

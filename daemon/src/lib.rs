@@ -14,6 +14,7 @@
 //! recovers every customer, hold and idempotency key from the store before serving.
 
 pub mod activity;
+pub mod allocator;
 pub mod clock;
 pub mod committer;
 pub mod config;

@@ -10,9 +10,10 @@ use tally_daemon::{Daemon, SystemClock};
 use tally_protocol::message::Role;
 
 /// mimalloc instead of glibc's malloc: the hot path allocates small short-lived buffers on
-/// several threads, where glibc spent more time than the daemon's own code (docs/performance.md).
+/// several threads, where glibc spent more time than the daemon's own code (docs/performance.md);
+/// large blocks get mappings of their own (`allocator`: what stays resident is what is in use).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tally_daemon::allocator::TallyAllocator = tally_daemon::allocator::TallyAllocator;
 
 /// Tally: usage metering and entitlements for AI products.
 #[derive(Parser)]

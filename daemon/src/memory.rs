@@ -62,6 +62,7 @@ extern "C" {
 fn mimalloc_collect() {
     // SAFETY: `mi_collect` takes no pointers and may be called from any thread at any time.
     unsafe { mi_collect(false) }
+    crate::allocator::release_cached();
 }
 
 /// The next message on `channel`; if none comes within [`QUIET_AFTER`], gives the thread's free

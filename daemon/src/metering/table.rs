@@ -17,9 +17,14 @@ use super::customer::Customer;
 /// Where a customer lives in its shard's table; stable for the life of the shard.
 pub type Slot = u32;
 
-/// Customers per chunk: small enough that a half-empty last chunk is noise, large enough that the
-/// chunk list stays short.
-const CHUNK: usize = 1024;
+/// Bytes per chunk: small enough that a half-empty last chunk is noise, large enough that the
+/// chunk list stays short — and a power of two, because allocators round a block up to a size
+/// class: mimalloc's classes are 4 per doubling (128, 160, 192, 224 KiB), so 1,024 customers of
+/// 144 B (144 KiB) took a 160-KiB block each, 16 B per customer never used.
+const CHUNK_BYTES: usize = 128 * 1024;
+
+/// Customers per chunk: as many as fit in [`CHUNK_BYTES`].
+const CHUNK: usize = CHUNK_BYTES / std::mem::size_of::<Customer>();
 
 /// Customers in slot order, in chunks that never move; on their own (not yet indexed) they are
 /// what recovery reads back for a shard.
