@@ -135,7 +135,8 @@ pub fn cached_bytes() -> usize {
     cache().bytes
 }
 
-/// A mapping for a block of `size` bytes (a kept one if there is one, resized), or null.
+/// A mapping for a block of `size` bytes (a kept one if there is one, resized), or null; its
+/// bytes are whatever they were.
 fn map(size: usize) -> *mut u8 {
     let len = mapping_len(size);
     let kept = cache().take(len);
@@ -152,6 +153,11 @@ fn map(size: usize) -> *mut u8 {
         // SAFETY: as above; it failed to resize, so it is still whole.
         unsafe { unmap(address, kept_len) };
     }
+    map_fresh(len)
+}
+
+/// A new mapping of `len` bytes, zero and not resident until written, or null.
+fn map_fresh(len: usize) -> *mut u8 {
     // SAFETY: a new anonymous mapping at an address the kernel picks touches no existing memory.
     let address = unsafe {
         libc::mmap(
@@ -206,14 +212,9 @@ unsafe impl GlobalAlloc for TallyAllocator {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if own_mapping(layout.size(), layout.align()) {
-            let ptr = map(layout.size());
-            if !ptr.is_null() {
-                // A fresh mapping is zero already, a reused one is not; which one this is, only
-                // the cache knew. Large zeroed blocks are rare.
-                // SAFETY: the mapping is at least `layout.size()` long and ours.
-                unsafe { ptr.write_bytes(0, layout.size()) };
-            }
-            ptr
+            // Not a kept one: zeroing it would make every page resident, where a fresh mapping
+            // is zero and resident only where written (a histogram's counts, a sparse table).
+            map_fresh(mapping_len(layout.size()))
         } else {
             // SAFETY: the caller's contract for `alloc_zeroed` is mimalloc's.
             unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
@@ -313,12 +314,22 @@ mod tests {
             fill(ptr, first.size());
             allocator.dealloc(ptr, first);
             assert_eq!(cached_bytes(), mapping_len(first.size()));
-            // Same class, a little smaller: the same mapping, zeroed when asked.
+            // A zeroed block is a fresh mapping (zero, resident only where written).
+            let zeroed = allocator.alloc_zeroed(first);
+            assert_ne!(zeroed, ptr);
+            assert!((0..first.size()).all(|i| zeroed.add(i).read() == 0));
+            assert_eq!(cached_bytes(), mapping_len(first.size()));
+            allocator.dealloc(zeroed, first);
+            // Same class, a little smaller: a kept mapping, as it was.
+            release_cached();
+            let ptr = allocator.alloc(first);
+            fill(ptr, first.size());
+            allocator.dealloc(ptr, first);
             let second = Layout::from_size_align((3 << 20) - 1000, 8).unwrap();
-            let again = allocator.alloc_zeroed(second);
+            let again = allocator.alloc(second);
             assert_eq!(again, ptr);
             assert_eq!(cached_bytes(), 0);
-            assert!((0..second.size()).all(|i| again.add(i).read() == 0));
+            assert!(holds_fill(again, second.size()));
             allocator.dealloc(again, second);
             release_cached();
             assert_eq!(cached_bytes(), 0);

@@ -235,12 +235,12 @@ impl ShardCore {
             let Some(&Reverse(entry)) = self.period_ends.peek() else {
                 break;
             };
-            let (end_ms, slot) = (entry.end_ms(), entry.slot);
-            if end_ms > now_ms {
+            if entry.due_ms() > now_ms {
                 break;
             }
             self.period_ends.pop();
-            if self.customers.at(slot).period_end_ms != end_ms {
+            let slot = entry.slot;
+            if DueEntry::new(self.customers.at(slot).period_end_ms, slot) != entry {
                 continue; // a period that ended early; its customer has a newer entry
             }
             self.touch_slot(now_ms, slot);
@@ -708,26 +708,26 @@ fn period_ends_of(customers: &CustomerTable) -> BinaryHeap<Reverse<DueEntry>> {
         .collect()
 }
 
-/// A due-period heap entry, ordered as `(period end, slot)`: 12 bytes where the tuple `(u64,
-/// Slot)` takes 16 (padded to the u64's alignment) — the heap holds one per customer.
+/// A due-period heap entry, ordered as `(due second, slot)`: 8 bytes where `(u64, Slot)` takes
+/// 16 (padded to the u64's alignment) — the heap holds one per customer. The period's end is
+/// rounded up to the second: the sweep runs once a second, so it closes an idle customer's
+/// period as soon as it would have (a request closes its customer's ended periods itself,
+/// whatever the heap says). Ends past 2106 (u32 seconds) are due when the sweep reaches that.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct DueEntry {
-    end_ms_high: u32,
-    end_ms_low: u32,
+    due_s: u32,
     slot: Slot,
 }
 
 impl DueEntry {
     fn new(end_ms: u64, slot: Slot) -> Self {
-        Self {
-            end_ms_high: (end_ms >> 32) as u32,
-            end_ms_low: end_ms as u32,
-            slot,
-        }
+        let due_s = u32::try_from(end_ms.div_ceil(1000)).unwrap_or(u32::MAX);
+        Self { due_s, slot }
     }
 
-    fn end_ms(self) -> u64 {
-        (u64::from(self.end_ms_high) << 32) | u64::from(self.end_ms_low)
+    /// When the entry is due: at or after its period's end.
+    fn due_ms(self) -> u64 {
+        u64::from(self.due_s) * 1000
     }
 }
 
@@ -1166,24 +1166,31 @@ mod tests {
     }
 
     proptest! {
-        /// The packed heap entry orders exactly as `(end, slot)` and gives its end back.
+        /// The packed heap entry orders as `(end, slot)` up to the second its end rounds up to,
+        /// and is due at or after its end, within a second of it.
         #[test]
-        fn a_due_entry_orders_as_its_end_then_slot(a in (any::<u64>(), any::<u32>()), b in (any::<u64>(), any::<u32>())) {
+        fn a_due_entry_orders_as_its_end_then_slot(a in (0..4_000_000_000_000u64, any::<u32>()), b in (0..4_000_000_000_000u64, any::<u32>())) {
             let (x, y) = (DueEntry::new(a.0, a.1), DueEntry::new(b.0, b.1));
-            prop_assert_eq!(x.cmp(&y), a.cmp(&b));
-            prop_assert_eq!((x.end_ms(), x.slot), a);
+            if a.0.div_ceil(1000) != b.0.div_ceil(1000) {
+                prop_assert_eq!(x.cmp(&y), a.0.cmp(&b.0));
+            } else {
+                prop_assert_eq!(x.cmp(&y), a.1.cmp(&b.1));
+            }
+            prop_assert!(x.due_ms() >= a.0 && x.due_ms() < a.0 + 1000);
+            prop_assert_eq!(x.slot, a.1);
         }
     }
 
     #[test]
-    fn a_due_entry_takes_twelve_bytes_and_orders_across_its_halves() {
-        assert_eq!(std::mem::size_of::<Reverse<DueEntry>>(), 12);
+    fn a_due_entry_takes_eight_bytes_and_saturates_past_its_range() {
+        assert_eq!(std::mem::size_of::<Reverse<DueEntry>>(), 8);
         let ordered = [
-            (5, 1),
-            (5, 2),
-            (u32::MAX as u64, 0),
-            (1 << 32, 0),
-            ((1 << 32) + 1, 0),
+            (0, 7),
+            (1, 1),
+            (1000, 2),
+            (1001, 0),
+            (1001, 1),
+            (u64::MAX, 0),
         ];
         for pair in ordered.windows(2) {
             let (a, b) = (pair[0], pair[1]);
@@ -1192,6 +1199,10 @@ mod tests {
                 "{a:?} < {b:?}"
             );
         }
+        assert_eq!(
+            DueEntry::new(u64::MAX, 3).due_ms(),
+            u64::from(u32::MAX) * 1000
+        );
     }
 
     proptest! {
