@@ -36,9 +36,10 @@ pub fn release_idle() {
     }
 }
 
-/// For processes whose `#[global_allocator]` is `mimalloc::MiMalloc`: makes [`release_idle`]
-/// ask mimalloc to collect the calling thread's heap (without forcing: pages still in use
-/// stay), and turns transparent huge pages off for the process (call it first thing in `main`).
+/// For processes whose `#[global_allocator]` is [`crate::allocator::TallyAllocator`] (mimalloc
+/// below its large blocks): makes [`release_idle`] ask mimalloc to collect the calling thread's
+/// heap (without forcing: pages still in use stay) and unmap the freed large mappings kept for
+/// reuse, and turns transparent huge pages off for the process (call it first thing in `main`).
 /// Fails only if the kernel refuses the latter (then memory is as before, nothing else).
 pub fn configure_for_mimalloc() -> std::io::Result<()> {
     // A second call (a harness starting several daemons) keeps the first: the same fn.

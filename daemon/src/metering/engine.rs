@@ -26,9 +26,10 @@ pub struct ShardCore {
     /// The slot of each open hold's customer.
     hold_owners: HashMap<u64, Slot>,
     hold_expiry: BTreeSet<(u64, u64)>,
-    /// `(period_end_ms, slot)` of every customer's current period, soonest first. A heap with
-    /// lazy deletion: an entry left by a period that ended early (a request's close on touch, a
-    /// manual close, a plan change) stays until it surfaces and is skipped then. One 12-byte entry
+    /// `(period end, slot)` of every customer's current period, soonest first (the end rounded
+    /// up to the second: [`DueEntry`]). A heap with lazy deletion: an entry left by a period that
+    /// ended early (a request's close on touch, a manual close, a plan change) stays until it
+    /// surfaces and is skipped then. One 8-byte entry
     /// per customer in one allocation, where an ordered set cost a share of a B-tree node each.
     period_ends: BinaryHeap<Reverse<DueEntry>>,
     idempotency: IdempotencyLog,
