@@ -4,7 +4,7 @@
 //! cost of a customer, fjall's memtables and caches included (they are bounded, so they weigh
 //! less per customer as N grows). The client's own buffers are in the figure too (small). Each
 //! line also gives the bytes live in the allocator per customer (counted by a wrapper around
-//! mimalloc): the rest of the resident figure is what the allocator holds beyond them.
+//! `tallyd`'s allocator): the rest of the resident figure is what the allocator holds beyond them.
 //! It measures just loaded (checkpoints and flushes of the load still under way), then again
 //! after each idle time given (default 5 s: past the quiet threads' memtable flush and page
 //! collects, 1 s after their last work; and 65 s, which once included the janitor's first pass

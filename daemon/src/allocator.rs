@@ -4,11 +4,11 @@
 //! gives a page back only once every block in it is free. A load leaves a few long-lived large
 //! blocks (fjall's pinned filter and index blocks, a reused serialization buffer, a table chunk)
 //! among the page's short-lived ones (commit records, batch frames, flush buffers), so each such
-//! page stays resident whole. Measured with mimalloc's own page census after loading 1M
-//! customers: ~60 MiB of large-class pages resident around ~15 MiB in use — 60 B per customer of
-//! the 200 the daemon may spend (docs/performance.md). A block of [`OWN_MAPPING_MIN`] or more is
-//! mapped on its own, so what stays resident is what is in use; smaller blocks, most of the hot
-//! path's, stay with mimalloc.
+//! page stays resident whole. Measured with mimalloc's own page census 20 s after loading 1M
+//! customers: ~70 MiB of large-class pages resident around ~17 MiB in use, over 50 B per
+//! customer of the 200 the daemon may spend (docs/performance.md). A block of
+//! [`OWN_MAPPING_MIN`] or more is mapped on its own, so what stays resident is what is in use;
+//! smaller blocks, most of the hot path's, stay with mimalloc.
 //!
 //! A batch of 1,000 reports passes through several large short-lived buffers; mapping and
 //! unmapping each (and faulting its pages in afresh) cost a fifth of the batch throughput. So a
