@@ -711,9 +711,9 @@ fn period_ends_of(customers: &CustomerTable) -> BinaryHeap<Reverse<DueEntry>> {
 
 /// A due-period heap entry, ordered as `(due second, slot)`: 8 bytes where `(u64, Slot)` takes
 /// 16 (padded to the u64's alignment) — the heap holds one per customer. The period's end is
-/// rounded up to the second: the sweep runs once a second, so it closes an idle customer's
-/// period as soon as it would have (a request closes its customer's ended periods itself,
-/// whatever the heap says). Ends past 2106 (u32 seconds) are due when the sweep reaches that.
+/// rounded up to the second: the sweep runs once a second, so an idle customer's period closes
+/// at most one sweep later than with the exact end (a request closes its customer's ended
+/// periods itself, whatever the heap says). Ends past 2106 (u32 seconds) are due then.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct DueEntry {
     due_s: u32,
