@@ -131,7 +131,8 @@ pub fn release_cached() {
 }
 
 /// Bytes of freed mappings kept for reuse right now.
-pub fn cached_bytes() -> usize {
+#[cfg(test)]
+fn cached_bytes() -> usize {
     cache().bytes
 }
 
@@ -144,16 +145,35 @@ fn map(size: usize) -> *mut u8 {
         if kept_len == len {
             return address;
         }
-        // SAFETY: a kept mapping is a whole mapping of ours that no block uses. Shrinking
-        // stays in place; growing may move it (its pages, not their bytes).
-        let resized = unsafe { libc::mremap(address.cast(), kept_len, len, libc::MREMAP_MAYMOVE) };
-        if resized != libc::MAP_FAILED {
-            return resized.cast();
+        // SAFETY: a kept mapping is a whole mapping of ours that no block uses.
+        let resized = unsafe { remap(address, kept_len, len) };
+        if !resized.is_null() {
+            return resized;
         }
         // SAFETY: as above; it failed to resize, so it is still whole.
         unsafe { unmap(address, kept_len) };
     }
     map_fresh(len)
+}
+
+/// The mapping resized to `new_len`, or null (and the mapping as it was) if the kernel refuses.
+///
+/// # Safety
+/// `ptr` and `old_len` are one whole mapping of ours; the caller's `ptr` is invalid afterwards
+/// unless this returns null.
+unsafe fn remap(ptr: *mut u8, old_len: usize, new_len: usize) -> *mut u8 {
+    // SAFETY: per the caller. Shrinking stays in place; growing may move the mapping (its pages,
+    // not their bytes).
+    let moved = unsafe { libc::mremap(ptr.cast(), old_len, new_len, libc::MREMAP_MAYMOVE) };
+    null_if_failed(moved)
+}
+
+fn null_if_failed(address: *mut libc::c_void) -> *mut u8 {
+    if address == libc::MAP_FAILED {
+        std::ptr::null_mut()
+    } else {
+        address.cast()
+    }
 }
 
 /// A new mapping of `len` bytes, zero and not resident until written, or null.
@@ -169,11 +189,7 @@ fn map_fresh(len: usize) -> *mut u8 {
             0,
         )
     };
-    if address == libc::MAP_FAILED {
-        std::ptr::null_mut()
-    } else {
-        address.cast()
-    }
+    null_if_failed(address)
 }
 
 /// # Safety
@@ -244,16 +260,9 @@ unsafe impl GlobalAlloc for TallyAllocator {
                 if old_len == new_len {
                     return ptr;
                 }
-                // SAFETY: `ptr` is a whole mapping of `old_len` bytes; the kernel moves it (its
-                // pages, not their bytes) if it cannot grow in place; the caller's `ptr` is
-                // invalid afterwards either way.
-                let moved =
-                    unsafe { libc::mremap(ptr.cast(), old_len, new_len, libc::MREMAP_MAYMOVE) };
-                if moved == libc::MAP_FAILED {
-                    std::ptr::null_mut()
-                } else {
-                    moved.cast()
-                }
+                // SAFETY: `ptr` is a whole mapping of `old_len` bytes (a block of this layout);
+                // on null the caller keeps the old block, which `remap` left as it was.
+                unsafe { remap(ptr, old_len, new_len) }
             }
             _ => {
                 // SAFETY: `new_size` with the old alignment is a valid layout (the caller's
