@@ -2,7 +2,6 @@
 //! what a report charges, what a hold holds. Pure: time comes in as `now_ms`.
 
 use std::collections::BTreeMap;
-use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use compact_str::CompactString;
@@ -30,8 +29,9 @@ pub struct Customer {
     /// End (exclusive) of the current period.
     pub period_end_ms: u64,
     /// Units used this period, one counter per usage feature of the plan in the plan's order
-    /// ([`Plan::usage_slot`]): no feature names per customer.
-    pub usage: Counters,
+    /// ([`Plan::usage_slot`]): no feature names per customer. Read and written through
+    /// [`Customer::counters`]: a plan with more usage features keeps its counters in `holds`.
+    pub inline_usage: InlineCounters,
     /// Credits granted this period; spent before purchased credits.
     pub granted_credits: i64,
     /// Purchased credits; may go negative after plain reports.
@@ -53,95 +53,69 @@ pub struct Customer {
 /// Counters held inline: every plan in the shipped catalogue has at most this many usage features.
 const INLINE_COUNTERS: usize = 3;
 
-/// A customer's usage counters, indexed by the plan's usage slots. Up to [`INLINE_COUNTERS`] live
-/// inside the customer; more spill to the heap. Why inline: a million small boxes cost their
-/// allocator overhead and, allocated among short-lived request buffers, pin partly empty pages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Counters {
-    /// Counters for plans with few usage features; slots past the plan's count stay 0.
-    Inline([u64; INLINE_COUNTERS]),
-    /// Counters for plans with many usage features.
-    Spilled(Box<[u64]>),
-}
+/// A customer's usage counters when its plan has at most [`INLINE_COUNTERS`] usage features
+/// (slots past the plan's count stay 0). Why inline: a million small boxes cost their allocator
+/// overhead and, allocated among short-lived request buffers, pin partly empty pages. Why not an
+/// enum of these and a boxed slice: its tag took 8 bytes of every customer (issue 6's memory
+/// budget) to say what the plan already says; a plan with more usage features keeps all its
+/// counters in the [`Holds`] box instead, which most customers never allocate.
+pub type InlineCounters = [u64; INLINE_COUNTERS];
 
-impl Counters {
-    /// `count` counters at zero.
-    pub fn zeroed(count: usize) -> Self {
-        if count <= INLINE_COUNTERS {
-            Counters::Inline([0; INLINE_COUNTERS])
-        } else {
-            Counters::Spilled(vec![0; count].into_boxed_slice())
-        }
-    }
-}
-
-impl Deref for Counters {
-    type Target = [u64];
-
-    fn deref(&self) -> &[u64] {
-        match self {
-            Counters::Inline(counters) => counters,
-            Counters::Spilled(counters) => counters,
-        }
-    }
-}
-
-impl DerefMut for Counters {
-    fn deref_mut(&mut self) -> &mut [u64] {
-        match self {
-            Counters::Inline(counters) => counters,
-            Counters::Spilled(counters) => counters,
-        }
-    }
-}
-
-/// A customer's open holds by id. Most customers hold nothing, so the empty set is one null
-/// pointer rather than an empty map's three words (a million customers' worth of them).
+/// A customer's open holds by id and, in the same box, the usage counters of a plan with more
+/// than [`INLINE_COUNTERS`] usage features. Most customers have neither, so both cost one null
+/// pointer rather than an empty map's three words and a slice's two (a million customers' worth).
 #[derive(Debug, Clone, Default, PartialEq)]
-#[allow(clippy::box_collection)] // the box is the point: 8 bytes per customer instead of 24
-pub struct Holds(Option<Box<BTreeMap<u64, Hold>>>);
+pub struct Holds(Option<Box<Spare>>);
+
+/// What [`Holds`] boxes; never both empty.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Spare {
+    holds: BTreeMap<u64, Hold>,
+    /// A many-feature plan's counters; empty for a plan whose counters fit inline.
+    counters: Box<[u64]>,
+}
 
 impl Holds {
     /// How many are open.
     pub fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |holds| holds.len())
+        self.0.as_ref().map_or(0, |spare| spare.holds.len())
     }
 
     /// Whether none is open.
     pub fn is_empty(&self) -> bool {
-        self.0.is_none()
+        self.0.as_ref().is_none_or(|spare| spare.holds.is_empty())
     }
 
     /// The hold `id`.
     pub fn get(&self, id: u64) -> Option<&Hold> {
-        self.0.as_ref()?.get(&id)
+        self.0.as_ref()?.holds.get(&id)
     }
 
     /// Opens `hold` as `id`; returns a hold it replaced.
     pub fn insert(&mut self, id: u64, hold: Hold) -> Option<Hold> {
-        self.0.get_or_insert_default().insert(id, hold)
+        self.0.get_or_insert_default().holds.insert(id, hold)
     }
 
     /// Removes the hold `id`.
     pub fn remove(&mut self, id: u64) -> Option<Hold> {
-        let holds = self.0.as_mut()?;
-        let removed = holds.remove(&id);
-        if holds.is_empty() {
-            self.0 = None;
-        }
+        let removed = self.0.as_mut()?.holds.remove(&id);
+        self.drop_box_if_empty();
         removed
     }
 
-    /// Drops every hold.
+    /// Drops every hold (a many-feature plan's counters stay).
     pub fn clear(&mut self) {
-        self.0 = None;
+        if let Some(spare) = self.0.as_mut() {
+            spare.holds.clear();
+        }
+        self.drop_box_if_empty();
     }
 
     /// The open holds by id, in id order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &Hold)> {
         self.0
             .iter()
-            .flat_map(|holds| holds.iter().map(|(&id, hold)| (id, hold)))
+            .flat_map(|spare| spare.holds.iter().map(|(&id, hold)| (id, hold)))
     }
 
     /// The open holds, in id order.
@@ -150,10 +124,52 @@ impl Holds {
     }
 }
 
+impl Holds {
+    /// A many-feature plan's counters, if they live here.
+    fn counters(&self) -> Option<&[u64]> {
+        self.0
+            .as_deref()
+            .map(|spare| &*spare.counters)
+            .filter(|counters| !counters.is_empty())
+    }
+
+    fn counters_mut(&mut self) -> Option<&mut [u64]> {
+        self.0
+            .as_deref_mut()
+            .map(|spare| &mut *spare.counters)
+            .filter(|counters| !counters.is_empty())
+    }
+
+    /// Keeps `counters` here (a plan with more usage features than fit inline), or none (an
+    /// empty slice).
+    fn set_counters(&mut self, counters: Box<[u64]>) {
+        if counters.is_empty() && self.0.is_none() {
+            return;
+        }
+        self.0.get_or_insert_default().counters = counters;
+        self.drop_box_if_empty();
+    }
+
+    fn drop_box_if_empty(&mut self) {
+        if self
+            .0
+            .as_ref()
+            .is_some_and(|spare| spare.holds.is_empty() && spare.counters.is_empty())
+        {
+            self.0 = None;
+        }
+    }
+}
+
 impl FromIterator<(u64, Hold)> for Holds {
     fn from_iter<I: IntoIterator<Item = (u64, Hold)>>(iter: I) -> Self {
         let holds: BTreeMap<u64, Hold> = iter.into_iter().collect();
-        Holds((!holds.is_empty()).then(|| Box::new(holds)))
+        Holds((!holds.is_empty()).then(|| {
+            Box::new(Spare {
+                holds,
+                counters: Box::default(),
+            })
+        }))
     }
 }
 
@@ -212,7 +228,7 @@ impl Customer {
             anchor_ms: now_ms,
             period_start_ms: now_ms,
             period_end_ms: now_ms,
-            usage: Counters::zeroed(0),
+            inline_usage: InlineCounters::default(),
             granted_credits: 0,
             purchased_credits: 0,
             balance_units: 0,
@@ -233,8 +249,8 @@ impl Customer {
         self.anchor_ms = now_ms;
         self.period_start_ms = now_ms;
         self.period_end_ms = plan.period.end_containing(now_ms, now_ms);
-        self.usage = Counters::zeroed(plan.usage.len());
         self.plan = plan;
+        self.reset_counters();
         let dropped = self.holds.iter().map(|(id, _)| id).collect();
         self.holds.clear();
         self.seq += 1;
@@ -284,7 +300,7 @@ impl Customer {
             fee_units: settlement.fee_units,
             net_units: settlement.net_units,
         };
-        self.usage.fill(0);
+        self.counters_mut().fill(0);
         match self.plan.terms {
             ModelTerms::Credits { .. } => self.purchased_credits = self.purchased_credits.max(0),
             ModelTerms::Balance { .. } => self.balance_units = self.balance_units.max(0),
@@ -349,11 +365,35 @@ impl Customer {
         }
     }
 
+    /// The usage counters, indexed by the plan's usage slots ([`Plan::usage_slot`]).
+    pub fn counters(&self) -> &[u64] {
+        self.holds.counters().unwrap_or(&self.inline_usage)
+    }
+
+    fn counters_mut(&mut self) -> &mut [u64] {
+        match self.holds.counters_mut() {
+            Some(counters) => counters,
+            None => &mut self.inline_usage,
+        }
+    }
+
+    /// Zeroes the counters, sized for the current plan: inline if they fit, else in the holds'
+    /// box (a plan change may move them either way).
+    pub fn reset_counters(&mut self) {
+        self.inline_usage = InlineCounters::default();
+        let count = self.plan.usage.len();
+        self.holds.set_counters(if count > INLINE_COUNTERS {
+            vec![0; count].into_boxed_slice()
+        } else {
+            Box::default()
+        });
+    }
+
     /// Units of `feature` used this period (0 for a feature not in the plan).
     pub fn used(&self, feature: &str) -> u64 {
         self.plan
             .usage_slot(feature)
-            .map_or(0, |slot| self.usage[slot])
+            .map_or(0, |slot| self.counters()[slot])
     }
 
     /// Units used this period, by usage feature of the plan.
@@ -362,7 +402,7 @@ impl Customer {
             .usage
             .keys()
             .map(String::as_str)
-            .zip(self.usage.iter().copied())
+            .zip(self.counters().iter().copied())
     }
 
     /// Sets the units of `feature` used this period (restoring stored state); `false` if the
@@ -370,7 +410,7 @@ impl Customer {
     pub fn set_used(&mut self, feature: &str, units: u64) -> bool {
         match self.plan.usage_slot(feature) {
             Some(slot) => {
-                self.usage[slot] = units;
+                self.counters_mut()[slot] = units;
                 true
             }
             None => false,
@@ -475,7 +515,7 @@ impl Customer {
             .plan
             .usage_slot(feature)
             .expect("usage terms come from the customer's plan");
-        let used = self.usage[slot];
+        let used = self.counters()[slot];
         let charged = match terms {
             UsageTerms::Metered { included, overage } => overage.map_or(0, |price| {
                 let over = |u: u64| u.saturating_sub(included);
@@ -494,7 +534,7 @@ impl Customer {
                 cost
             }
         };
-        self.usage[slot] = used + amount;
+        self.counters_mut()[slot] = used + amount;
         self.seq += 1;
         charged
     }
@@ -626,6 +666,27 @@ fn allowed(cost: i64) -> Assessment {
     }
 }
 
+/// The shipped catalogue and a plan `wide` with five metered usage features (more than fit
+/// inline).
+#[cfg(test)]
+pub(crate) fn catalogue_with_a_wide_plan() -> Arc<Catalogue> {
+    let toml = format!(
+        "{}\n{}",
+        crate::config::DEFAULT_CONFIG_TOML,
+        r#"[plans.wide]
+           model = "metered"
+           period = "1 month"
+           features.tokens = { included = 10 }
+           features.image-gen = { included = 10 }
+           features.gpt-4 = { included = 10 }
+           features."gpt-3.5" = { included = 10 }
+           features.embeddings = { included = 10 }"#
+    );
+    crate::config::Config::parse(&toml, std::path::Path::new("."), "test")
+        .expect("the shipped config and one more plan parse")
+        .catalogue
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -635,22 +696,69 @@ mod tests {
     #[test]
     fn a_customer_stays_within_its_memory_budget() {
         let size = std::mem::size_of::<Customer>();
-        assert!(size <= 144, "Customer is {size} bytes");
+        assert!(size <= 136, "Customer is {size} bytes");
         assert_eq!(std::mem::size_of::<Holds>(), 8);
     }
 
+    fn plans() -> (Arc<Plan>, Arc<Plan>) {
+        let catalogue = catalogue_with_a_wide_plan();
+        let plan = |slug| catalogue.plan(slug).unwrap().clone();
+        (plan("pro"), plan("wide"))
+    }
+
     #[test]
-    fn counters_live_inline_for_few_features_and_spill_for_many() {
-        let mut few = Counters::zeroed(2);
-        assert!(matches!(few, Counters::Inline(_)));
-        few[1] = 7;
-        assert_eq!(few.iter().sum::<u64>(), 7);
-        let mut many = Counters::zeroed(INLINE_COUNTERS + 2);
-        assert!(matches!(many, Counters::Spilled(_)));
-        assert_eq!(many.len(), INLINE_COUNTERS + 2);
-        many[INLINE_COUNTERS + 1] = 9;
-        many.fill(0);
-        assert!(many.iter().all(|&c| c == 0));
+    fn counters_live_inline_for_few_features_and_beside_the_holds_for_many() {
+        let (pro, wide) = plans();
+        let mut customer = Customer::new("acme", pro.clone(), 0);
+        assert_eq!(customer.counters(), [0; INLINE_COUNTERS]);
+        assert_eq!(
+            customer.holds,
+            Holds::default(),
+            "no box for a few-feature plan"
+        );
+
+        customer.start_plan(wide.clone(), 1);
+        assert_eq!(customer.counters().len(), 5);
+        let terms = customer.plan.usage["embeddings"];
+        customer.record("embeddings", terms, 7);
+        assert_eq!(customer.used("embeddings"), 7);
+        assert_eq!(customer.inline_usage, [0; INLINE_COUNTERS]);
+        let hold = Hold {
+            feature: "tokens".into(),
+            amount: 1,
+            held: 1,
+            expires_at_ms: 10,
+        };
+        customer.holds.insert(1, hold.clone());
+        assert_eq!(customer.holds.remove(1), Some(hold.clone()));
+        customer.holds.insert(2, hold);
+        customer.holds.clear();
+        assert!(customer.holds.is_empty());
+        assert_eq!(
+            customer.used("embeddings"),
+            7,
+            "the counters outlive the holds"
+        );
+        assert!(customer
+            .usage()
+            .any(|(feature, units)| feature == "embeddings" && units == 7));
+
+        customer.close_period(
+            customer.period_end_ms,
+            customer.period_end_ms,
+            CloseReason::Scheduled,
+            &BillingTerms::default(),
+        );
+        assert_eq!(customer.counters(), [0; 5]);
+
+        customer.start_plan(pro, 2);
+        customer.record("tokens", customer.plan.usage["tokens"], 3);
+        assert_eq!(customer.counters(), [3, 0, 0]);
+        assert_eq!(
+            customer.holds,
+            Holds::default(),
+            "the box goes with the plan"
+        );
     }
 
     #[test]

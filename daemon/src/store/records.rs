@@ -13,7 +13,7 @@ use tally_protocol::message::{IdempotencyKey, Response, PROTOCOL_VERSION};
 
 use crate::metering::billing::{Invoice, Transaction};
 use crate::metering::catalogue::Catalogue;
-use crate::metering::customer::{Counters, Customer, Hold};
+use crate::metering::customer::{Customer, Hold, InlineCounters};
 use crate::metering::engine::UsageEvent;
 use crate::metering::idempotency::{KeyRecord, Remembered};
 
@@ -234,7 +234,7 @@ pub fn decode_customer(
         anchor_ms: stored.anchor_ms.to_native(),
         period_start_ms: stored.period_start_ms.to_native(),
         period_end_ms: stored.period_end_ms.to_native(),
-        usage: Counters::zeroed(plan.usage.len()),
+        inline_usage: InlineCounters::default(),
         granted_credits: stored.granted_credits.to_native(),
         purchased_credits: stored.purchased_credits.to_native(),
         balance_units: stored.balance_units.to_native(),
@@ -263,6 +263,7 @@ pub fn decode_customer(
             }
         })?,
     };
+    customer.reset_counters();
     // A feature the plan no longer has is dropped: nothing could read or bill it any more.
     for entry in stored.usage.iter() {
         customer.set_used(entry.0.as_str(), entry.1.to_native());
@@ -512,5 +513,28 @@ mod tests {
             matches!(&error, RecordError::Corrupt { what: "customer", reason } if reason.contains("acme")),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_customer_with_many_usage_features_and_holds_reads_back_as_stored() {
+        let catalogue = crate::metering::customer::catalogue_with_a_wide_plan();
+        let mut customer = Customer::new("acme", catalogue.plan("wide").unwrap().clone(), 5);
+        for (feature, units) in [("tokens", 3), ("embeddings", 11)] {
+            assert!(customer.set_used(feature, units));
+        }
+        customer.holds.insert(
+            4,
+            Hold {
+                feature: "gpt-4".into(),
+                amount: 2,
+                held: 2,
+                expires_at_ms: 99,
+            },
+        );
+        let row = encode_customer(&customer);
+        let back = decode_customer(&row, &catalogue, &mut AlignedVec::new()).unwrap();
+        assert_eq!(back, customer);
+        assert_eq!(back.used("embeddings"), 11);
+        assert_eq!(back.holds.len(), 1);
     }
 }
