@@ -9,4 +9,5 @@ pub mod engine;
 pub mod idempotency;
 pub mod money;
 pub mod period;
+pub mod slot_index;
 pub mod table;

@@ -3,16 +3,15 @@
 //!
 //! Why not `HashMap<String, Customer>`: that table holds the id twice (key and field) and sizes
 //! its buckets for whole customers at a load factor of at most 7/8 rounded up to a power of two —
-//! up to 2.3 customer-sizes of memory per customer. Here the index costs 5 bytes a bucket, the
-//! chunks waste at most one chunk, and growing never moves a customer (no multi-megabyte copy
+//! up to 2.3 customer-sizes of memory per customer. Here the index costs 4–6 bytes per customer
+//! ([`SlotIndex`]), the chunks waste at most one chunk, and growing never moves a customer (no multi-megabyte copy
 //! stalls the shard). Other per-customer indexes (period ends, hold owners) hold the 4-byte slot
 //! instead of a copy of the id. Customers are never removed, so slots never dangle.
 
 use std::hash::{BuildHasher, RandomState};
 
-use hashbrown::HashTable;
-
 use super::customer::Customer;
+use super::slot_index::SlotIndex;
 
 /// Where a customer lives in its shard's table; stable for the life of the shard.
 pub type Slot = u32;
@@ -75,7 +74,7 @@ impl CustomerRows {
 #[derive(Debug, Default)]
 pub struct CustomerTable {
     rows: CustomerRows,
-    index: HashTable<Slot>,
+    index: SlotIndex,
     hasher: RandomState,
 }
 
@@ -96,9 +95,7 @@ impl CustomerTable {
     }
 
     fn find(&self, id: &str, hash: u64) -> Option<Slot> {
-        self.index
-            .find(hash, |&slot| self.rows.at(slot).id == id)
-            .copied()
+        self.index.find(hash, |slot| self.rows.at(slot).id == id)
     }
 
     /// The customer `id`.
@@ -131,7 +128,7 @@ impl CustomerTable {
     /// thread); gives back the id of a customer that appears twice.
     pub fn index(rows: CustomerRows) -> Result<Self, String> {
         let mut table = CustomerTable {
-            index: HashTable::with_capacity(rows.len()),
+            index: SlotIndex::with_capacity(rows.len()),
             rows,
             hasher: RandomState::new(),
         };
@@ -153,7 +150,7 @@ impl CustomerTable {
             index,
             hasher,
         } = self;
-        index.insert_unique(hash, slot, |&other| {
+        index.insert_next(hash, slot, |other| {
             hasher.hash_one(rows.at(other).id.as_str())
         });
     }
