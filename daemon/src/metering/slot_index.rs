@@ -5,8 +5,9 @@
 //! 10.5 bytes per customer of issue 6's 200. Here the entry count is any number, grown in steps
 //! of 5/4, and an entry packs the slot with a tag of the hash's low bits, so a probe touches a
 //! customer only when the tag matches. Linear probing from `hash × len / 2^64`: customers are
-//! never removed, so there are no tombstones, and at ≤ 7/8 full a miss scans ~32 entries (two
-//! cache lines) on average, a hit ~4.5.
+//! never removed, so there are no tombstones; at 7/8 full, Knuth's estimates for linear probing
+//! are ~32 entries scanned for a miss (two cache lines) and ~4.5 for a hit. (At 1M customers over
+//! two shards it sits 77% full: 5.2 bytes per customer.)
 //!
 //! The index holds slots `0..len` (a table hands slots out in order and never takes one back),
 //! so growing re-hashes customers in slot order — through the chunks front to back — instead of
@@ -62,10 +63,7 @@ impl SlotIndex {
                     return Some(slot);
                 }
             }
-            at += 1;
-            if at == self.entries.len() {
-                at = 0;
-            }
+            at = self.after(at);
         }
     }
 
@@ -101,12 +99,18 @@ impl SlotIndex {
         let entry = (hash as u32 & self.tag_mask()) | (slot + 1);
         let mut at = self.home(hash);
         while self.entries[at] != 0 {
-            at += 1;
-            if at == self.entries.len() {
-                at = 0;
-            }
+            at = self.after(at);
         }
         self.entries[at] = entry;
+    }
+
+    /// The entry a probe looks at after `at` (the last one wraps to the first).
+    fn after(&self, at: usize) -> usize {
+        if at + 1 == self.entries.len() {
+            0
+        } else {
+            at + 1
+        }
     }
 
     /// Where a hash's probe starts: its high bits scaled to the entry count.
