@@ -122,9 +122,7 @@ impl Holds {
     pub fn values(&self) -> impl Iterator<Item = &Hold> {
         self.iter().map(|(_, hold)| hold)
     }
-}
 
-impl Holds {
     /// A many-feature plan's counters, if they live here.
     fn counters(&self) -> Option<&[u64]> {
         self.0

@@ -29,8 +29,8 @@ pub struct ShardCore {
     /// `(period end, slot)` of every customer's current period, soonest first (the end rounded
     /// up to the second: [`DueEntry`]). A heap with lazy deletion: an entry left by a period that
     /// ended early (a request's close on touch, a manual close, a plan change) stays until it
-    /// surfaces and is skipped then. One 8-byte entry
-    /// per customer in one allocation, where an ordered set cost a share of a B-tree node each.
+    /// surfaces and is skipped then. One 8-byte entry per customer in one allocation, where an
+    /// ordered set cost a share of a B-tree node each.
     period_ends: BinaryHeap<Reverse<DueEntry>>,
     idempotency: IdempotencyLog,
     billing: BillingTerms,

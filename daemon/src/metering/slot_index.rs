@@ -6,8 +6,8 @@
 //! of 5/4, and an entry packs the slot with a tag of the hash's low bits, so a probe touches a
 //! customer only when the tag matches. Linear probing from `hash × len / 2^64`: customers are
 //! never removed, so there are no tombstones; at 7/8 full, Knuth's estimates for linear probing
-//! are ~32 entries scanned for a miss (two cache lines) and ~4.5 for a hit. (At 1M customers over
-//! two shards it sits 77% full: 5.2 bytes per customer.)
+//! are ~32 entries scanned for a miss (two cache lines) and ~4.5 for a hit. (By its growth rule,
+//! 500,000 customers — a shard's share of 1M — sit in 650,658 entries: 77% full, 5.2 bytes each.)
 //!
 //! The index holds slots `0..len` (a table hands slots out in order and never takes one back),
 //! so growing re-hashes customers in slot order — through the chunks front to back — instead of

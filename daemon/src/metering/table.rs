@@ -3,9 +3,9 @@
 //!
 //! Why not `HashMap<String, Customer>`: that table holds the id twice (key and field) and sizes
 //! its buckets for whole customers at a load factor of at most 7/8 rounded up to a power of two —
-//! up to 2.3 customer-sizes of memory per customer. Here the index costs 4.6–5.7 bytes per customer
-//! ([`SlotIndex`]), the chunks waste at most one chunk, and growing never moves a customer (no multi-megabyte copy
-//! stalls the shard). Other per-customer indexes (period ends, hold owners) hold the 4-byte slot
+//! up to 2.3 customer-sizes of memory per customer. Here the index costs 4.6–5.7 bytes per
+//! customer ([`SlotIndex`]), the chunks waste at most one chunk, and growing never moves a
+//! customer (no multi-megabyte copy stalls the shard). Other per-customer indexes (period ends, hold owners) hold the 4-byte slot
 //! instead of a copy of the id. Customers are never removed, so slots never dangle.
 
 use std::hash::{BuildHasher, RandomState};
