@@ -365,7 +365,7 @@ impl Checkpointer {
 }
 
 /// Checkpoints the tail. Not synced: a checkpoint lost in a crash loses the deletion of its log
-/// records with it (one atomic batch), so the next start replays them.
+/// records with it (its last batch), so the next start replays them.
 fn checkpoint(store: &Store, health: &StoreHealth, tail: &mut Tail) {
     if health.failure().is_some() || tail.is_empty() {
         return;
