@@ -7,6 +7,7 @@
 //! own: when its tail passes [`CHECKPOINT_BYTES`], when it is [`CHECKPOINT_INTERVAL`] old, when
 //! a reader asks (listing events), and before it stops.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -320,12 +321,16 @@ const QUEUED_TAILS_MAX: usize = 1;
 /// later log records than the one before.
 struct Checkpointer {
     tails: SyncSender<(Tail, Vec<PendingReply>)>,
+    /// Tails handed over and not yet taken up by the thread.
+    queued: Arc<AtomicUsize>,
     thread: JoinHandle<()>,
 }
 
 impl Checkpointer {
     fn start(store: Arc<Store>, health: StoreHealth) -> Checkpointer {
         let (tails, handed_over) = sync_channel::<(Tail, Vec<PendingReply>)>(QUEUED_TAILS_MAX);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let still_queued = queued.clone();
         let thread = std::thread::Builder::new()
             .name("tallyd-checkpoint".into())
             .spawn(move || {
@@ -336,12 +341,21 @@ impl Checkpointer {
                 while let Ok((mut tail, waiting)) =
                     memory::recv_or_when_quiet(&handed_over, memory::QUIET_AFTER, when_quiet)
                 {
-                    checkpoint(&store, &health, &mut tail);
+                    still_queued.fetch_sub(1, Ordering::SeqCst);
+                    // Behind once the next tail is here: the committer may soon wait for this
+                    // one, so it catches up in one batch rather than wait for commits between
+                    // small ones.
+                    let behind = || still_queued.load(Ordering::SeqCst) > 0;
+                    checkpoint(&store, &health, &mut tail, behind);
                     answer(waiting, health.failure());
                 }
             })
             .expect("spawning the checkpoint thread");
-        Checkpointer { tails, thread }
+        Checkpointer {
+            tails,
+            queued,
+            thread,
+        }
     }
 
     /// Hands `tail` over (leaving it empty); `waiting` hear when it is checkpointed.
@@ -350,6 +364,7 @@ impl Checkpointer {
             return;
         }
         let job = (std::mem::take(tail), waiting);
+        self.queued.fetch_add(1, Ordering::SeqCst);
         if let Err(unsent) = self.tails.send(job) {
             // The thread is gone (it only ends when this sender is dropped): refuse, never hang.
             let (_, waiting) = unsent.0;
@@ -366,11 +381,11 @@ impl Checkpointer {
 
 /// Checkpoints the tail. Not synced: a checkpoint lost in a crash loses the deletion of its log
 /// records with it (its last batch), so the next start replays them.
-fn checkpoint(store: &Store, health: &StoreHealth, tail: &mut Tail) {
+fn checkpoint(store: &Store, health: &StoreHealth, tail: &mut Tail, behind: impl Fn() -> bool) {
     if health.failure().is_some() || tail.is_empty() {
         return;
     }
-    if let Err(e) = store.checkpoint(tail, PersistMode::Buffer) {
+    if let Err(e) = store.checkpoint_unless_behind(tail, PersistMode::Buffer, behind) {
         tracing::error!(error = %e, "checkpointing the commit log failed; refusing all work until restart");
         health.fail(e.to_string());
     }
