@@ -319,17 +319,18 @@ pub fn writes_for(changes: Changes, core: &ShardCore) -> Vec<Write> {
 pub const CHECKPOINT_BYTES: usize = 16 * 1024 * 1024;
 
 /// A checkpoint writes its rows and segments in about this many batches, none smaller than
-/// [`CHECKPOINT_BATCH_ITEMS`] items or [`CHECKPOINT_BATCH_BYTES`] bytes. fjall holds its journal's
-/// lock while it writes a batch and inserts it into the memtables, and also through a commit's
-/// fsync, so a commit waits behind a checkpoint's batch and each batch behind the commit under
-/// way. In one batch, a checkpoint of the zipf mix's tails (100,000 customers) made the daemon's
-/// slowest 0.1% of durable answers wait 129–219 ms; in 32, 13–22 ms. Batches of a fixed 256
-/// items did as well there (11–13 ms), but with reports spread over 100,000 customers a
-/// checkpoint became ~550 batches, each waiting for a commit: 0.9–1.5 s instead of 0.25–0.3 s,
-/// the committer waited for it, and reports fell from 85k to 34k/s (86k/s in 32 batches).
+/// [`CHECKPOINT_BATCH_ITEMS`] items or [`CHECKPOINT_BATCH_BYTES`] bytes, until it falls behind.
+/// fjall holds its journal's lock while it writes a batch and inserts it into the memtables, and
+/// also through a commit's fsync, so a commit waits behind a checkpoint's batch and each batch
+/// behind the commit under way. In one batch, a checkpoint of the zipf mix's tails (100,000
+/// customers) made the daemon's slowest 0.1% of durable answers wait 45–220 ms; in batches,
+/// 13–22 ms. Batches of a fixed 256 items, with no catching up, made a checkpoint of reports
+/// spread over 100,000 customers ~550 batches, each waiting for a commit: 0.9–1.5 s instead of
+/// 0.25–0.3 s, the committer waited for it, and reports fell from 85k to 34k/s. Batches under
+/// 1,024 items cost sustained reports over 1,000 customers ~3% (a lock hand-over each).
 const CHECKPOINT_BATCHES: usize = 32;
-const CHECKPOINT_BATCH_ITEMS: usize = 256;
-const CHECKPOINT_BATCH_BYTES: usize = 256 * 1024;
+const CHECKPOINT_BATCH_ITEMS: usize = 1024;
+const CHECKPOINT_BATCH_BYTES: usize = 1024 * 1024;
 
 /// How a checkpoint cuts its rows and segments into batches.
 #[derive(Debug, Clone, Copy)]
@@ -1378,7 +1379,7 @@ mod tests {
             let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
             let mut tail = Tail::default();
             commits_of_many_customers(&store, &mut customers, 1..4, &mut tail);
-            // 1,000 rows and 1,000 segments: several batches of at most 256 items.
+            // 1,000 rows and 1,000 segments: two batches of at most 1,024 items, and the last.
             store.checkpoint(&mut tail, PersistMode::SyncData).unwrap();
             assert!(tail.is_empty());
         }
@@ -1446,7 +1447,7 @@ mod tests {
         let store = Store::open(dir.path(), faults.clone()).unwrap();
         let mut tail = Tail::default();
         commits_of_many_customers(&store, &mut customers, 1..3, &mut tail);
-        // 1,200 rows and segments: five batches unless behind, one (with the deletions) when
+        // 1,200 rows and segments: two batches unless behind, one (with the deletions) when
         // behind from the first batch's end on.
         faults.crash_checkpoint_after(1);
         store
