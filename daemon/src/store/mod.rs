@@ -332,31 +332,14 @@ const CHECKPOINT_BATCHES: usize = 32;
 const CHECKPOINT_BATCH_ITEMS: usize = 1024;
 const CHECKPOINT_BATCH_BYTES: usize = 1024 * 1024;
 
-/// How a checkpoint cuts its rows and segments into batches.
-#[derive(Debug, Clone, Copy)]
-enum CheckpointBatches {
-    /// About [`CHECKPOINT_BATCHES`] batches, so commits get the journal between them.
-    Small,
-    /// One batch.
-    One,
-}
-
-impl CheckpointBatches {
-    /// The most items and bytes of one batch, for a checkpoint of `customers` customers out of
-    /// a tail of `tail_bytes`.
-    fn limits(self, customers: usize, tail_bytes: usize) -> (usize, usize) {
-        match self {
-            CheckpointBatches::Small => {
-                // A row and (mostly) one segment per customer; the rows and segments take at
-                // most the tail's bytes.
-                (
-                    (2 * customers / CHECKPOINT_BATCHES).max(CHECKPOINT_BATCH_ITEMS),
-                    (tail_bytes / CHECKPOINT_BATCHES).max(CHECKPOINT_BATCH_BYTES),
-                )
-            }
-            CheckpointBatches::One => (usize::MAX, usize::MAX),
-        }
-    }
+/// The most items and bytes of one checkpoint batch, for a checkpoint of `customers` customers
+/// out of a tail of `tail_bytes`: a row and (mostly) one segment per customer, and the rows and
+/// segments take at most the tail's bytes.
+fn checkpoint_batch_limits(customers: usize, tail_bytes: usize) -> (usize, usize) {
+    (
+        (2 * customers / CHECKPOINT_BATCHES).max(CHECKPOINT_BATCH_ITEMS),
+        (tail_bytes / CHECKPOINT_BATCHES).max(CHECKPOINT_BATCH_BYTES),
+    )
 }
 
 /// The commit-log records written since the last checkpoint. It shares their bytes with fjall's
@@ -517,16 +500,22 @@ impl Store {
     /// and deletes the log records it came from. The tail is empty after.
     ///
     /// Rows and segments go in about [`CHECKPOINT_BATCHES`] batches, and the deletions all in
-    /// the last one, after every row and segment. A crash part-way leaves every
-    /// log record of the tail, so the next start replays them from the same first record, and
-    /// makes the same writes or more: a row is a customer's whole state, newest last; a segment's
-    /// key is its first event, and a customer's events are cut into segments from the same first
-    /// event, so a replayed segment replaces the partial one under its key (the replay's tail ends
-    /// where the committer's did, or later: [`CHECKPOINT_BYTES`] cuts both the same way, and the
+    /// the last one, after every row and segment. A crash part-way leaves every log record of
+    /// the tail, so the next start replays them from the same first record, and makes the same
+    /// writes or more: a row is a customer's whole state, newest last; a segment's key is its
+    /// first event, and a customer's events are cut into segments from the same first event, so
+    /// a replayed segment replaces the partial one under its key (the replay's tail ends where
+    /// the committer's did, or later: [`CHECKPOINT_BYTES`] cuts both the same way, and the
     /// committer hands smaller tails over early). Deleting the records in more than one batch
     /// would break that: a replay from a later first record would cut different segments.
     pub fn checkpoint(&self, tail: &mut Tail, mode: PersistMode) -> Result<(), StoreError> {
         self.checkpoint_unless_behind(tail, mode, || false)
+    }
+
+    /// [`Store::checkpoint`] in one batch: faster when no commit waits behind it (recovery's
+    /// replay).
+    pub fn checkpoint_at_once(&self, tail: &mut Tail, mode: PersistMode) -> Result<(), StoreError> {
+        self.checkpoint_unless_behind(tail, mode, || true)
     }
 
     /// [`Store::checkpoint`], but once `behind()` says so at the end of a batch, the rest goes
@@ -536,22 +525,6 @@ impl Store {
         &self,
         tail: &mut Tail,
         mode: PersistMode,
-        behind: impl Fn() -> bool,
-    ) -> Result<(), StoreError> {
-        self.write_checkpoint(tail, mode, CheckpointBatches::Small, behind)
-    }
-
-    /// [`Store::checkpoint`] in one batch: faster when no commit waits behind it (recovery's
-    /// replay).
-    pub fn checkpoint_at_once(&self, tail: &mut Tail, mode: PersistMode) -> Result<(), StoreError> {
-        self.write_checkpoint(tail, mode, CheckpointBatches::One, || false)
-    }
-
-    fn write_checkpoint(
-        &self,
-        tail: &mut Tail,
-        mode: PersistMode,
-        batches: CheckpointBatches,
         behind: impl Fn() -> bool,
     ) -> Result<(), StoreError> {
         if tail.is_empty() {
@@ -593,12 +566,12 @@ impl Store {
             }
             Ok::<_, StoreError>(batch.commit()?)
         };
-        let (mut items_max, mut bytes_max) = batches.limits(customers.len(), tail.bytes());
+        let (mut items_max, mut bytes_max) = checkpoint_batch_limits(customers.len(), tail.bytes());
         let mut batch = self.db.batch().durability(Some(mode));
         let mut batch_bytes = 0;
         for (id, customer) in customers {
             if (batch.len() >= items_max || batch_bytes >= bytes_max) && behind() {
-                (items_max, bytes_max) = CheckpointBatches::One.limits(0, 0);
+                (items_max, bytes_max) = (usize::MAX, usize::MAX);
             }
             if batch.len() >= items_max || batch_bytes >= bytes_max {
                 commit(std::mem::replace(
