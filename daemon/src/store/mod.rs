@@ -1337,6 +1337,23 @@ mod tests {
         }
     }
 
+    /// Every customer is back as last written, with the events `seqs` listed once each.
+    fn assert_every_customer_back(
+        store: &Store,
+        table: &CustomerTable,
+        customers: &[Customer],
+        seqs: &[u64],
+    ) {
+        for customer in customers {
+            assert_eq!(table.get(&customer.id), Some(customer));
+            let listed: Vec<u64> = all_events(store, &customer.id, 0, u64::MAX)
+                .iter()
+                .map(|event| event.seq)
+                .collect();
+            assert_eq!(listed, seqs, "{}", customer.id);
+        }
+    }
+
     fn many_customers(count: usize) -> Vec<Customer> {
         let plan = catalogue().plan("pro").unwrap().clone();
         (0..count)
@@ -1361,14 +1378,7 @@ mod tests {
         assert_eq!(recovered.log_records_replayed, 0);
         assert_eq!(recovered.clock_floor_ms, 3_000);
         assert_eq!(table.len(), customers.len());
-        for customer in &customers {
-            assert_eq!(table.get(&customer.id), Some(customer));
-            let seqs: Vec<u64> = all_events(&store, &customer.id, 0, u64::MAX)
-                .iter()
-                .map(|event| event.seq)
-                .collect();
-            assert_eq!(seqs, vec![1, 2, 3], "{}", customer.id);
-        }
+        assert_every_customer_back(&store, &table, &customers, &[1, 2, 3]);
     }
 
     #[test]
@@ -1402,14 +1412,7 @@ mod tests {
         let (table, recovered) = recover_one(&store, &catalogue());
         assert_eq!(recovered.log_records_replayed, 4);
         assert_eq!(table.len(), customers.len());
-        for customer in &customers {
-            assert_eq!(table.get(&customer.id), Some(customer));
-            let seqs: Vec<u64> = all_events(&store, &customer.id, 0, u64::MAX)
-                .iter()
-                .map(|event| event.seq)
-                .collect();
-            assert_eq!(seqs, vec![1, 2, 3, 4], "{}", customer.id);
-        }
+        assert_every_customer_back(&store, &table, &customers, &[1, 2, 3, 4]);
     }
 
     #[test]
