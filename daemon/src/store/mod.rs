@@ -323,11 +323,11 @@ pub const CHECKPOINT_BYTES: usize = 16 * 1024 * 1024;
 /// fjall holds its journal's lock while it writes a batch and inserts it into the memtables, and
 /// also through a commit's fsync, so a commit waits behind a checkpoint's batch and each batch
 /// behind the commit under way. In one batch, a checkpoint of the zipf mix's tails (100,000
-/// customers) made the daemon's slowest 0.1% of durable answers wait 45–220 ms; in batches,
-/// 13–22 ms. Batches of a fixed 256 items, with no catching up, made a checkpoint of reports
+/// customers) made the daemon's slowest 0.1% of durable answers wait 40–220 ms; in batches,
+/// 13–22 ms in all but one of six runs (40 ms). Batches of a fixed 256 items, with no catching up, made a checkpoint of reports
 /// spread over 100,000 customers ~550 batches, each waiting for a commit: 0.9–1.5 s instead of
-/// 0.25–0.3 s, the committer waited for it, and reports fell from 85k to 34k/s. Batches under
-/// 1,024 items cost sustained reports over 1,000 customers ~3% (a lock hand-over each).
+/// 0.25–0.3 s, the committer waited for it, and reports fell from 85k to 34k/s. A floor of 256
+/// items cost sustained reports over 1,000 customers ~3% (three pairs); 1,024 is within noise.
 const CHECKPOINT_BATCHES: usize = 32;
 const CHECKPOINT_BATCH_ITEMS: usize = 1024;
 const CHECKPOINT_BATCH_BYTES: usize = 1024 * 1024;
@@ -570,15 +570,16 @@ impl Store {
         let mut batch = self.db.batch().durability(Some(mode));
         let mut batch_bytes = 0;
         for (id, customer) in customers {
-            if (batch.len() >= items_max || batch_bytes >= bytes_max) && behind() {
-                (items_max, bytes_max) = (usize::MAX, usize::MAX);
-            }
             if batch.len() >= items_max || batch_bytes >= bytes_max {
-                commit(std::mem::replace(
-                    &mut batch,
-                    self.db.batch().durability(Some(mode)),
-                ))?;
-                batch_bytes = 0;
+                if behind() {
+                    (items_max, bytes_max) = (usize::MAX, usize::MAX);
+                } else {
+                    commit(std::mem::replace(
+                        &mut batch,
+                        self.db.batch().durability(Some(mode)),
+                    ))?;
+                    batch_bytes = 0;
+                }
             }
             if let Some(row) = customer.row {
                 batch_bytes += id.len() + row.len();
@@ -1369,7 +1370,8 @@ mod tests {
             let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
             let mut tail = Tail::default();
             commits_of_many_customers(&store, &mut customers, 1..4, &mut tail);
-            // 1,000 rows and 1,000 segments: two batches of at most 1,024 items, and the last.
+            // 1,000 rows and 1,000 segments: a batch of 1,024 items, then the rest with the
+            // deletions.
             store.checkpoint(&mut tail, PersistMode::SyncData).unwrap();
             assert!(tail.is_empty());
         }
