@@ -74,6 +74,9 @@ pub struct Args {
     /// thread (`[server] shards_on_server_thread = false`).
     #[arg(long)]
     pub shard_threads: bool,
+    /// `[server] busy_poll_us` of a `--spawn`ed daemon (default: the config's, 300; 0 = off).
+    #[arg(long)]
+    pub busy_poll_us: Option<u32>,
     /// Open loop: total requests per second (default: closed loop).
     #[arg(long)]
     pub rate: Option<u64>,
@@ -187,6 +190,9 @@ fn target(args: &Args) -> anyhow::Result<Target> {
         }
         if args.shard_threads {
             config.server.shards_on_server_thread = false;
+        }
+        if let Some(us) = args.busy_poll_us {
+            config.server.busy_poll_us = us;
         }
         let daemon = Daemon::start(config, Arc::new(SystemClock)).context("starting tallyd")?;
         let client = daemon

@@ -22,6 +22,8 @@ pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config.toml");
 pub const SHARDS_MAX: usize = 256;
 /// Largest shard mailbox, in messages.
 pub const MAILBOX_CAPACITY_MAX: usize = 1 << 20;
+/// Longest busy-poll window, in microseconds: past a few hundred it only burns more of a core.
+pub const BUSY_POLL_US_MAX: u32 = 10_000;
 /// Most connections the daemon may be configured to serve at once.
 pub const MAX_CONNECTIONS_MAX: u32 = 1 << 20;
 /// Smallest configurable frame limit: a `Hello` with the longest key and a small request fit.
@@ -83,6 +85,7 @@ struct ServerToml {
     listen: String,
     shards: usize,
     shards_on_server_thread: bool,
+    busy_poll_us: u32,
     mailbox_capacity: usize,
     inflight_per_stream: u32,
     streams_per_connection: u32,
@@ -102,6 +105,7 @@ impl Default for ServerToml {
             listen: "127.0.0.1:7070".into(),
             shards: 0,
             shards_on_server_thread: true,
+            busy_poll_us: 300,
             mailbox_capacity: 4_096,
             inflight_per_stream: 64,
             streams_per_connection: 4,
@@ -212,6 +216,9 @@ pub struct ServerConfig {
     pub shards: usize,
     /// Run the shard actors on the QUIC server's thread instead of one thread each.
     pub shards_on_server_thread: bool,
+    /// How long the server thread keeps polling its sockets after its last work before it
+    /// sleeps (0: never polls); see `server::busy_poll`.
+    pub busy_poll_us: u32,
     /// Messages a shard's mailbox holds before requests are answered `Overloaded`.
     pub mailbox_capacity: usize,
     /// Requests processed at once per stream; more wait unread (QUIC flow control pushes back).
@@ -517,6 +524,12 @@ fn server_config(raw: &ServerToml, base: &Path, errors: &mut Vec<String>) -> Ser
             "server.shards: is {shards}; the limit is {SHARDS_MAX}"
         ));
     }
+    if raw.busy_poll_us > BUSY_POLL_US_MAX {
+        errors.push(format!(
+            "server.busy_poll_us: is {}; it must be 0 (off) to {BUSY_POLL_US_MAX}",
+            raw.busy_poll_us
+        ));
+    }
     if raw.mailbox_capacity == 0 || raw.mailbox_capacity > MAILBOX_CAPACITY_MAX {
         errors.push(format!(
             "server.mailbox_capacity: is {}; it must be 1 to {MAILBOX_CAPACITY_MAX}",
@@ -562,6 +575,7 @@ fn server_config(raw: &ServerToml, base: &Path, errors: &mut Vec<String>) -> Ser
         listen,
         shards: shards.clamp(1, SHARDS_MAX),
         shards_on_server_thread: raw.shards_on_server_thread,
+        busy_poll_us: raw.busy_poll_us,
         mailbox_capacity: raw.mailbox_capacity,
         inflight_per_stream: raw.inflight_per_stream,
         streams_per_connection: raw.streams_per_connection,
@@ -789,6 +803,31 @@ mod tests {
         for path in ["server.max_connections", "server.frame_bytes_max"] {
             assert!(err.contains(path), "{path} missing from {err}");
         }
+    }
+
+    #[test]
+    fn busy_polling_is_on_by_default_can_be_turned_off_and_is_bounded() {
+        let shipped = Config::parse(DEFAULT_CONFIG_TOML, Path::new("."), "c.toml").unwrap();
+        let unset = Config::parse("", Path::new("."), "c.toml").unwrap();
+        assert_eq!(shipped.server.busy_poll_us, 300);
+        assert_eq!(
+            unset.server.busy_poll_us, 300,
+            "the file and the built-in default agree"
+        );
+        let off = Config::parse_with_overrides(
+            DEFAULT_CONFIG_TOML,
+            Path::new("."),
+            "c.toml",
+            &overrides(&[("TALLY__SERVER__BUSY_POLL_US", "0")]),
+        )
+        .unwrap();
+        assert_eq!(off.server.busy_poll_us, 0);
+        let text = DEFAULT_CONFIG_TOML.replace("busy_poll_us = 300", "busy_poll_us = 10001");
+        let err = Config::parse(&text, Path::new("."), "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.busy_poll_us"), "{err}");
+        assert!(err.contains("10000"), "{err}");
     }
 
     #[test]

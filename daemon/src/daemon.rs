@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tally_protocol::message::Role;
 use tally_protocol::ClientConfig;
@@ -288,6 +288,10 @@ fn serve_on_this_thread(
     let shard_store = store.clone();
     system.block_on(async move {
         actix_rt::spawn(release_answers(released));
+        if config.server.busy_poll_us > 0 {
+            let window = Duration::from_micros(config.server.busy_poll_us.into());
+            actix_rt::spawn(server::busy_poll::poll_while_busy(window));
+        }
         let server_clock = clock.clone();
         let shards = Shards::start(
             cores,

@@ -102,6 +102,7 @@ pub(super) async fn serve_stream(
                 )))
             }
         }
+        super::busy_poll::saw_activity();
         let request = match decode_client_frame(&body) {
             Ok(ClientFrame::Request(request)) => request,
             Ok(ClientFrame::Hello(_)) => {
@@ -125,6 +126,7 @@ pub(super) async fn serve_stream(
                 id: request.id,
                 reply,
             }));
+            super::busy_poll::saw_activity();
         });
     };
     outbox.stop_reading();
