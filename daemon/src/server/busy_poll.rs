@@ -82,24 +82,25 @@ impl Poller {
         }
     }
 
-    /// The next step at `now`, with the activity counter at `seen`; `contended` is asked at
-    /// most every [`CONTENTION_CHECK_EVERY`].
+    /// The next step at `now`, with the activity counter at `seen`. Only a turn without new
+    /// work is spent polling, so only then is `contended` asked, at most every
+    /// [`CONTENTION_CHECK_EVERY`] (a busy thread would pay for the question and gain nothing).
     fn next(&mut self, now: Instant, seen: u64, contended: impl FnOnce() -> bool) -> Next {
+        if seen != self.seen {
+            self.seen = seen;
+            self.until = now + self.window;
+            return Next::Poll;
+        }
+        if now >= self.until {
+            return Next::Park;
+        }
         if now.saturating_duration_since(self.checked) >= CONTENTION_CHECK_EVERY {
             self.checked = now;
             if contended() {
                 return Next::StepAside;
             }
         }
-        if seen != self.seen {
-            self.seen = seen;
-            self.until = now + self.window;
-            Next::Poll
-        } else if now >= self.until {
-            Next::Park
-        } else {
-            Next::Poll
-        }
+        Next::Poll
     }
 
     /// Back from parking or stepping aside: the window starts again at `now`.
@@ -210,18 +211,20 @@ mod tests {
             asked.set(asked.get() + 1);
             true
         };
-        assert_eq!(poller.next(start + us(5), 1, contended), Next::Poll);
-        assert_eq!(
-            asked.get(),
-            0,
-            "asked before {CONTENTION_CHECK_EVERY:?} passed"
-        );
-        assert_eq!(poller.next(start + us(20), 1, contended), Next::StepAside);
+        assert_eq!(poller.next(start + us(5), 0, contended), Next::Poll);
+        assert_eq!(asked.get(), 0, "asked before 20 µs passed");
+        assert_eq!(poller.next(start + us(20), 0, contended), Next::StepAside);
         assert_eq!(asked.get(), 1);
-        assert_eq!(poller.next(start + us(30), 1, contended), Next::Poll);
+        assert_eq!(poller.next(start + us(30), 0, contended), Next::Poll);
         assert_eq!(asked.get(), 1);
-        // Contention outranks the window: even right after work it steps aside.
-        assert_eq!(poller.next(start + us(41), 2, contended), Next::StepAside);
+        // A turn with new work is not spent polling: nothing to ask.
+        assert_eq!(poller.next(start + us(60), 1, contended), Next::Poll);
+        assert_eq!(asked.get(), 1);
+        assert_eq!(poller.next(start + us(61), 1, contended), Next::StepAside);
+        assert_eq!(asked.get(), 2);
+        // Past the window it parks without asking.
+        assert_eq!(poller.next(start + us(400), 1, contended), Next::Park);
+        assert_eq!(asked.get(), 2);
     }
 
     #[test]
