@@ -161,17 +161,19 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the committer for `store` in `durability` mode; answers are released as `release`
-    /// says.
+    /// says. `log` is what recovery found in the commit log ([`crate::store::Recovered::log`]):
+    /// it is checkpointed first, before any tail of new commits.
     pub fn start(
         store: Arc<Store>,
         durability: Durability,
         health: StoreHealth,
         release: Release,
+        log: Tail,
     ) -> Committer {
         let (sender, bursts) = sync_channel(QUEUED_BURSTS_MAX);
         let thread = std::thread::Builder::new()
             .name("tallyd-committer".into())
-            .spawn(move || commit_loop(&store, durability, &health, &bursts, &release))
+            .spawn(move || commit_loop(&store, durability, &health, &bursts, &release, log))
             .expect("spawning the committer thread");
         Committer {
             sender: Some(sender),
@@ -200,6 +202,7 @@ fn commit_loop(
     health: &StoreHealth,
     bursts: &Receiver<Burst>,
     release: &Release,
+    mut recovered_log: Tail,
 ) {
     let (mode, sync_every) = match durability {
         Durability::Sync => (PersistMode::SyncData, None),
@@ -210,6 +213,7 @@ fn commit_loop(
         ),
     };
     let checkpointer = Checkpointer::start(store.clone(), health.clone());
+    checkpointer.hand_over(&mut recovered_log, Vec::new());
     let mut last_sync = Instant::now();
     let mut tail = Tail::default();
     let mut tail_since: Option<Instant> = None;

@@ -140,7 +140,7 @@ impl Daemon {
             elapsed_ms = opening.elapsed().as_millis() as u64,
             "opened the store (journal replayed)"
         );
-        let (cores, clock_floor_ms) = recover(&store, &config, clock.now_ms())?;
+        let (cores, clock_floor_ms, log) = recover(&store, &config, clock.now_ms())?;
         // Shards and the janitor see time that never goes back, from the newest stored event on.
         let clock: Arc<dyn Clock> = Arc::new(NeverBackwards::new(clock, clock_floor_ms));
         // Answers are awaited by tasks on the server thread, so they are released there.
@@ -150,6 +150,7 @@ impl Daemon {
             config.storage.durability,
             health.clone(),
             Release(releases),
+            log,
         );
         let janitor = Janitor::start(
             store.clone(),
@@ -357,12 +358,13 @@ fn serve_on_this_thread(
 
 /// Rebuilds every shard's state from the store, placing customers and keys by hash for the
 /// current shard count (which may differ from the last run's).
-/// Returns the shards' cores and the newest event time stored.
+/// Returns the shards' cores, the newest event time stored and the commit log still to
+/// checkpoint.
 fn recover(
     store: &Store,
     config: &Config,
     now_ms: u64,
-) -> Result<(Vec<ShardCore>, u64), StartError> {
+) -> Result<(Vec<ShardCore>, u64, Tail), StartError> {
     let started = Instant::now();
     let shard_count = config.server.shards;
     let recovered = store.recover(&config.catalogue, now_ms, shard_count, |id| {
@@ -418,7 +420,7 @@ fn recover(
         elapsed_ms,
         "recovered state from the store"
     );
-    Ok((cores, recovered.clock_floor_ms))
+    Ok((cores, recovered.clock_floor_ms, recovered.log))
 }
 
 /// Writes `path` so that a reader sees either no file or the whole of it (tools poll for the

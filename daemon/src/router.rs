@@ -355,6 +355,7 @@ mod tests {
                 Durability::Buffered,
                 health.clone(),
                 Release(releases),
+                Default::default(),
             );
             let core = ShardCore::new(config.catalogue, 60_000, Default::default());
             let clock = Arc::new(ManualClock::new(0));
