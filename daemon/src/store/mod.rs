@@ -17,9 +17,10 @@
 //! the last checkpoint in a [`Tail`]; [`Store::checkpoint`] writes it out — each customer's newest
 //! row into `customers`, its events as segments into `segments`, in small batches — and then
 //! deletes those log records in one last batch (a crash part-way leaves them all, and the replay
-//! rewrites the same keys). Recovery first checkpoints whatever the log still holds (a crash
-//! leaves at most a few tails), in log order, so rows never go back in time; then it reads the
-//! rows.
+//! rewrites the same keys). Recovery reads the rows, taking a customer's newest row from the
+//! log where the log has one, and leaves the log (a crash leaves at most a few tails) to the
+//! committer as its first tail, checkpointed before any later one, so rows never go back in
+//! time.
 //!
 //! # Layout (keyspaces)
 //! - `log`: commit number BE → [`records::StoredCommit`] (rows and events not yet checkpointed).
@@ -502,10 +503,10 @@ impl Store {
     /// the tail, so the next start replays them from the same first record, and makes the same
     /// writes or more: a row is a customer's whole state, newest last; a segment's key is its
     /// first event, and a customer's events are cut into segments from the same first event, so
-    /// a replayed segment replaces the partial one under its key (the replay's tail ends where
-    /// the committer's did, or later: [`CHECKPOINT_BYTES`] cuts both the same way, and the
-    /// committer hands smaller tails over early). Deleting the records in more than one batch
-    /// would break that: a replay from a later first record would cut different segments.
+    /// a replayed segment replaces the partial one under its key (the replayed tail is the whole
+    /// log recovery found, [`Recovered::log`], so it ends where the one cut short did, or later).
+    /// Deleting the records in more than one batch would break that: a replay from a later first
+    /// record would cut different segments.
     pub fn checkpoint(&self, tail: &mut Tail, mode: PersistMode) -> Result<(), StoreError> {
         self.checkpoint_unless_behind(tail, mode, || false)
     }
