@@ -614,7 +614,7 @@ impl Store {
     ) -> Result<Recovered, StoreError> {
         // The log's newest row of a customer replaces its checkpointed one, and the log's
         // newest event raises the clock floor, as the log's checkpoint will (in the committer,
-        // after start-up): writing ~3 tails out first took 0.75–0.9 s of a 2-s restart.
+        // after start-up): writing ~3 tails out first took 0.75–0.9 s of a 2.3–2.8-s restart.
         let log = self.read_log()?;
         let mut arena = AlignedVec::new();
         let readable = readable_records(log.records.iter().map(|(_, r)| &r[..]), &mut arena);
