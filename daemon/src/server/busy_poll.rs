@@ -10,8 +10,8 @@
 //! The cost is a core kept busy, which on a small host another thread may need (the committer,
 //! fjall's workers, a client on the same machine): a first version that always polled moved
 //! the client's p50 for durable reports at 100k/s open loop from 1.2–1.6 to 1.9–2.6 ms. So the
-//! poller steps aside for [`STEP_ASIDE`] whenever the kernel counts more runnable threads than
-//! cores (`/proc/loadavg`), looked at every [`CONTENTION_CHECK_EVERY`] of polling; with that,
+//! poller steps aside for `STEP_ASIDE` whenever the kernel counts more runnable threads than
+//! cores (`/proc/loadavg`), looked at every `CONTENTION_CHECK_EVERY` of polling; with that,
 //! the same load stayed within its noise (medians 1.49 ms off, 1.56 on, over ten pairs). It
 //! polls only within `[server] busy_poll_us` of the thread's last work, then parks until new
 //! work wakes it, so a quiet daemon costs nothing.
@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// How long the poller stays away once other threads wait for a core (tokio's timer resolution).
-pub const STEP_ASIDE: Duration = Duration::from_millis(1);
+const STEP_ASIDE: Duration = Duration::from_millis(1);
 /// How often, while polling, the poller asks whether other threads wait for a core (a `pread`
 /// of `/proc/loadavg`, ~2 µs).
-pub const CONTENTION_CHECK_EVERY: Duration = Duration::from_micros(20);
+const CONTENTION_CHECK_EVERY: Duration = Duration::from_micros(20);
 
 /// The server thread's work, as the poller sees it: a counter bumped per piece of work, and
 /// whether the poller sleeps until the next one.
@@ -43,7 +43,7 @@ thread_local! {
     static ACTIVITY: Rc<Activity> = Rc::default();
 }
 
-/// Notes that this thread had work (a request read, answers released). Cheap: a counter, and a
+/// Notes that this thread had work (a request read, an answer queued). Cheap: a counter, and a
 /// wake-up only for a parked poller.
 pub fn saw_activity() {
     ACTIVITY.with(|activity| {
@@ -61,7 +61,7 @@ enum Next {
     Poll,
     /// Sleep until new work.
     Park,
-    /// Other threads wait for a core: sleep for [`STEP_ASIDE`].
+    /// Other threads wait for a core: sleep for `STEP_ASIDE`.
     StepAside,
 }
 
@@ -86,7 +86,7 @@ impl Poller {
 
     /// The next step at `now`, with the activity counter at `seen`. Only a turn without new
     /// work is spent polling, so only then is `contended` asked, at most every
-    /// [`CONTENTION_CHECK_EVERY`] (a busy thread would pay for the question and gain nothing).
+    /// `CONTENTION_CHECK_EVERY` (a busy thread would pay for the question and gain nothing).
     fn next(&mut self, now: Instant, seen: u64, contended: impl FnOnce() -> bool) -> Next {
         if seen != self.seen {
             self.seen = seen;

@@ -403,6 +403,30 @@ struct TailCustomer<'a> {
     events: Vec<&'a ArchivedStoredEvent>,
 }
 
+/// Commit-log records (oldest first, readable in place) grouped by customer — a later row of a
+/// customer replaces an earlier one, events append — and the newest event time among them.
+fn group_by_customer<'a>(
+    records: &[&'a [u8]],
+) -> Result<(HashMap<&'a str, TailCustomer<'a>>, u64), StoreError> {
+    let mut customers: HashMap<&str, TailCustomer<'_>> = HashMap::new();
+    let mut clock_floor_ms = 0;
+    for &bytes in records {
+        let commit = records::access_commit(bytes)?;
+        for row in commit.customers.iter() {
+            customers.entry(row.customer.as_str()).or_default().row = Some(row.record.as_slice());
+        }
+        for logged in commit.events.iter() {
+            clock_floor_ms = clock_floor_ms.max(logged.event.at_ms.to_native());
+            customers
+                .entry(logged.customer.as_str())
+                .or_default()
+                .events
+                .push(&logged.event);
+        }
+    }
+    Ok((customers, clock_floor_ms))
+}
+
 /// What recovery read back.
 #[derive(Debug, Default)]
 pub struct Recovered {
@@ -526,8 +550,7 @@ impl Store {
         if self.faults.is_failing() {
             return Err(StoreError::InjectedFault);
         }
-        // Grouped by customer, oldest record first (a later row of a customer replaces an
-        // earlier one, events append), read in place rather than decoded into owned rows and
+        // Grouped by customer, read in place rather than decoded into owned rows and
         // events. The records the committer logged are read where fjall keeps them; only those
         // read back from disk (recovery), at any offset, are copied first — copying every tail
         // into a reused buffer kept twice the largest tail alive for good.
@@ -536,23 +559,7 @@ impl Store {
             tail.records.iter().map(|(_, record)| &record[..]),
             &mut arena,
         );
-        let mut customers: HashMap<&str, TailCustomer<'_>> = HashMap::new();
-        let mut clock_floor_ms = 0;
-        for bytes in readable {
-            let commit = records::access_commit(bytes)?;
-            for row in commit.customers.iter() {
-                customers.entry(row.customer.as_str()).or_default().row =
-                    Some(row.record.as_slice());
-            }
-            for logged in commit.events.iter() {
-                clock_floor_ms = clock_floor_ms.max(logged.event.at_ms.to_native());
-                customers
-                    .entry(logged.customer.as_str())
-                    .or_default()
-                    .events
-                    .push(&logged.event);
-            }
-        }
+        let (customers, clock_floor_ms) = group_by_customer(&readable)?;
         let commit = |batch: fjall::OwnedWriteBatch| {
             if !self.faults.allows_checkpoint_batch() {
                 return Err(StoreError::InjectedFault);
@@ -618,17 +625,12 @@ impl Store {
         let log = self.read_log()?;
         let mut arena = AlignedVec::new();
         let readable = readable_records(log.records.iter().map(|(_, r)| &r[..]), &mut arena);
-        let mut logged_rows: HashMap<&[u8], &[u8]> = HashMap::new();
-        let mut logged_clock_floor_ms = 0;
-        for &bytes in &readable {
-            let commit = records::access_commit(bytes)?;
-            for row in commit.customers.iter() {
-                logged_rows.insert(row.customer.as_bytes(), row.record.as_slice());
-            }
-            for logged in commit.events.iter() {
-                logged_clock_floor_ms = logged_clock_floor_ms.max(logged.event.at_ms.to_native());
-            }
-        }
+        let (logged, logged_clock_floor_ms) = group_by_customer(&readable)?;
+        // Looked up by the `customers` keys, which are bytes.
+        let logged_rows: HashMap<&[u8], &[u8]> = logged
+            .iter()
+            .filter_map(|(id, customer)| Some((id.as_bytes(), customer.row?)))
+            .collect();
         let checkpointed_clock_floor_ms = match self.meta.get("clock_floor")? {
             Some(bytes) => {
                 u64::from_be_bytes((*bytes).try_into().map_err(|_| RecordError::Corrupt {
@@ -659,7 +661,6 @@ impl Store {
             let customer = records::decode_customer(row, catalogue, &mut scratch)?;
             recovered.customers[shard_of_customer(&customer.id)].push(customer);
         }
-        drop(readable);
         recovered.log = log;
         tracing::debug!(
             rows = recovered
