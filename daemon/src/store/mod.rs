@@ -69,6 +69,16 @@ pub const JOURNAL_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// keyspace was created with: stores created before this setting keep 64 MiB.
 pub const MEMTABLE_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
+/// The commit log's memtable: three checkpoints' worth ([`CHECKPOINT_BYTES`]). A log record is
+/// deleted by its checkpoint about one tail after it was written, so in a memtable this size most
+/// records die before it is flushed, and a flush keeps only their tombstones (lsm-tree drops a
+/// value shadowed in the same flush); the log is also flushed a third as often, and each flush
+/// of any keyspace has fjall fsync its journal under the lock that commits wait for. Reports at
+/// 100,000/s open loop over 1,000 customers (alternating, 6 pairs): daemon-side p99 3.9–5.2 →
+/// 2.5–3.5 ms, 30% fewer bytes written to the disk; 32 MiB gained half of that, 64 and 96 MiB no
+/// more. Fixed when the keyspace is created, like [`MEMTABLE_BYTES_MAX`].
+pub const LOG_MEMTABLE_BYTES_MAX: u64 = 3 * CHECKPOINT_BYTES as u64;
+
 /// Memtable bytes (all keyspaces) below which a quiet daemon keeps its memtables: see
 /// [`Store::flush_memtables_over`]. Flushing less would only make small tables to compact.
 pub const QUIET_FLUSH_MIN_BYTES: u64 = 4 * 1024 * 1024;
@@ -167,6 +177,11 @@ fn migrate_from_format_2(db: &Database, meta: &Keyspace) -> Result<(), StoreErro
 /// Creation options of every data keyspace.
 fn data_keyspace() -> KeyspaceCreateOptions {
     KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES_MAX)
+}
+
+/// Creation options of the commit log's keyspace.
+fn log_keyspace() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default().max_memtable_size(LOG_MEMTABLE_BYTES_MAX)
 }
 
 /// Switches that make every write fail, or the next checkpoint stop part-way, for tests of the
@@ -489,7 +504,7 @@ impl Store {
             }
             None => return Err(StoreError::NotAStore { path }),
         }
-        let log = db.keyspace("log", data_keyspace)?;
+        let log = db.keyspace("log", log_keyspace)?;
         let next_log = match log.last_key_value() {
             Some(guard) => records::log_number(&guard.key()?)? + 1,
             None => 0,
