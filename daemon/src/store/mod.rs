@@ -1098,7 +1098,7 @@ mod tests {
         assert!(all_events(&store, "acme", 1_001, 2_000).is_empty());
         assert!(all_events(&store, "acm", 0, u64::MAX).is_empty());
         drop(store);
-        // The replay was a checkpoint: nothing is replayed twice.
+        // `recover_one` checkpointed the log it read: nothing is read from the log twice.
         let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
         let (table, recovered) = recover_one(&store, &catalogue);
         assert_eq!(recovered.log_records_replayed, 0);
