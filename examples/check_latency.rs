@@ -48,6 +48,7 @@ fn main() -> anyhow::Result<()> {
             samples_us.push(started.elapsed().as_secs_f64() * 1e6);
             assert!(outcome.allowed);
         }
+        client.close().await;
         anyhow::Ok(samples_us)
     })?;
     samples_us.sort_by(f64::total_cmp);
@@ -60,6 +61,6 @@ fn main() -> anyhow::Result<()> {
         at(0.999),
         at(1.0)
     );
-    daemon.shutdown();
+    daemon.shutdown().expect("a clean shutdown");
     Ok(())
 }

@@ -81,12 +81,13 @@ fn main() -> anyhow::Result<()> {
             customers as f64 / elapsed.as_secs_f64()
         );
         let sample = client.admin().list_invoices("c0000000").await?;
+        client.close().await;
         println!(
             "sample invoice: total {} units, fee {} units",
             sample[0].total_units, sample[0].fee_units
         );
         anyhow::Ok(())
     })?;
-    daemon.shutdown();
+    daemon.shutdown().expect("a clean shutdown");
     Ok(())
 }

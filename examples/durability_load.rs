@@ -85,8 +85,9 @@ fn run(
         for handle in handles {
             samples_us.extend(handle.await??);
         }
+        client.close().await;
         anyhow::Ok((samples_us.len(), samples_us))
     });
-    daemon.shutdown();
+    daemon.shutdown().expect("a clean shutdown");
     result
 }

@@ -143,7 +143,7 @@ fn main() -> anyhow::Result<()> {
             live_per_customer()
         );
     }
-    drop(client);
-    daemon.shutdown();
+    runtime.block_on(client.close());
+    daemon.shutdown().expect("a clean shutdown");
     Ok(())
 }

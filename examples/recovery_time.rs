@@ -59,7 +59,7 @@ fn main() -> anyhow::Result<()> {
         "restart to ready {how} (recovery included): {} ms for {customers} customers, {events} events",
         restarting.elapsed().as_millis()
     );
-    daemon.shutdown();
+    daemon.shutdown().expect("a clean shutdown");
     Ok(())
 }
 
@@ -99,6 +99,7 @@ fn load(dir: &std::path::Path, events: usize, customers: usize) -> anyhow::Resul
         for handle in in_flight {
             check(handle.await??)?;
         }
+        client.close().await;
         anyhow::Ok(())
     })?;
     println!(
@@ -106,7 +107,7 @@ fn load(dir: &std::path::Path, events: usize, customers: usize) -> anyhow::Resul
         loading.elapsed().as_secs_f64()
     );
     if std::env::var("TALLY_RECOVERY_CHILD_DIR").is_err() {
-        daemon.shutdown();
+        daemon.shutdown().expect("a clean shutdown");
     } else {
         std::mem::forget(daemon);
     }

@@ -168,7 +168,7 @@ pub fn run(args: Args) -> anyhow::Result<Report> {
         plan.clone(),
     ))?;
     if let Some(daemon) = daemon {
-        daemon.shutdown();
+        daemon.shutdown().context("stopping the spawned daemon")?;
     }
     Ok(report(&args, &plan, tally))
 }
@@ -283,6 +283,9 @@ async fn drive(
             .into_iter()
             .filter(|op| op.count > 0 && op.operation != "create_customer")
             .collect();
+    }
+    for client in &clients {
+        client.close().await;
     }
     Ok(total)
 }

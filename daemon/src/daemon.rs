@@ -69,6 +69,36 @@ pub enum StartError {
     },
 }
 
+/// Why a shutdown did not end with everything persisted and the store closed cleanly. Nothing
+/// acknowledged is at risk in any of these: an answer leaves only after its writes persisted.
+#[derive(Debug, thiserror::Error)]
+pub enum ShutdownError {
+    /// A write failed while serving; every request since was refused, so the store was left as
+    /// it was (flushing a failed store can hang on fjall's crashed workers).
+    #[error("the store failed while serving ({reason}); nothing after the failure was acknowledged; the next start recovers what was persisted before it")]
+    StoreFailed {
+        /// The first failure.
+        reason: String,
+    },
+    /// The final flush failed; the next start replays the journal.
+    #[error(
+        "flushing the store at shutdown failed ({reason}); the next start replays the journal"
+    )]
+    FlushFailed {
+        /// Why.
+        reason: String,
+    },
+    /// Flushing and closing the store took longer than `shutdown_grace`.
+    #[error("closing the store did not finish within shutdown_grace ({grace_ms} ms); the next start replays the journal")]
+    CloseTimedOut {
+        /// The grace in force.
+        grace_ms: u64,
+    },
+    /// The server thread panicked.
+    #[error("the server thread panicked")]
+    ServerPanicked,
+}
+
 /// Knobs for tests and tools; production uses the defaults.
 #[derive(Clone, Default)]
 pub struct StartOptions {
@@ -94,7 +124,7 @@ pub struct Daemon {
     cert_pem: String,
     dev_api_keys: Option<DevApiKeys>,
     stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<Result<(), ShutdownError>>>,
     /// Dropped after the server thread has stopped, so probes see the drain.
     ops: Option<OpsHttp>,
 }
@@ -228,24 +258,29 @@ impl Daemon {
         ))
     }
 
-    /// Stops accepting, closes connections, stops the shards and waits for it all.
-    pub fn shutdown(mut self) {
-        self.stop_and_join();
+    /// Stops accepting, closes connections, stops the shards, persists, flushes and closes the
+    /// store, and waits for it all. Always returns: after a storage failure, or when the store
+    /// does not close within `shutdown_grace`, with the error (`tallyd` then exits non-zero).
+    pub fn shutdown(mut self) -> Result<(), ShutdownError> {
+        self.stop_and_join()
     }
 
-    fn stop_and_join(&mut self) {
+    fn stop_and_join(&mut self) -> Result<(), ShutdownError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        match self.thread.take() {
+            Some(thread) => thread.join().unwrap_or(Err(ShutdownError::ServerPanicked)),
+            None => Ok(()),
         }
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        self.stop_and_join();
+        if let Err(e) = self.stop_and_join() {
+            tracing::error!(error = %e, "tallyd stopped with an error");
+        }
     }
 }
 
@@ -270,7 +305,7 @@ fn serve_on_this_thread(
     parts: Parts,
     ready: std::sync::mpsc::Sender<Result<SocketAddr, StartError>>,
     stop: oneshot::Receiver<()>,
-) {
+) -> Result<(), ShutdownError> {
     let Parts {
         config,
         credentials,
@@ -284,9 +319,11 @@ fn serve_on_this_thread(
         data_dir_lock,
         status,
     } = parts;
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let system = actix::System::new();
     let commits = committer.sender();
     let shard_store = store.clone();
+    let shard_health = health.clone();
     system.block_on(async move {
         actix_rt::spawn(release_answers(released));
         if config.server.busy_poll_us > 0 {
@@ -301,7 +338,7 @@ fn serve_on_this_thread(
             clock,
             shard_store,
             commits,
-            health,
+            shard_health,
         );
         let endpoint = match server::bind(&config.server, &credentials) {
             Ok(endpoint) => endpoint,
@@ -341,19 +378,64 @@ fn serve_on_this_thread(
     // Every shard is gone, so the committer drains what they handed over and ends.
     committer.stop();
     janitor.stop();
-    let flushing = Instant::now();
-    match store.flush_for_shutdown() {
-        Ok(()) => tracing::info!(
-            elapsed_ms = flushing.elapsed().as_millis() as u64,
-            "flushed the store for a fast restart"
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "flushing the store at shutdown failed; the next start replays the journal")
-        }
+    let outcome = close_store(store, data_dir_lock, &health, grace);
+    match &outcome {
+        Ok(()) => tracing::info!("tallyd stopped"),
+        Err(e) => tracing::error!(error = %e, "tallyd stopped without closing the store cleanly"),
     }
-    drop(store);
-    drop(data_dir_lock);
-    tracing::info!("tallyd stopped");
+    outcome
+}
+
+/// Flushes the store (so the next start replays nothing) and closes it, releasing the data
+/// dir's lock, within `grace`. A store that failed while serving is closed without a flush. If
+/// closing does not finish in time, its thread is left to it, still holding the lock, so no
+/// successor opens the store under it; `tallyd` exits meanwhile.
+fn close_store(
+    store: Arc<Store>,
+    data_dir_lock: DataDirLock,
+    health: &StoreHealth,
+    grace: Duration,
+) -> Result<(), ShutdownError> {
+    let failed = health.failure().map(str::to_owned);
+    let flush = failed.is_none();
+    let (done, closed) = std::sync::mpsc::channel();
+    let closing = Instant::now();
+    let spawned = std::thread::Builder::new()
+        .name("tallyd-close".into())
+        .spawn(move || {
+            let flushed = if flush {
+                store.flush_for_shutdown()
+            } else {
+                Ok(())
+            };
+            drop(store);
+            drop(data_dir_lock);
+            let _ = done.send(flushed);
+        });
+    if spawned.is_err() {
+        return Err(ShutdownError::FlushFailed {
+            reason: "cannot start a thread to close the store".into(),
+        });
+    }
+    let closed = closed.recv_timeout(grace);
+    if let Some(reason) = failed {
+        return Err(ShutdownError::StoreFailed { reason });
+    }
+    match closed {
+        Ok(Ok(())) => {
+            tracing::info!(
+                elapsed_ms = closing.elapsed().as_millis() as u64,
+                "flushed the store for a fast restart"
+            );
+            Ok(())
+        }
+        Ok(Err(e)) => Err(ShutdownError::FlushFailed {
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(ShutdownError::CloseTimedOut {
+            grace_ms: grace.as_millis() as u64,
+        }),
+    }
 }
 
 /// Rebuilds every shard's state from the store, placing customers and keys by hash for the

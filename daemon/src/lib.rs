@@ -34,4 +34,4 @@ pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::Config;
-pub use daemon::{Daemon, StartError, StartOptions};
+pub use daemon::{Daemon, ShutdownError, StartError, StartOptions};

@@ -82,7 +82,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { config, demo } => {
             let (config, origin) = load(config.as_deref())?;
             tracing::info!(config = %origin, "starting tallyd");
-            let signals = Signals::install()?;
+            let mut signals = Signals::install()?;
             let daemon = Daemon::start(config, Arc::new(SystemClock)).context("starting tallyd")?;
             if demo {
                 let client_config = daemon
@@ -90,10 +90,25 @@ fn main() -> anyhow::Result<()> {
                     .context("--demo needs the development API keys (no [auth] keys configured)")?;
                 tally_daemon::demo::start(client_config);
             }
-            signals.wait()?;
-            tracing::info!("shutting down");
-            daemon.shutdown();
-            Ok(())
+            signals.wait_for_first()?;
+            tracing::info!("shutting down (a second SIGTERM or SIGINT exits at once)");
+            let (stopped, shutdown) = tokio::sync::oneshot::channel();
+            std::thread::Builder::new()
+                .name("tallyd-shutdown".into())
+                .spawn(move || drop(stopped.send(daemon.shutdown())))
+                .context("starting the shutdown thread")?;
+            match signals.wait_for_either(shutdown) {
+                Some(Ok(())) => Ok(()),
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "exiting with status 1");
+                    // Not a return: a store left closing on its thread must not hold the exit.
+                    std::process::exit(1)
+                }
+                None => {
+                    tracing::warn!("a second signal: exiting at once with status 1; every acknowledged change was already persisted");
+                    std::process::exit(1)
+                }
+            }
         }
     }
 }
@@ -155,16 +170,49 @@ impl Signals {
     }
 
     /// Blocks until SIGTERM or SIGINT (Ctrl-C), including one that arrived before the call.
-    fn wait(mut self) -> anyhow::Result<()> {
-        #[cfg(unix)]
-        self.runtime.block_on(async {
-            tokio::select! {
-                _ = self.terminate.recv() => {}
-                _ = self.interrupt.recv() => {}
-            }
-        });
-        #[cfg(not(unix))]
-        self.runtime.block_on(tokio::signal::ctrl_c())?;
+    fn wait_for_first(&mut self) -> anyhow::Result<()> {
+        let (runtime, received) = self.parts();
+        runtime.block_on(received);
         Ok(())
+    }
+
+    /// Blocks until `done` says how the shutdown ended, or a second signal comes first (`None`).
+    fn wait_for_either<T>(&mut self, done: tokio::sync::oneshot::Receiver<T>) -> Option<T> {
+        let (runtime, received) = self.parts();
+        runtime.block_on(async {
+            tokio::select! {
+                outcome = done => outcome.ok(),
+                () = received => None,
+            }
+        })
+    }
+
+    /// The runtime, and a future that ends at the next signal.
+    fn parts(
+        &mut self,
+    ) -> (
+        &tokio::runtime::Runtime,
+        impl std::future::Future<Output = ()> + '_,
+    ) {
+        #[cfg(unix)]
+        let Signals {
+            runtime,
+            terminate,
+            interrupt,
+        } = self;
+        #[cfg(unix)]
+        let received = async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+        };
+        #[cfg(not(unix))]
+        let Signals { runtime } = self;
+        #[cfg(not(unix))]
+        let received = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        (runtime, received)
     }
 }

@@ -191,11 +191,16 @@ async fn metrics(status: &OpsStatus) -> String {
         Some(server) => Some(crate::server::stats(&server).await),
         None => None,
     };
-    render_metrics(ready, snapshot.as_ref())
+    let store_healthy = status.health.failure().is_none();
+    render_metrics(ready, store_healthy, snapshot.as_ref())
 }
 
 /// Prometheus text exposition of a stats snapshot (what `tally top` shows, minus customers).
-pub fn render_metrics(ready: bool, snapshot: Option<&StatsSnapshot>) -> String {
+pub fn render_metrics(
+    ready: bool,
+    store_healthy: bool,
+    snapshot: Option<&StatsSnapshot>,
+) -> String {
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -216,6 +221,12 @@ pub fn render_metrics(ready: bool, snapshot: Option<&StatsSnapshot>) -> String {
         "gauge",
         "1 when /readyz answers 200.",
         &one(ready),
+    );
+    family(
+        "tally_store_healthy",
+        "gauge",
+        "0 once a write to the store failed (disk full, I/O error): every request is refused until a restart.",
+        &one(if store_healthy { 1.0 } else { 0.0 }),
     );
     let Some(s) = snapshot else {
         return out;
@@ -377,7 +388,7 @@ mod tests {
             }],
             ..StatsSnapshot::default()
         };
-        let text = render_metrics(true, Some(&snapshot));
+        let text = render_metrics(true, true, Some(&snapshot));
         for line in [
             "# TYPE tally_requests_total counter",
             "tally_requests_total{operation=\"check\"} 10",
@@ -385,6 +396,7 @@ mod tests {
             "tally_request_duration_seconds{operation=\"check\",quantile=\"0.99\"} 0.00015",
             "tally_shard_customers{shard=\"0\"} 3",
             "tally_ready 1",
+            "tally_store_healthy 1",
             "tally_uptime_seconds 1.5",
         ] {
             assert!(

@@ -23,6 +23,12 @@ use crate::retry::{jitter_seed, RetryPolicy};
 const WRITE_COALESCE_BYTES_MAX: usize = 64 * 1024;
 /// Bytes read from the stream at once; answers are parsed out of this buffer.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// How long [`Client::close`] waits for the close to leave this process.
+pub const CLOSE_WAIT: Duration = Duration::from_millis(100);
+/// What calls on a client closed with [`Client::close`] hear.
+const CLOSED_BY_CLIENT: &str = "the client closed the connection";
+/// The QUIC application close code of a client that closes on purpose.
+const CLOSE_CODE_NORMAL: u32 = 0;
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -101,12 +107,14 @@ struct Inner {
     request_timeout: Duration,
     retry: RetryPolicy,
     connection: quinn::Connection,
-    _endpoint: quinn::Endpoint,
+    endpoint: quinn::Endpoint,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.connection.close(0u32.into(), b"client dropped");
+        // Best effort: the close leaves only if the runtime still runs the endpoint's driver.
+        self.connection
+            .close(CLOSE_CODE_NORMAL.into(), b"client dropped");
     }
 }
 
@@ -140,10 +148,13 @@ struct Shared {
 }
 
 impl Shared {
-    /// The reader's end: it knows best why (a `Goodbye` says more than a failed write).
+    /// The reader's end: it knows best why (a `Goodbye` says more than a failed write) — unless
+    /// the client closed on purpose, which is what its callers should hear.
     fn close(&self, reason: String) {
         let mut closed = self.closed.lock().expect("client lock poisoned");
-        *closed = Some(reason);
+        if closed.as_deref() != Some(CLOSED_BY_CLIENT) {
+            *closed = Some(reason);
+        }
         self.is_closed.store(true, Ordering::Release);
         // Dropping the senders wakes every waiter, which then reads `closed`.
         self.pending().clear();
@@ -266,9 +277,23 @@ impl Client {
                 request_timeout: config.request_timeout,
                 retry: config.retry,
                 connection,
-                _endpoint: endpoint,
+                endpoint,
             }),
         })
+    }
+
+    /// Closes the connection for every clone of this client and waits (at most [`CLOSE_WAIT`])
+    /// until the close has left for the daemon, which then frees the connection's slot at once.
+    /// Calls still waiting fail with [`Error::Closed`]; later calls fail the same way. A client
+    /// dropped without `close` sends the close too, if its runtime still runs — a process that
+    /// exits right after should call this first.
+    pub async fn close(&self) {
+        let inner = &self.inner;
+        inner.shared.close(CLOSED_BY_CLIENT.into());
+        inner
+            .connection
+            .close(CLOSE_CODE_NORMAL.into(), b"client closed");
+        let _ = tokio::time::timeout(CLOSE_WAIT, inner.endpoint.wait_idle()).await;
     }
 
     /// What the daemon said in the handshake (role, limits).
@@ -519,7 +544,7 @@ async fn read_loop(recv: quinn::RecvStream, shared: Arc<Shared>, connection: qui
     shared.close(reason);
     // Every answer before the end has been handed over; closing now tells a draining daemon it
     // may stop (it keeps the connection open until then, so no sent answer is lost).
-    connection.close(0u32.into(), b"stream ended");
+    connection.close(CLOSE_CODE_NORMAL.into(), b"stream ended");
 }
 
 fn unexpected(response: Response) -> Error {

@@ -6,6 +6,7 @@ mod bad_input;
 mod bench_smoke;
 mod billing;
 mod concurrency;
+mod connection_churn;
 mod fuzz_corpus;
 mod holds;
 mod idempotency;

@@ -108,6 +108,11 @@ fn probes_follow_the_daemon_from_recovery_to_serving_to_a_storage_failure() {
         let (status, body) = get(ops, "/readyz");
         assert_eq!(status, 503);
         assert!(body.contains("storage failed"), "{body}");
+        let (_, metrics) = get(ops, "/metrics");
+        assert!(
+            metrics.lines().any(|l| l == "tally_store_healthy 0"),
+            "{metrics}"
+        );
     });
 
     // Junk gets an HTTP error, not a hang or a crash.
@@ -115,7 +120,14 @@ fn probes_follow_the_daemon_from_recovery_to_serving_to_a_storage_failure() {
     assert_eq!(http(ops, "POST /metrics HTTP/1.1\r\n\r\n").0, 405);
     assert_eq!(http(ops, "\u{1}\u{2}garbage\r\n\r\n").0, 400);
     assert_eq!(get(ops, "/livez").0, 200);
-    daemon.shutdown();
+    let stopped = daemon.shutdown();
+    assert!(
+        matches!(
+            stopped,
+            Err(tally_daemon::ShutdownError::StoreFailed { .. })
+        ),
+        "{stopped:?}"
+    );
     assert!(
         TcpStream::connect(ops).is_err(),
         "the listener stops with the daemon"

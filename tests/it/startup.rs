@@ -44,7 +44,7 @@ fn development_credentials_are_created_once_and_reused() {
     let dir = tempfile::tempdir().unwrap();
     let first = Daemon::start(config_in(dir.path()), Arc::new(ManualClock::new(0))).unwrap();
     let (cert, keys) = (first.cert_pem().to_string(), first.dev_api_keys().cloned());
-    first.shutdown();
+    first.shutdown().expect("a clean shutdown");
     let second = Daemon::start(config_in(dir.path()), Arc::new(ManualClock::new(0))).unwrap();
     assert_eq!(second.cert_pem(), cert);
     assert_eq!(second.dev_api_keys().cloned(), keys);
@@ -64,7 +64,7 @@ fn a_second_daemon_on_the_same_data_dir_is_refused_clearly() {
         message.contains(&format!("pid {}", std::process::id())),
         "{message}"
     );
-    first.shutdown();
+    first.shutdown().expect("a clean shutdown");
     // Once the first has stopped, the data dir is free again.
     Daemon::start(config_in(dir.path()), Arc::new(ManualClock::new(0))).unwrap();
 }

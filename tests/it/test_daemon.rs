@@ -48,10 +48,20 @@ impl TestDaemon {
 
     /// Shuts the daemon down cleanly and starts a new one on the same data dir, after `adjust`.
     pub fn restart_with(&mut self, adjust: impl FnOnce(&mut Config, &mut StartOptions)) {
+        self.stop().expect("a clean shutdown");
+        self.start_again(adjust);
+    }
+
+    /// Shuts the daemon down; says how it went.
+    pub fn stop(&mut self) -> Result<(), tally_daemon::ShutdownError> {
         self.daemon
             .take()
             .expect("the daemon is running")
-            .shutdown();
+            .shutdown()
+    }
+
+    /// Starts a daemon on the same data dir after [`TestDaemon::stop`], after `adjust`.
+    pub fn start_again(&mut self, adjust: impl FnOnce(&mut Config, &mut StartOptions)) {
         adjust(&mut self.config, &mut self.options);
         let clock = Arc::new(self.clock.clone());
         let daemon = Daemon::start_with(self.config.clone(), clock, self.options.clone())

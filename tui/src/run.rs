@@ -44,7 +44,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<Output> {
     ))
     .await
     .with_context(|| format!("connecting to tallyd at {}", target.addr))?;
-    match cli.command {
+    let output = execute(&client, cli.command).await;
+    // The daemon frees this connection's slot as soon as the close reaches it, rather than
+    // after its idle timeout.
+    client.close().await;
+    output
+}
+
+async fn execute(client: &Client, command: Command) -> anyhow::Result<Output> {
+    match command {
         Command::Top { .. } => bail!("`tally top` runs its own event loop; see run_top"),
         Command::Customer(CustomerCommand::Create { customer, plan }) => Ok(output::customer(
             &client.admin().create_customer(&customer, &plan).await?,
@@ -157,7 +165,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Output> {
         Command::Reconcile { customer } => {
             let mut checks = Vec::new();
             for invoice in client.admin().list_invoices(&customer).await? {
-                checks.push(reconcile(&client, invoice).await?);
+                checks.push(reconcile(client, invoice).await?);
             }
             let out = billing_output::reconciliation(&customer, &checks);
             if checks.iter().all(InvoiceCheck::is_reconciled) {

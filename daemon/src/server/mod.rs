@@ -7,13 +7,15 @@ pub mod telemetry;
 
 pub(crate) use stream::stats;
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use quinn::crypto::rustls::QuicServerConfig;
 use tally_protocol::message::ALPN;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::clock::Clock;
 use crate::config::ServerConfig;
@@ -160,6 +162,46 @@ pub async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
 }
 
+/// The streams one connection has open (its tasks all run on the server thread), so that a
+/// connection left with none can be closed instead of holding a slot until its idle timeout.
+#[derive(Default)]
+struct OpenStreams {
+    count: Cell<u32>,
+    /// Notified when a stream ends.
+    ended: Notify,
+}
+
+/// Counts one open stream until dropped.
+struct OpenStream(Rc<OpenStreams>);
+
+impl OpenStreams {
+    fn open(self: &Rc<Self>) -> OpenStream {
+        self.count.set(self.count.get() + 1);
+        OpenStream(self.clone())
+    }
+
+    /// Ends once the connection has had no stream open for `grace`.
+    async fn none_for(&self, grace: Duration) {
+        loop {
+            while self.count.get() > 0 {
+                self.ended.notified().await;
+            }
+            tokio::time::sleep(grace).await;
+            if self.count.get() == 0 {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        let streams = &self.0;
+        streams.count.set(streams.count.get() - 1);
+        streams.ended.notify_one();
+    }
+}
+
 /// Releases the connection's slot however its task ends.
 struct ConnectionSlot(Arc<ServerContext>);
 
@@ -201,6 +243,7 @@ async fn connection(incoming: quinn::Incoming, context: Arc<ServerContext>, aliv
     };
     context.telemetry().connections += 1;
     let mut draining = context.draining.clone();
+    let streams = Rc::new(OpenStreams::default());
     let mut next = Some(first);
     while let Some((send, recv)) = next.take() {
         actix_rt::spawn(stream::serve_stream(
@@ -208,13 +251,20 @@ async fn connection(incoming: quinn::Incoming, context: Arc<ServerContext>, aliv
             send,
             recv,
             context.clone(),
-            alive.clone(),
+            (alive.clone(), streams.open()),
         ));
         next = tokio::select! {
             _ = draining.wait_for(|draining| *draining) => None,
             accepted = connection.accept_bi() => accepted.ok(),
+            // The same rule as for a new connection: a stream within the handshake timeout.
+            () = streams.none_for(handshake) => {
+                tracing::debug!(%remote, "closing a connection left without a stream");
+                connection.close(close_code::NORMAL.into(), b"no stream open");
+                None
+            }
         };
     }
+    // The slot is free from here, whatever the streams still finish.
     context.telemetry().connections -= 1;
     tracing::debug!(%remote, "connection closed");
 }

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use rkyv::util::AlignedVec;
 use tally_protocol::codec::{decode_client_frame, encode_frame};
-use tally_protocol::framing::{read_first_byte, read_frame, read_frame_rest};
+use tally_protocol::framing::{read_first_byte, read_frame, read_frame_rest, FrameReadError};
 use tally_protocol::message::*;
 use tokio::io::BufReader;
 use tokio::sync::Notify;
 
-use super::{close_code, Alive, ServerContext};
+use super::{close_code, Alive, OpenStream, ServerContext};
 use crate::activity::{RECENT_MAX, TOP_CUSTOMERS};
 
 /// How long a `Goodbye` may take to reach the peer before the connection is closed anyway.
@@ -32,6 +32,9 @@ const READ_BUFFER_BYTES: usize = 64 * 1024;
 enum End {
     /// The peer finished its side of the stream.
     Finished,
+    /// The peer went away between frames (it closed or lost the connection, or reset the
+    /// stream): a normal end for a client that exits, not a broken rule.
+    PeerGone(std::io::Error),
     /// The peer broke a rule; the connection is closed with this error.
     Violation(TallyError),
     /// The daemon is shutting down.
@@ -43,7 +46,7 @@ pub(super) async fn serve_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     context: Arc<ServerContext>,
-    _alive: Alive,
+    _held: (Alive, OpenStream),
 ) {
     let limits = &context.limits;
     let mut body = AlignedVec::new();
@@ -89,11 +92,15 @@ pub(super) async fn serve_stream(
         let first = match first {
             Ok(Some(first)) => first,
             Ok(None) => break End::Finished,
+            Err(FrameReadError::Io(e)) => break End::PeerGone(e),
             Err(e) => break End::Violation(invalid(e.to_string())),
         };
         let rest = read_frame_rest(&mut recv, first, limits.frame_bytes_max, &mut body);
         match within(frame_timeout, rest).await {
             Ok(Ok(())) => {}
+            Ok(Err(FrameReadError::Io(e))) if e.kind() != std::io::ErrorKind::UnexpectedEof => {
+                break End::PeerGone(e)
+            }
             Ok(Err(e)) => break End::Violation(invalid(e.to_string())),
             Err(_) => {
                 break End::Violation(invalid(format!(
@@ -130,6 +137,9 @@ pub(super) async fn serve_stream(
         });
     };
     outbox.stop_reading();
+    if let End::PeerGone(error) = &end {
+        tracing::debug!(remote = %connection.remote_address(), %error, "the peer went away");
+    }
     // Every request read is answered before the stream ends, whatever ended the loop.
     let Ok(Some(mut send)) = writer.await else {
         return;
@@ -150,7 +160,7 @@ pub(super) async fn serve_stream(
                 let _ = tokio::time::timeout(DRAIN_LINGER, connection.closed()).await;
             }
         }
-        End::Finished => {
+        End::Finished | End::PeerGone(_) => {
             let _ = send.finish();
         }
     }

@@ -7,11 +7,14 @@ use std::time::Duration;
 use crossterm::event::{Event as TerminalEvent, KeyEventKind};
 use tally_protocol::{Client, ClientConfig};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::watch;
 
 use super::app::{Action, App, Event};
 use super::ui;
 use crate::discovery::Target;
 
+/// How long quitting waits for the poller to close its connection.
+const QUIT_WAIT: Duration = Duration::from_millis(200);
 /// Longest wait between reconnection attempts.
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -29,7 +32,13 @@ pub fn run_console(target: Target, interval: Duration) -> anyhow::Result<()> {
     let (events, mut incoming) = unbounded_channel();
     let (fetches, fetch_requests) = unbounded_channel();
     spawn_key_reader(events.clone());
-    runtime.spawn(poll_stats(config.clone(), interval, events.clone()));
+    let (quit, quitting) = watch::channel(false);
+    let poller = runtime.spawn(poll_stats(
+        config.clone(),
+        interval,
+        events.clone(),
+        quitting,
+    ));
     runtime.spawn(fetch_customers(config, fetch_requests, events));
 
     // ratatui::init installs a panic hook that restores the terminal before the panic prints.
@@ -51,6 +60,9 @@ pub fn run_console(target: Target, interval: Duration) -> anyhow::Result<()> {
         }
     });
     ratatui::restore();
+    // The poller closes its connection, so the daemon frees the slot at once.
+    let _ = quit.send(true);
+    let _ = runtime.block_on(tokio::time::timeout(QUIT_WAIT, poller));
     runtime.shutdown_background();
     result
 }
@@ -72,8 +84,14 @@ fn spawn_key_reader(events: UnboundedSender<Event>) {
         .expect("spawning the key reader");
 }
 
-/// Polls `stats` every `interval`, reconnecting with backoff when the daemon goes away.
-async fn poll_stats(config: ClientConfig, interval: Duration, events: UnboundedSender<Event>) {
+/// Polls `stats` every `interval`, reconnecting with backoff when the daemon goes away, until
+/// `quitting` says so.
+async fn poll_stats(
+    config: ClientConfig,
+    interval: Duration,
+    events: UnboundedSender<Event>,
+    mut quitting: watch::Receiver<bool>,
+) {
     let mut backoff = Duration::from_millis(250);
     loop {
         let client = match Client::connect(config.clone()).await {
@@ -93,7 +111,13 @@ async fn poll_stats(config: ClientConfig, interval: Duration, events: UnboundedS
         backoff = Duration::from_millis(250);
         let mut ticks = tokio::time::interval(interval);
         loop {
-            ticks.tick().await;
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = quitting.changed() => {
+                    client.close().await;
+                    return;
+                }
+            }
             match client.monitor().stats().await {
                 Ok(snapshot) => {
                     if events.send(Event::Stats(Ok(snapshot))).is_err() {
@@ -118,9 +142,14 @@ async fn fetch_customers(
     while let Some(id) = requests.recv().await {
         let fetched = async {
             let client = Client::connect(config.clone()).await?;
-            let view = client.admin().get_customer(&id).await?;
-            let invoices = client.admin().list_invoices(&id).await?;
-            Ok::<_, tally_protocol::Error>((view, invoices))
+            let fetched = async {
+                let view = client.admin().get_customer(&id).await?;
+                let invoices = client.admin().list_invoices(&id).await?;
+                Ok::<_, tally_protocol::Error>((view, invoices))
+            }
+            .await;
+            client.close().await;
+            fetched
         };
         let result = fetched.await.map_err(|e| e.to_string());
         if events.send(Event::Customer(result)).is_err() {
