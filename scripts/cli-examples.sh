@@ -66,6 +66,16 @@ tally --json report wally embeddings 1 | expect charged 1
 tally --json customer show wally | expect balance_units 499669
 tally --json customer show wally | expect balance '"49.9669"'
 
+# Bad values are typed refusals that change nothing; an empty completion (0) records nothing.
+tally --json report wally gpt-4 0 | expect charged 0
+if tally report wally gpt-4 -5 2> err.txt; then echo "a negative report was accepted" >&2; exit 1; fi
+grep -q "is negative" err.txt
+if tally top-up wally --amount 0.004 2> err.txt; then echo "a sub-cent top-up was accepted" >&2; exit 1; fi
+grep -q "whole number of cents" err.txt
+if tally top-up wally --amount 0.50 2> err.txt; then echo "a top-up below the minimum was accepted" >&2; exit 1; fi
+grep -q 'below the minimum of \$1.00' err.txt
+tally --json customer show wally | expect balance_units 499669
+
 # Holds: reserve, settle the actual.
 hold="$(tally --json reserve wally gpt-4 2 --ttl 30s | python3 -c 'import json,sys; print(json.load(sys.stdin)["hold"])')"
 tally --json settle "$hold" 1 | expect charged 300

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use serde::Deserialize;
-use tally_protocol::message::{Role, FRAME_BYTES_MAX};
+use tally_protocol::message::{Role, FRAME_BYTES_MAX, TOP_UP_UNITS_MAX};
 
-use crate::metering::billing::BillingTerms;
+use crate::metering::billing::{dollars, BillingTerms, UNITS_PER_CENT};
 use crate::metering::catalogue::{Catalogue, FeatureToml, PlanToml};
 use crate::metering::money::parse_dollars;
 use crate::metering::period::{parse_duration_ms, Period};
@@ -178,6 +178,8 @@ struct KeyToml {
 struct BillingToml {
     fee_percent: String,
     fee_fixed: String,
+    min_top_up: String,
+    max_top_up: String,
     dedup_window: String,
 }
 
@@ -186,6 +188,8 @@ impl Default for BillingToml {
         Self {
             fee_percent: "4.5".into(),
             fee_fixed: "0.40".into(),
+            min_top_up: "1.00".into(),
+            max_top_up: "10000.00".into(),
             dedup_window: "24 hours".into(),
         }
     }
@@ -312,6 +316,10 @@ pub struct BillingConfig {
     pub fee_percent: Decimal,
     /// Fixed fee per transaction, in rate units.
     pub fee_fixed_units: i64,
+    /// Smallest balance top-up, in rate units (whole cents; its net after the fee is ≥ 0).
+    pub top_up_min_units: i64,
+    /// Largest balance top-up, in rate units (whole cents).
+    pub top_up_max_units: i64,
     /// How long idempotency keys are remembered.
     pub dedup_window_ms: u64,
 }
@@ -322,6 +330,8 @@ impl BillingConfig {
         BillingTerms {
             fee_percent: self.fee_percent,
             fee_fixed_units: self.fee_fixed_units,
+            top_up_min_units: self.top_up_min_units,
+            top_up_max_units: self.top_up_max_units,
         }
     }
 }
@@ -684,11 +694,48 @@ fn billing_config(raw: &BillingToml, errors: &mut Vec<String>) -> BillingConfig 
         errors.push(format!("billing.fee_fixed: {e}"));
         0
     });
-    BillingConfig {
+    let top_up = |key: &str, text: &str, errors: &mut Vec<String>| match parse_dollars(text) {
+        Ok(units)
+            if units % UNITS_PER_CENT == 0
+                && (UNITS_PER_CENT..=TOP_UP_UNITS_MAX).contains(&units) =>
+        {
+            units
+        }
+        Ok(_) => {
+            errors.push(format!(
+                "billing.{key}: `{text}` must be whole cents from 0.01 to {}",
+                dollars(TOP_UP_UNITS_MAX)
+            ));
+            0
+        }
+        Err(e) => {
+            errors.push(format!("billing.{key}: {e}"));
+            0
+        }
+    };
+    let config = BillingConfig {
         fee_percent,
         fee_fixed_units,
+        top_up_min_units: top_up("min_top_up", &raw.min_top_up, errors),
+        top_up_max_units: top_up("max_top_up", &raw.max_top_up, errors),
         dedup_window_ms: duration("billing.dedup_window", &raw.dedup_window, errors),
+    };
+    if config.top_up_min_units > config.top_up_max_units {
+        errors.push(format!(
+            "billing.min_top_up: `{}` is above billing.max_top_up `{}`",
+            raw.min_top_up, raw.max_top_up
+        ));
     }
+    let smallest = config.terms().settle(config.top_up_min_units);
+    if config.top_up_min_units > 0 && smallest.net_units < 0 {
+        errors.push(format!(
+            "billing.min_top_up: a top-up of `{}` would net {} after its fee of {}; raise it above the fee",
+            raw.min_top_up,
+            dollars(smallest.net_units),
+            dollars(smallest.fee_units)
+        ));
+    }
+    config
 }
 
 #[cfg(test)]
@@ -840,5 +887,25 @@ mod tests {
         for path in ["server.listen", "storage.durability", "billing.fee_fixed"] {
             assert!(err.contains(path), "{path} missing from {err}");
         }
+    }
+
+    #[test]
+    fn a_top_up_range_that_could_cost_the_merchant_is_refused() {
+        let with = |min: &str| {
+            let text = DEFAULT_CONFIG_TOML
+                .replace("min_top_up = \"1.00\"", &format!("min_top_up = \"{min}\""));
+            Config::parse(&text, Path::new("."), "c.toml").map_err(|e| e.to_string())
+        };
+        assert_eq!(with("1.00").unwrap().billing.top_up_min_units, 10_000);
+        let below_fee = with("0.30").unwrap_err();
+        assert!(below_fee.contains("billing.min_top_up"), "{below_fee}");
+        assert!(below_fee.contains("$-0.11"), "{below_fee}");
+        let sub_cent = with("1.005").unwrap_err();
+        assert!(sub_cent.contains("whole cents"), "{sub_cent}");
+        let above_max = with("20000.00").unwrap_err();
+        assert!(
+            above_max.contains("above billing.max_top_up"),
+            "{above_max}"
+        );
     }
 }

@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use tally_protocol::codec::{body_length, decode, decode_client_frame, encode_frame};
-use tally_protocol::message::{ServerFrame, FRAME_BYTES_MAX};
+use tally_protocol::message::{validate_request, ClientFrame, ServerFrame, FRAME_BYTES_MAX};
 
 fuzz_target!(|data: &[u8]| {
     let Some((prefix, body)) = data.split_first_chunk::<4>() else {
@@ -21,6 +21,9 @@ fuzz_target!(|data: &[u8]| {
         encode_frame(&frame, &mut bytes).expect("an accepted frame re-encodes");
         let again = decode_client_frame(&bytes[4..]).expect("a re-encoded frame decodes");
         assert_eq!(again, frame);
+        if let ClientFrame::Request(request) = &frame {
+            let _ = validate_request(&request.request);
+        }
     }
     // The client reads the daemon's frames with the same code.
     let _ = decode::<ServerFrame>(body);

@@ -10,7 +10,7 @@ use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::message::{validate_request, ClientFrame, FRAME_BYTES_MAX};
+use crate::message::{ClientFrame, FRAME_BYTES_MAX};
 
 /// Bytes of the length prefix in front of every frame body.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
@@ -114,14 +114,11 @@ where
     rkyv::from_bytes::<T, rancor::Error>(&aligned).map_err(malformed)
 }
 
-/// Decodes a client frame and checks the protocol rules of any request it carries, so that the
-/// daemon only ever routes well-formed requests.
+/// Decodes a client frame. Only bytes that do not decode are an error here: the values a
+/// request carries are checked by [`crate::message::validate_request`] afterwards, and one outside a limit is a
+/// typed rejection of that request, not a broken stream.
 pub fn decode_client_frame(body: &[u8]) -> Result<ClientFrame, CodecError> {
-    let frame: ClientFrame = decode(body)?;
-    if let ClientFrame::Request(request) = &frame {
-        validate_request(&request.request).map_err(|e| CodecError::Malformed(e.to_string()))?;
-    }
-    Ok(frame)
+    decode(body)
 }
 
 #[cfg(test)]
@@ -162,7 +159,7 @@ mod tests {
     }
 
     #[test]
-    fn decode_client_frame_refuses_a_request_that_breaks_a_limit() {
+    fn decode_client_frame_decodes_a_bad_value_and_leaves_it_to_validation() {
         let frame = ClientFrame::Request(RequestFrame {
             id: 1,
             request: Request::Check(CheckRequest {
@@ -173,7 +170,11 @@ mod tests {
         });
         let mut out = Vec::new();
         encode_frame(&frame, &mut out).unwrap();
-        let err = decode_client_frame(body_of(&out)).unwrap_err();
+        let decoded = decode_client_frame(body_of(&out)).expect("the bytes are well formed");
+        let ClientFrame::Request(request) = decoded else {
+            panic!("a request")
+        };
+        let err = crate::message::validate_request(&request.request).unwrap_err();
         assert!(err.to_string().contains("customer id is 0 bytes"), "{err}");
     }
 

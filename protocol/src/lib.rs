@@ -4,8 +4,9 @@
 //! - [`message`]: every request, response and typed error, and the wire limits (plain data).
 //! - [`codec`]: bytes ⇄ messages: length-prefixed rkyv frames, validated with bytecheck.
 //! - [`framing`]: reading whole frames from an async stream with a size limit.
-//! - [`client`]: the QUIC client (quinn + rustls, ALPN `tally/1`) that every tool uses.
-//! - [`retry`]: backoff with jitter for requests answered `Overloaded`.
+//! - [`client`]: the QUIC client (quinn + rustls, ALPN `tally/1`) that every tool uses; it
+//!   validates requests before sending and reconnects by itself.
+//! - [`retry`]: backoff with jitter for requests answered `Overloaded` and for reconnecting.
 //!
 //! # Guarantees and limits
 //! Every inbound frame is bounded by [`message::FRAME_BYTES_MAX`] and validated before use; a
@@ -18,6 +19,6 @@ pub mod framing;
 pub mod message;
 pub mod retry;
 
-pub use client::{Client, ClientConfig, Error};
+pub use client::{Client, ClientConfig, ConnectionState, Error};
 pub use message::*;
-pub use retry::RetryPolicy;
+pub use retry::{ReconnectPolicy, RetryPolicy};

@@ -260,7 +260,7 @@ pub struct ReportItem {
     pub customer: String,
     /// A usage feature's slug.
     pub feature: String,
-    /// Units used, 1..=`AMOUNT_MAX`.
+    /// Units used, 0..=`AMOUNT_MAX` (0 is allowed and changes nothing).
     pub amount: u64,
     /// A retry with the same key returns the first outcome and changes nothing.
     pub idempotency_key: Option<IdempotencyKey>,
@@ -979,7 +979,7 @@ pub fn validate_request(request: &Request) -> Result<(), TallyError> {
             }
             Ok(())
         }
-        Request::Settle(s) => validate_amount_or_zero("actual", s.actual),
+        Request::Settle(s) => validate_amount("actual", s.actual),
         Request::Release(_) | Request::Stats => Ok(()),
         Request::CreateCustomer(cp) | Request::ChangePlan(cp) => {
             validate_customer(&cp.customer)?;
@@ -1034,16 +1034,8 @@ fn validate_slug(what: &str, slug: &str) -> Result<(), TallyError> {
     Ok(())
 }
 
+/// Zero is a normal amount (an empty completion): it is allowed and changes nothing.
 fn validate_amount(what: &str, amount: u64) -> Result<(), TallyError> {
-    if amount == 0 || amount > AMOUNT_MAX {
-        return Err(invalid(format!(
-            "{what} is {amount}; it must be 1 to {AMOUNT_MAX}"
-        )));
-    }
-    Ok(())
-}
-
-fn validate_amount_or_zero(what: &str, amount: u64) -> Result<(), TallyError> {
     if amount > AMOUNT_MAX {
         return Err(invalid(format!(
             "{what} is {amount}; the limit is {AMOUNT_MAX}"
@@ -1113,8 +1105,8 @@ mod tests {
     }
 
     #[test]
-    fn zero_and_oversized_amounts_are_invalid() {
-        assert!(validate_request(&Request::Report(report(0))).is_err());
+    fn zero_is_a_normal_amount_and_an_oversized_one_is_invalid() {
+        assert!(validate_request(&Request::Report(report(0))).is_ok());
         assert!(validate_request(&Request::Report(report(AMOUNT_MAX + 1))).is_err());
         assert!(validate_request(&Request::Report(report(AMOUNT_MAX))).is_ok());
     }

@@ -1,5 +1,6 @@
-//! When and how long the client waits before retrying an `Overloaded` answer: exponential
-//! backoff with jitter, so clients that were refused together do not come back together.
+//! When and how long the client waits before retrying an `Overloaded` answer, and between
+//! attempts to reconnect: exponential backoff with jitter, so clients that were refused together
+//! do not come back together.
 
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
@@ -39,14 +40,49 @@ impl RetryPolicy {
     /// The wait before retry number `retry` (0-based): uniformly between half and all of
     /// `min(max_delay, base_delay × 2^retry)`, picked by `random`.
     pub fn delay(&self, retry: u32, random: u64) -> Duration {
-        let ceiling = self
-            .base_delay
-            .saturating_mul(1u32 << retry.min(20))
-            .min(self.max_delay);
-        let ceiling_ns = ceiling.as_nanos() as u64;
-        let half = ceiling_ns / 2;
-        Duration::from_nanos(half + random % (ceiling_ns - half + 1))
+        backoff(self.base_delay, self.max_delay, retry, random)
     }
+}
+
+/// How a client reconnects after losing its connection (a daemon restart, a network fault, a
+/// `Goodbye(ShuttingDown)`): the first attempt at once, then with backoff and jitter until it
+/// connects or the client is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconnectPolicy {
+    /// The wait before the second attempt; each later one doubles it.
+    pub base_delay: Duration,
+    /// No wait between attempts is longer than this.
+    pub max_delay: Duration,
+    /// How long a call made while the client reconnects waits for the connection before it
+    /// fails with [`crate::client::Error::Connect`].
+    pub call_wait: Duration,
+}
+
+impl Default for ReconnectPolicy {
+    /// 50 ms, doubling to 2 s between attempts; calls wait up to 10 s (a restart takes ~1–3 s).
+    fn default() -> Self {
+        Self {
+            base_delay: Duration::from_millis(50),
+            max_delay: Duration::from_secs(2),
+            call_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ReconnectPolicy {
+    /// The wait after failed attempt number `attempt` (0-based), picked by `random`.
+    pub fn delay(&self, attempt: u32, random: u64) -> Duration {
+        backoff(self.base_delay, self.max_delay, attempt, random)
+    }
+}
+
+/// Uniformly between half and all of `min(max, base × 2^n)`, picked by `random`: exponential
+/// backoff with jitter, so clients refused together do not come back together.
+fn backoff(base: Duration, max: Duration, n: u32, random: u64) -> Duration {
+    let ceiling = base.saturating_mul(1u32 << n.min(20)).min(max);
+    let ceiling_ns = ceiling.as_nanos() as u64;
+    let half = ceiling_ns / 2;
+    Duration::from_nanos(half + random % (ceiling_ns - half + 1))
 }
 
 /// A random number for jitter, without a dependency: the standard library seeds every

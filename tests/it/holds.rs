@@ -14,17 +14,17 @@ async fn a_hold_blocks_spending_until_it_expires_by_the_clock() {
     admin.admin().create_customer("w", "wallet").await.unwrap();
     admin
         .admin()
-        .top_up("w", TopUpAmount::Units(1_000), None)
+        .top_up("w", TopUpAmount::Units(10_000), None)
         .await
         .unwrap();
 
     let hold = admin
         .holds()
-        .reserve("w", "gpt-4", 3, Duration::from_secs(30))
+        .reserve("w", "gpt-4", 33, Duration::from_secs(30))
         .await
         .unwrap();
     assert!(hold.allowed);
-    assert_eq!(hold.held, 900);
+    assert_eq!(hold.held, 9_900);
     assert!(
         !admin
             .entitlements()
@@ -61,7 +61,10 @@ async fn a_hold_blocks_spending_until_it_expires_by_the_clock() {
     ));
     let view = admin.admin().get_customer("w").await.unwrap();
     assert!(view.holds.is_empty());
-    assert_eq!(view.balance_units, 1_000, "an expired hold charges nothing");
+    assert_eq!(
+        view.balance_units, 10_000,
+        "an expired hold charges nothing"
+    );
 }
 
 #[tokio::test]

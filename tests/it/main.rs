@@ -3,6 +3,7 @@
 //! raw QUIC streams, as a hostile peer would). One binary so the suite links once.
 
 mod bad_input;
+mod bad_values;
 mod bench_smoke;
 mod billing;
 mod concurrency;
@@ -14,6 +15,7 @@ mod limits;
 mod ops_http;
 mod overload;
 mod raw_peer;
+mod reconnect;
 mod recovery;
 mod seed_examples;
 mod startup;

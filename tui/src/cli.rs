@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use tally_protocol::message::{AMOUNT_MAX, TOP_UP_PACKS_MAX};
 
 /// Tally operator console and admin commands.
 #[derive(Debug, Parser)]
@@ -50,7 +51,7 @@ pub enum Command {
         /// Feature slug.
         feature: String,
         /// Units about to be used.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = units)]
         amount: u64,
     },
     /// Record usage.
@@ -59,7 +60,8 @@ pub enum Command {
         customer: String,
         /// Feature slug.
         feature: String,
-        /// Units used.
+        /// Units used (0 is allowed and records nothing).
+        #[arg(allow_negative_numbers = true, value_parser = units)]
         amount: u64,
         /// 32 hex digits; a retry with the same key changes nothing.
         #[arg(long)]
@@ -75,6 +77,7 @@ pub enum Command {
         /// Feature slug.
         feature: String,
         /// Units to hold.
+        #[arg(allow_negative_numbers = true, value_parser = units)]
         amount: u64,
         /// How long the hold lives, e.g. 30s, 5m.
         #[arg(long, default_value = "30s")]
@@ -85,6 +88,7 @@ pub enum Command {
         /// Hold id from `tally reserve`.
         hold: String,
         /// Units actually used.
+        #[arg(allow_negative_numbers = true, value_parser = units)]
         actual: u64,
         /// 32 hex digits; a retry with the same key changes nothing.
         #[arg(long)]
@@ -164,12 +168,41 @@ pub struct TopUpArgs {
     /// Customer id.
     pub customer: String,
     /// Credit packs to buy (credits plans).
-    #[arg(long, conflicts_with = "amount", required_unless_present = "amount")]
+    #[arg(
+        long,
+        conflicts_with = "amount",
+        required_unless_present = "amount",
+        allow_negative_numbers = true,
+        value_parser = packs
+    )]
     pub packs: Option<u32>,
-    /// Dollars to load, e.g. 50.00 (balance plans).
-    #[arg(long)]
+    /// Dollars to load in whole cents, e.g. 50.00 (balance plans).
+    #[arg(long, allow_negative_numbers = true)]
     pub amount: Option<String>,
     /// 32 hex digits; a retry with the same key changes nothing.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+}
+
+/// A usage amount: a whole number from 0 to the protocol's limit, with a message that says so
+/// for a negative one (clap would otherwise take `-5` for an unknown flag).
+fn units(text: &str) -> Result<u64, String> {
+    let allowed = format!("amounts are whole numbers from 0 to {AMOUNT_MAX}");
+    if text.trim_start().starts_with('-') {
+        return Err(format!("`{text}` is negative; {allowed}"));
+    }
+    match text.parse::<u64>() {
+        Ok(units) if units <= AMOUNT_MAX => Ok(units),
+        _ => Err(format!("`{text}` is not allowed; {allowed}")),
+    }
+}
+
+/// A number of credit packs: 1 to the protocol's limit.
+fn packs(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(packs) if (1..=TOP_UP_PACKS_MAX).contains(&packs) => Ok(packs),
+        _ => Err(format!(
+            "`{text}` is not allowed; packs are whole numbers from 1 to {TOP_UP_PACKS_MAX}"
+        )),
+    }
 }

@@ -230,7 +230,7 @@ pub fn parse_dollars(text: &str) -> anyhow::Result<i64> {
         .try_into()
         .map_err(|_| anyhow!("`{text}` is too large"))?;
     if units <= 0 {
-        bail!("`{text}` must be more than zero");
+        bail!("`{text}` is not allowed; a top-up is a positive dollar amount in whole cents, e.g. 10.00");
     }
     Ok(units)
 }

@@ -12,21 +12,31 @@ use super::catalogue::{ModelTerms, UsageTerms};
 use super::customer::Customer;
 use super::money::{dollars_to_units, units_to_dollars, Price};
 
-/// The fee every invoice and transaction with a positive total carries.
+/// The fee every invoice and transaction with a positive total carries, and the range of a
+/// balance top-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BillingTerms {
     /// Percentage of the total (4.5 means 4.5%).
     pub fee_percent: Decimal,
     /// Fixed part, in rate units.
     pub fee_fixed_units: i64,
+    /// The smallest balance top-up, in rate units (whole cents, netting at least zero).
+    pub top_up_min_units: i64,
+    /// The largest balance top-up, in rate units (whole cents).
+    pub top_up_max_units: i64,
 }
 
+/// Rate units in a cent: a balance top-up is a whole number of them.
+pub const UNITS_PER_CENT: i64 = 100;
+
 impl Default for BillingTerms {
-    /// The spec's defaults: 4.5% + $0.40.
+    /// The spec's defaults: 4.5% + $0.40; top-ups from $1.00 to $10,000.00.
     fn default() -> Self {
         Self {
             fee_percent: Decimal::new(45, 1),
             fee_fixed_units: 4_000,
+            top_up_min_units: 10_000,
+            top_up_max_units: 100_000_000,
         }
     }
 }
@@ -42,6 +52,15 @@ pub struct Settlement {
     pub net_units: i64,
 }
 
+/// `$1.00`, `$0.005`: at least two decimals, more only where the amount has them.
+pub fn dollars(units: i64) -> String {
+    let mut value = units_to_dollars(units).normalize();
+    if value.scale() < 2 {
+        value.rescale(2);
+    }
+    format!("${value}")
+}
+
 /// Rounds rate units to whole cents, half away from zero.
 pub fn round_cents(units: i64) -> i64 {
     let rounded =
@@ -50,6 +69,32 @@ pub fn round_cents(units: i64) -> i64 {
 }
 
 impl BillingTerms {
+    /// Checks a balance top-up of `units`: whole cents, within the configured range. What it
+    /// credits is then exactly the transaction's gross, and its net is never negative.
+    pub fn check_top_up(&self, units: i64) -> Result<(), String> {
+        if units % UNITS_PER_CENT != 0 {
+            return Err(format!(
+                "a top-up of {} is not a whole number of cents",
+                dollars(units)
+            ));
+        }
+        if units < self.top_up_min_units {
+            return Err(format!(
+                "a top-up of {} is below the minimum of {} ([billing] min_top_up)",
+                dollars(units),
+                dollars(self.top_up_min_units)
+            ));
+        }
+        if units > self.top_up_max_units {
+            return Err(format!(
+                "a top-up of {} is above the maximum of {} ([billing] max_top_up)",
+                dollars(units),
+                dollars(self.top_up_max_units)
+            ));
+        }
+        Ok(())
+    }
+
     /// Total, fee and net of `amount_units`.
     pub fn settle(&self, amount_units: i64) -> Settlement {
         let total_units = round_cents(amount_units);
@@ -367,7 +412,7 @@ mod tests {
     proptest! {
         #[test]
         fn net_plus_fee_is_the_total(amount in -10_000_000i64..1_000_000_000_000, percent in 0u32..1_000, fixed in 0i64..100_000) {
-            let terms = BillingTerms { fee_percent: Decimal::new(i64::from(percent), 1), fee_fixed_units: fixed / 100 * 100 };
+            let terms = BillingTerms { fee_percent: Decimal::new(i64::from(percent), 1), fee_fixed_units: fixed / 100 * 100, ..BillingTerms::default() };
             let s = terms.settle(amount);
             prop_assert_eq!(s.net_units + s.fee_units, s.total_units);
             prop_assert_eq!(s.total_units % 100, 0, "whole cents");

@@ -450,6 +450,10 @@ impl Customer {
 
     /// Whether `amount` more of `feature` may be used now, counting open holds as used.
     pub fn assess(&self, feature: &str, terms: UsageTerms, amount: u64) -> Assessment {
+        if amount == 0 {
+            // Nothing costs nothing, even to a customer in debt.
+            return allowed(0);
+        }
         match terms {
             UsageTerms::Metered { included, overage } => {
                 let committed = self.used(feature) + self.held_amount(feature);

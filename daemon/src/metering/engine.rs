@@ -314,6 +314,10 @@ impl ShardCore {
         let catalogue = self.catalogue.clone();
         let (slot, customer) = self.touch(now_ms, &item.customer)?;
         let terms = customer.usage_terms(&catalogue, &item.feature)?;
+        if item.amount == 0 {
+            // An empty completion: nothing to record, so no event, no key, `seq` unchanged.
+            return Ok(report_outcome(customer, &item.feature, terms, 0, 0));
+        }
         if item.only_if_allowed {
             let assessment = customer.assess(&item.feature, terms, item.amount);
             if !assessment.is_allowed {
@@ -649,6 +653,9 @@ impl ShardCore {
                     (i64::from(packs) * pack_price_units, credits, 0)
                 }
                 (ModelTerms::Balance { .. }, TopUpAmount::Units(units)) => {
+                    billing
+                        .check_top_up(units)
+                        .map_err(|reason| TallyError::InvalidRequest { reason })?;
                     customer.balance_units += units;
                     (units, 0, units)
                 }
@@ -965,6 +972,38 @@ mod tests {
                 .unwrap()
                 .allowed
         );
+    }
+
+    #[test]
+    fn zero_is_allowed_and_a_zero_report_changes_nothing() {
+        let mut core = core();
+        create(&mut core, "w", "wallet");
+        core.take_changes();
+        let before = core.customer("w").unwrap().seq;
+        let empty = ReportItem::new("w", "gpt-4", 0).with_idempotency_key([9; 16]);
+        let outcome = report(&mut core, empty.clone().only_if_allowed()).unwrap();
+        assert_eq!(
+            (outcome.amount, outcome.charged, outcome.seq),
+            (0, 0, before)
+        );
+        assert!(!core.has_changes(), "no event, no row, no key to persist");
+        let outcome = report(&mut core, empty.clone()).unwrap();
+        assert_eq!((outcome.amount, outcome.seq), (0, before));
+        // The key was not spent on nothing: it still serves a real report.
+        let real = ReportItem { amount: 1, ..empty };
+        let outcome = report(&mut core, real).unwrap();
+        assert_eq!(
+            (outcome.amount, outcome.charged, outcome.duplicate),
+            (1, 300, false)
+        );
+        // A wallet in debt may still be asked about nothing.
+        report(&mut core, ReportItem::new("w", "gpt-4", 10)).unwrap();
+        assert!(check(&mut core, T0, "w", "gpt-4", 0).unwrap().allowed);
+        assert!(!check(&mut core, T0, "w", "gpt-4", 1).unwrap().allowed);
+        let zero_hold = reserve(&mut core, "w", "gpt-4", 0, 1_000);
+        assert!(zero_hold.allowed && zero_hold.held == 0, "{zero_hold:?}");
+        let unknown = report(&mut core, ReportItem::new("nobody", "gpt-4", 0));
+        assert!(matches!(unknown, Err(TallyError::UnknownCustomer { .. })));
     }
 
     #[test]
@@ -1291,59 +1330,99 @@ mod invoice_properties {
     }
 
     proptest! {
-        #[test]
-        fn invoices_equal_a_straightforward_computation_from_the_events(
-            included in 0u64..50_000,
-            overage in (0i64..10_000, 1u64..1_000_000),
-            price in (0i64..10_000, 1u64..1_000_000),
-            history in proptest::collection::vec((0u64..3 * DAY_MS, any::<bool>(), 1u64..40_000), 1..60),
-        ) {
-            let mut core = ShardCore::new(catalogue(included, overage, price), 60_000, BillingTerms::default());
-            for (id, plan) in [("m", "metered"), ("b", "balance")] {
-                core.handle(T0, Request::CreateCustomer(CustomerPlan { customer: id.into(), plan: plan.into() })).unwrap();
-            }
-            let mut events = Vec::new();
-            let mut invoices = Vec::new();
-            let mut now = T0;
-            for (advance, metered, amount) in history {
-                now += advance;
-                let customer = if metered { "m" } else { "b" };
-                core.handle(now, Request::Report(ReportItem::new(customer, "tokens", amount))).unwrap();
-                let changes = core.take_changes();
-                events.extend(changes.events);
-                invoices.extend(changes.invoices);
-            }
-            core.close_due_periods(now + 8 * DAY_MS, usize::MAX);
-            invoices.extend(core.take_changes().invoices);
-            prop_assert!(!invoices.is_empty());
+            #[test]
+            fn invoices_equal_a_straightforward_computation_from_the_events(
+                included in 0u64..50_000,
+                overage in (0i64..10_000, 1u64..1_000_000),
+                price in (0i64..10_000, 1u64..1_000_000),
+                history in proptest::collection::vec((0u64..3 * DAY_MS, any::<bool>(), 1u64..40_000), 1..60),
+            ) {
+                let mut core = ShardCore::new(catalogue(included, overage, price), 60_000, BillingTerms::default());
+                for (id, plan) in [("m", "metered"), ("b", "balance")] {
+                    core.handle(T0, Request::CreateCustomer(CustomerPlan { customer: id.into(), plan: plan.into() })).unwrap();
+                }
+                let mut events = Vec::new();
+                let mut invoices = Vec::new();
+                let mut now = T0;
+                for (advance, metered, amount) in history {
+                    now += advance;
+                    let customer = if metered { "m" } else { "b" };
+                    core.handle(now, Request::Report(ReportItem::new(customer, "tokens", amount))).unwrap();
+                    let changes = core.take_changes();
+                    events.extend(changes.events);
+                    invoices.extend(changes.invoices);
+                }
+                core.close_due_periods(now + 8 * DAY_MS, usize::MAX);
+                invoices.extend(core.take_changes().invoices);
+                prop_assert!(!invoices.is_empty());
 
-            let (mut gross, mut fees, mut nets) = (0i64, 0i64, 0i64);
-            for invoice in &invoices {
-                let used: u64 = events
-                    .iter()
-                    .filter(|e| e.customer == invoice.customer)
-                    .filter(|e| (invoice.period_start_ms..invoice.period_end_ms).contains(&e.at_ms))
-                    .map(|e| e.amount)
-                    .sum();
-                let subtotal = if invoice.customer == "m" {
-                    let over = used.saturating_sub(included);
-                    123_400 + ceil_div(over, overage.0, overage.1)
-                } else {
-                    // No top-ups: everything consumed is owed at close.
-                    ceil_div(used, price.0, price.1)
-                };
-                let line_used: u64 = invoice.lines.iter().filter(|l| l.feature == "tokens").map(|l| l.used).sum();
-                prop_assert_eq!(line_used, used, "invoice usage reconciles with the events");
-                let total = cents(subtotal);
-                let fee = if total > 0 { (total / 100 * 45 + 500) / 1_000 * 100 + 4_000 } else { 0 };
-                prop_assert_eq!(invoice.total_units, total);
-                prop_assert_eq!(invoice.fee_units, fee);
-                prop_assert_eq!(invoice.net_units, total - fee);
-                gross += invoice.total_units;
-                fees += invoice.fee_units;
-                nets += invoice.net_units;
+                let (mut gross, mut fees, mut nets) = (0i64, 0i64, 0i64);
+                for invoice in &invoices {
+                    let used: u64 = events
+                        .iter()
+                        .filter(|e| e.customer == invoice.customer)
+                        .filter(|e| (invoice.period_start_ms..invoice.period_end_ms).contains(&e.at_ms))
+                        .map(|e| e.amount)
+                        .sum();
+                    let subtotal = if invoice.customer == "m" {
+                        let over = used.saturating_sub(included);
+                        123_400 + ceil_div(over, overage.0, overage.1)
+                    } else {
+                        // No top-ups: everything consumed is owed at close.
+                        ceil_div(used, price.0, price.1)
+                    };
+                    let line_used: u64 = invoice.lines.iter().filter(|l| l.feature == "tokens").map(|l| l.used).sum();
+                    prop_assert_eq!(line_used, used, "invoice usage reconciles with the events");
+                    let total = cents(subtotal);
+                    let fee = if total > 0 { (total / 100 * 45 + 500) / 1_000 * 100 + 4_000 } else { 0 };
+                    prop_assert_eq!(invoice.total_units, total);
+                    prop_assert_eq!(invoice.fee_units, fee);
+                    prop_assert_eq!(invoice.net_units, total - fee);
+                    gross += invoice.total_units;
+                    fees += invoice.fee_units;
+                    nets += invoice.net_units;
+                }
+                prop_assert_eq!(nets + fees, gross);
             }
-            prop_assert_eq!(nets + fees, gross);
-        }
+
+            #[test]
+            fn top_ups_credit_exactly_their_gross_and_never_net_below_zero(
+                amounts in proptest::collection::vec(
+                    prop_oneof![0i64..20_000, (1i64..200_000).prop_map(|c| c * 100), 99_999_000i64..100_001_000],
+                    1..40,
+                ),
+                // Fees a config may set with the default minimum ($1.00 must net at least zero).
+                fee in (0i64..1_000, 0i64..5_000),
+            ) {
+                let terms = BillingTerms {
+                    fee_percent: rust_decimal::Decimal::new(fee.0, 2),
+                    fee_fixed_units: fee.1 / 100 * 100,
+                    ..BillingTerms::default()
+                };
+                let mut core = ShardCore::new(catalogue(0, (1, 1), (1, 1)), 60_000, terms);
+                core.handle(T0, Request::CreateCustomer(CustomerPlan { customer: "b".into(), plan: "balance".into() })).unwrap();
+                let (mut credited, mut gross) = (0i64, 0i64);
+                for units in amounts {
+                    let before = core.customer("b").unwrap().balance_units;
+                    let whole_cents_in_range = units % 100 == 0 && (10_000..=100_000_000).contains(&units);
+                    let request = Request::TopUp(TopUpRequest { customer: "b".into(), amount: TopUpAmount::Units(units), idempotency_key: None });
+                    match core.handle(T0, request) {
+                        Ok(Response::TopUp(outcome)) => {
+                            prop_assert!(whole_cents_in_range, "{units} was accepted");
+                            prop_assert_eq!(outcome.balance_added_units, outcome.transaction.total_units);
+                            prop_assert!(outcome.transaction.net_units >= 0, "{:?}", outcome.transaction);
+                            credited += outcome.balance_added_units;
+                            gross += outcome.transaction.total_units;
+                        }
+                        Err(TallyError::InvalidRequest { reason }) => {
+                            prop_assert!(!whole_cents_in_range, "{units} was refused: {reason}");
+                            prop_assert_eq!(core.customer("b").unwrap().balance_units, before);
+                        }
+                        other => prop_assert!(false, "{other:?}"),
+                    }
+                }
+                prop_assert_eq!(core.customer("b").unwrap().balance_units, credited);
+                prop_assert_eq!(credited, gross);
+            }
     }
 }

@@ -227,9 +227,13 @@ async fn answer(context: &ServerContext, role: Role, request: Request) -> Reply 
         });
     }
     let started = Instant::now();
-    let result = match request {
-        Request::Stats => Ok(Response::Stats(Box::new(stats(context).await))),
-        request => context.router.route(request).await,
+    // A value outside a limit is this request's typed rejection; the stream carries on.
+    let result = match validate_request(&request) {
+        Err(error) => Err(error),
+        Ok(()) => match request {
+            Request::Stats => Ok(Response::Stats(Box::new(stats(context).await))),
+            request => context.router.route(request).await,
+        },
     };
     let now = Instant::now();
     let mut telemetry = context.telemetry();

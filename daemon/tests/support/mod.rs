@@ -66,6 +66,8 @@ impl Tallyd {
         let mut config =
             ClientConfig::new(addr.trim().parse().unwrap(), cert, keys["admin"].clone());
         config.request_timeout = Duration::from_secs(2);
+        // A killed daemon stays down until the test restarts it: calls stop waiting soon.
+        config.reconnect.call_wait = Duration::from_secs(2);
         Client::connect(config).await.expect("client connects")
     }
 

@@ -15,7 +15,8 @@ use crate::discovery::Target;
 
 /// How long quitting waits for the poller to close its connection.
 const QUIT_WAIT: Duration = Duration::from_millis(200);
-/// Longest wait between reconnection attempts.
+/// Longest wait between attempts to make the first connection (the client reconnects by itself
+/// after that).
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Runs `tally top` until the user quits; the terminal is restored on exit and on panic.
@@ -29,6 +30,7 @@ pub fn run_console(target: Target, interval: Duration) -> anyhow::Result<()> {
     // library's default 10 s.
     config.request_timeout = (interval * 3).clamp(Duration::from_secs(1), Duration::from_secs(5));
     config.connect_timeout = Duration::from_secs(2);
+    config.reconnect.call_wait = config.request_timeout;
     let (events, mut incoming) = unbounded_channel();
     let (fetches, fetch_requests) = unbounded_channel();
     spawn_key_reader(events.clone());
@@ -84,8 +86,8 @@ fn spawn_key_reader(events: UnboundedSender<Event>) {
         .expect("spawning the key reader");
 }
 
-/// Polls `stats` every `interval`, reconnecting with backoff when the daemon goes away, until
-/// `quitting` says so.
+/// Polls `stats` every `interval` until `quitting` says so. The client reconnects by itself
+/// when the daemon goes away; meanwhile each failed poll is shown.
 async fn poll_stats(
     config: ClientConfig,
     interval: Duration,
@@ -93,9 +95,9 @@ async fn poll_stats(
     mut quitting: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(250);
-    loop {
-        let client = match Client::connect(config.clone()).await {
-            Ok(client) => client,
+    let client = loop {
+        match Client::connect(config.clone()).await {
+            Ok(client) => break client,
             Err(e) => {
                 if events
                     .send(Event::Stats(Err(format!("{e}; retrying"))))
@@ -103,32 +105,30 @@ async fn poll_stats(
                 {
                     return;
                 }
-                tokio::time::sleep(backoff).await;
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    _ = quitting.changed() => return,
+                }
                 backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
-                continue;
             }
-        };
-        backoff = Duration::from_millis(250);
-        let mut ticks = tokio::time::interval(interval);
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {}
-                _ = quitting.changed() => {
-                    client.close().await;
-                    return;
-                }
+        }
+    };
+    let mut ticks = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = quitting.changed() => {
+                client.close().await;
+                return;
             }
-            match client.monitor().stats().await {
-                Ok(snapshot) => {
-                    if events.send(Event::Stats(Ok(snapshot))).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let _ = events.send(Event::Stats(Err(format!("{e}; reconnecting"))));
-                    break;
-                }
-            }
+        }
+        let polled = client
+            .monitor()
+            .stats()
+            .await
+            .map_err(|e| format!("{e}; reconnecting"));
+        if events.send(Event::Stats(polled)).is_err() {
+            return;
         }
     }
 }
