@@ -232,20 +232,89 @@ pub fn events(customer: &str, list: &EventList) -> Output {
     }
 }
 
-/// One invoice's usage per feature against its period's events.
+/// An invoice beside the events of its period.
+#[derive(Debug)]
 pub struct InvoiceCheck {
     /// The invoice.
     pub invoice: InvoiceView,
     /// Per feature: (invoiced units, units in the events).
     pub features: BTreeMap<String, (u64, u64)>,
+    /// Every usage line beside the events that make it up.
+    pub lines: Vec<LineCheck>,
+}
+
+/// One metered or usage line beside its events: a feature's events are taken in order, each
+/// line of the feature taking as many units as it invoices (a price change splits a feature's
+/// usage into one line per price, in time order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LineCheck {
+    /// The line's position in the invoice.
+    pub position: usize,
+    /// The feature.
+    pub feature: String,
+    /// Units the line invoices, and units of its events.
+    pub used: (u64, u64),
+    /// What the line charges (rate units; credits for a credits plan's usage line), and the sum
+    /// of its events' charges.
+    pub amount: (i64, i64),
+}
+
+impl LineCheck {
+    /// Whether the line agrees with its events to the unit and to the rate unit.
+    pub fn is_reconciled(&self) -> bool {
+        self.used.0 == self.used.1 && self.amount.0 == self.amount.1
+    }
 }
 
 impl InvoiceCheck {
-    /// Whether every feature's invoiced usage equals its events.
+    /// Lines each beside their events: `events` per feature, `(units, charged)` in time order.
+    pub fn new(invoice: InvoiceView, events: &BTreeMap<String, Vec<(u64, i64)>>) -> InvoiceCheck {
+        let mut features: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let mut lines = Vec::new();
+        let mut taken: BTreeMap<&str, usize> = BTreeMap::new();
+        for (position, line) in invoice.lines.iter().enumerate() {
+            if !matches!(line.kind, LineKind::Metered | LineKind::Usage) {
+                continue;
+            }
+            features.entry(line.feature.clone()).or_default().0 += line.used;
+            let feature_events = events.get(&line.feature).map_or(&[][..], Vec::as_slice);
+            let next = taken.entry(line.feature.as_str()).or_default();
+            let (mut used, mut charged) = (0u64, 0i64);
+            while used < line.used && *next < feature_events.len() {
+                let (units, cost) = feature_events[*next];
+                used += units;
+                charged += cost;
+                *next += 1;
+            }
+            let amount = match line.kind {
+                LineKind::Metered => line.amount_units,
+                _ => line.consumed,
+            };
+            lines.push(LineCheck {
+                position,
+                feature: line.feature.clone(),
+                used: (line.used, used),
+                amount: (amount, charged),
+            });
+        }
+        for (feature, feature_events) in events {
+            features.entry(feature.clone()).or_default().1 +=
+                feature_events.iter().map(|(units, _)| units).sum::<u64>();
+        }
+        InvoiceCheck {
+            invoice,
+            features,
+            lines,
+        }
+    }
+
+    /// Whether every feature's invoiced usage equals its events, and every line's money the
+    /// sum of its events' charges.
     pub fn is_reconciled(&self) -> bool {
         self.features
             .values()
             .all(|(invoiced, events)| invoiced == events)
+            && self.lines.iter().all(LineCheck::is_reconciled)
     }
 }
 
@@ -272,11 +341,37 @@ pub fn reconciliation(customer: &str, checks: &[InvoiceCheck]) -> Output {
                 if invoiced == events { "ok" } else { "MISMATCH" }
             ));
         }
+        let mut lines_json = Vec::new();
+        for line in &check.lines {
+            let amount = |value: i64| match check.invoice.model {
+                Model::Credits => format!("{value} credits"),
+                _ => dollars(value),
+            };
+            human.push(format!(
+                "invoice #{} line {} {:<16} invoiced {:>14} events {:>14} {}",
+                check.invoice.number,
+                line.position + 1,
+                line.feature,
+                amount(line.amount.0),
+                amount(line.amount.1),
+                if line.is_reconciled() {
+                    "ok"
+                } else {
+                    "MISMATCH"
+                }
+            ));
+            lines_json.push(json!({
+                "line": line.position + 1, "feature": line.feature,
+                "invoiced_units": line.used.0, "events_units": line.used.1,
+                "invoiced_amount": line.amount.0, "events_amount": line.amount.1,
+                "ok": line.is_reconciled(),
+            }));
+        }
         invoices_json.push(json!({
             "number": check.invoice.number,
             "period_start": timestamp(check.invoice.period_start_ms),
             "period_end": timestamp(check.invoice.period_end_ms),
-            "features": features, "reconciled": check.is_reconciled(),
+            "features": features, "lines": lines_json, "reconciled": check.is_reconciled(),
         }));
     }
     human.push(if is_reconciled {
@@ -290,5 +385,86 @@ pub fn reconciliation(customer: &str, checks: &[InvoiceCheck]) -> Output {
     Output {
         json: json!({ "customer": customer, "reconciled": is_reconciled, "invoices": invoices_json }),
         human: human.join("\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metered_line(used: u64, included: u64, amount_units: i64) -> InvoiceLineView {
+        InvoiceLineView {
+            kind: LineKind::Metered,
+            feature: "tokens".into(),
+            used,
+            included,
+            overage: used.saturating_sub(included),
+            price_units: 0,
+            per: 1,
+            consumed: 0,
+            amount_units,
+        }
+    }
+
+    /// 130,000 tokens at $0.002 over 100,000 included, then 10,000 at $0.003: two lines.
+    fn invoice(second_amount_units: i64) -> InvoiceView {
+        let base = InvoiceLineView {
+            kind: LineKind::Base,
+            feature: String::new(),
+            used: 1,
+            amount_units: 490_000,
+            ..metered_line(0, 0, 0)
+        };
+        InvoiceView {
+            customer: "p".into(),
+            number: 1,
+            plan: "pro".into(),
+            model: Model::Metered,
+            period_start_ms: 0,
+            period_end_ms: 10,
+            closed_at_ms: 10,
+            reason: CloseReason::Manual,
+            lines: vec![
+                base,
+                metered_line(130_000, 100_000, 600_000),
+                metered_line(10_000, 100_000, second_amount_units),
+            ],
+            total_units: 1_390_000,
+            fee_units: 0,
+            net_units: 0,
+        }
+    }
+
+    fn events() -> BTreeMap<String, Vec<(u64, i64)>> {
+        BTreeMap::from([(
+            "tokens".to_string(),
+            vec![(100_000, 0), (30_000, 600_000), (10_000, 300_000)],
+        )])
+    }
+
+    #[test]
+    fn each_line_is_set_beside_its_own_events_in_order() {
+        let check = InvoiceCheck::new(invoice(300_000), &events());
+        assert!(check.is_reconciled(), "{check:?}");
+        assert_eq!(check.lines.len(), 2);
+        assert_eq!(check.lines[0].amount, (600_000, 600_000));
+        assert_eq!(check.lines[1].used, (10_000, 10_000));
+        assert_eq!(check.features["tokens"], (140_000, 140_000));
+    }
+
+    #[test]
+    fn a_line_whose_money_differs_from_its_events_is_a_mismatch_with_both_figures() {
+        // The whole period repriced at the new price: the events say $30.00, the line $120.00.
+        let check = InvoiceCheck::new(invoice(1_200_000), &events());
+        assert!(!check.is_reconciled());
+        let out = reconciliation("p", &[check]);
+        assert!(out.human.contains("120.00"), "{}", out.human);
+        assert!(out.human.contains(" 30.00"), "{}", out.human);
+        assert!(out.human.contains("MISMATCH"), "{}", out.human);
+        assert_eq!(out.json["reconciled"], false);
+        assert_eq!(
+            out.json["invoices"][0]["lines"][1]["events_amount"],
+            300_000
+        );
     }
 }

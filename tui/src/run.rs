@@ -9,7 +9,7 @@ use tally_protocol::{Client, ClientConfig};
 
 use std::collections::BTreeMap;
 
-use tally_protocol::message::{InvoiceView, LineKind};
+use tally_protocol::message::InvoiceView;
 
 use crate::billing_output::{self, InvoiceCheck};
 use crate::cli::{Cli, Command, CustomerCommand};
@@ -177,14 +177,10 @@ async fn execute(client: &Client, command: Command) -> anyhow::Result<Output> {
     }
 }
 
-/// Sums the invoice period's stored events per feature, page by page, beside the invoiced usage.
+/// Gathers the invoice period's stored events per feature, page by page, to set beside each
+/// invoice line: units and money, to the rate unit.
 async fn reconcile(client: &Client, invoice: InvoiceView) -> anyhow::Result<InvoiceCheck> {
-    let mut features: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for line in &invoice.lines {
-        if matches!(line.kind, LineKind::Metered | LineKind::Usage) {
-            features.entry(line.feature.clone()).or_default().0 += line.used;
-        }
-    }
+    let mut events: BTreeMap<String, Vec<(u64, i64)>> = BTreeMap::new();
     let mut from = (invoice.period_start_ms, 0);
     loop {
         let page = client
@@ -192,14 +188,17 @@ async fn reconcile(client: &Client, invoice: InvoiceView) -> anyhow::Result<Invo
             .list_events_from(&invoice.customer, from, invoice.period_end_ms)
             .await?;
         for event in &page.events {
-            features.entry(event.feature.clone()).or_default().1 += event.amount;
+            events
+                .entry(event.feature.clone())
+                .or_default()
+                .push((event.amount, event.charged));
         }
         match (page.more, page.events.last()) {
             (true, Some(last)) => from = (last.at_ms, last.seq + 1),
             _ => break,
         }
     }
-    Ok(InvoiceCheck { invoice, features })
+    Ok(InvoiceCheck::new(invoice, &events))
 }
 
 /// RFC 3339 (`2027-01-15T00:00:00Z`) or milliseconds since the epoch.
