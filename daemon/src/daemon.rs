@@ -26,6 +26,7 @@ use crate::server::telemetry::Telemetry;
 use crate::server::{self, BindError, ServerContext};
 use crate::shard::STATS_INTERVAL;
 use crate::stable_hash::{shard_of, stable_hash};
+use crate::store::prices::{self, PriceRecovery};
 use crate::store::{Store, StoreError, StoreFaults, Tail, Write};
 
 /// File in the data dir where a running daemon writes the address it listens on, so tools find
@@ -449,9 +450,22 @@ fn recover(
 ) -> Result<(Vec<ShardCore>, u64, Tail), StartError> {
     let started = Instant::now();
     let shard_count = config.server.shards;
-    let recovered = store.recover(&config.catalogue, now_ms, shard_count, |id| {
+    let (catalogue, new_versions) =
+        prices::catalogue_with_history(store, &config.catalogue, now_ms)?;
+    let splits = store.price_splits()?;
+    let mut prices = PriceRecovery::new(&catalogue, &splits, now_ms);
+    let recovered = store.recover(&mut prices, now_ms, shard_count, |id| {
         shard_of(stable_hash(id.as_bytes()), shard_count)
     })?;
+    // Before any answer: a customer's split must be on disk before it is billed by it.
+    store.record_prices(&new_versions, &prices.new_splits, &prices.forgotten())?;
+    if !prices.new_splits.is_empty() {
+        tracing::info!(
+            customers = prices.new_splits.len(),
+            "recorded each customer's usage where a price change took effect now"
+        );
+    }
+    let catalogue = Arc::new(catalogue);
     let read_ms = started.elapsed().as_millis() as u64;
     let customers = recovered.customers;
     let customer_count: usize = customers.iter().map(CustomerRows::len).sum();
@@ -477,7 +491,7 @@ fn recover(
             .map(|(customers, keys)| {
                 scope.spawn(|| {
                     ShardCore::restore(
-                        config.catalogue.clone(),
+                        catalogue.clone(),
                         config.billing.dedup_window_ms,
                         config.billing.terms(),
                         customers,

@@ -14,6 +14,7 @@ mod idempotency;
 mod limits;
 mod ops_http;
 mod overload;
+mod price_changes;
 mod raw_peer;
 mod reconnect;
 mod recovery;

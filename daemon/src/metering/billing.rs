@@ -8,8 +8,8 @@ use tally_protocol::message::{
     CloseReason, InvoiceLineView, InvoiceView, LineKind, Model, TransactionKind, TransactionView,
 };
 
-use super::catalogue::{ModelTerms, UsageTerms};
-use super::customer::Customer;
+use super::catalogue::{ModelTerms, Plan, UsageTerms};
+use super::customer::{metered_cost_between, Customer, PriceSplit};
 use super::money::{dollars_to_units, units_to_dollars, Price};
 
 /// The fee every invoice and transaction with a positive total carries, and the range of a
@@ -205,54 +205,17 @@ fn line(kind: LineKind, feature: &str) -> InvoiceLine {
     }
 }
 
-/// The invoice lines of `customer`'s current period, and what must be reset: usage per feature,
-/// then debt (credits or balance below zero). `base_share` prorates the base price as
-/// `elapsed / length` (plan changes); `None` charges it in full.
+/// The invoice lines of the customer's current period: the base price (the share of the period
+/// `base_share` says, for a plan change), one line per usage feature and price in force while it
+/// was used (a price change inside the period splits a feature's usage into one line per price,
+/// each charging exactly what its reports were charged), and any debt.
 pub fn invoice_lines(customer: &Customer, base_share: Option<(u64, u64)>) -> Vec<InvoiceLine> {
     let plan = &customer.plan;
+    let segments = price_segments(customer);
     let mut lines = Vec::with_capacity(plan.usage.len() + 2);
-    let mut base = line(LineKind::Base, "");
-    base.used = 1;
-    base.price_units = plan.base_price_units;
-    base.amount_units = match base_share {
-        None => plan.base_price_units,
-        Some((elapsed, length)) => Price {
-            units: plan.base_price_units,
-            per: length.max(1),
-        }
-        .cost(elapsed.min(length)),
-    };
-    lines.push(base);
-    for (feature, terms) in &plan.usage {
-        let used = customer.used(feature);
-        let mut l = match terms {
-            UsageTerms::Metered { included, overage } => {
-                let mut l = line(LineKind::Metered, feature);
-                l.included = *included;
-                l.overage = used.saturating_sub(*included);
-                if let Some(price) = overage {
-                    l.price_units = price.units;
-                    l.per = price.per;
-                    l.amount_units = price.cost(l.overage);
-                }
-                l
-            }
-            UsageTerms::Credits { credits_per_unit } => {
-                let mut l = line(LineKind::Usage, feature);
-                l.price_units = *credits_per_unit;
-                l.consumed = used as i64 * credits_per_unit;
-                l
-            }
-            UsageTerms::Balance { price } => {
-                let mut l = line(LineKind::Usage, feature);
-                l.price_units = price.units;
-                l.per = price.per;
-                l.consumed = price.cost(used);
-                l
-            }
-        };
-        l.used = used;
-        lines.push(l);
+    base_lines(customer, &segments, base_share, &mut lines);
+    for feature in plan.usage.keys() {
+        usage_lines(feature, &segments, &mut lines);
     }
     match plan.terms {
         ModelTerms::Credits {
@@ -285,6 +248,163 @@ pub fn invoice_lines(customer: &Customer, base_share: Option<(u64, u64)>) -> Vec
         _ => {}
     }
     lines
+}
+
+/// A stretch of the period priced by one version of the plan: usage between two marks, between
+/// two instants.
+struct Segment<'a> {
+    plan: &'a Plan,
+    from: Mark<'a>,
+    to: Mark<'a>,
+    from_ms: u64,
+    to_ms: u64,
+}
+
+/// A point in the period's usage.
+#[derive(Clone, Copy)]
+enum Mark<'a> {
+    /// The period's start: nothing used.
+    Start,
+    /// A price change.
+    Split(&'a PriceSplit),
+    /// Now: the customer's counters.
+    Now(&'a Customer),
+}
+
+impl Mark<'_> {
+    /// Units of `feature` used in the period up to this mark.
+    fn used(self, feature: &str) -> u64 {
+        match self {
+            Mark::Start => 0,
+            Mark::Split(split) => split.used(feature),
+            Mark::Now(customer) => customer.used(feature),
+        }
+    }
+}
+
+/// The current period cut at each price change inside it, in time order; one segment without
+/// changes.
+fn price_segments(customer: &Customer) -> Vec<Segment<'_>> {
+    let splits = customer.price_splits();
+    let mut segments = Vec::with_capacity(splits.len() + 1);
+    let (mut from, mut from_ms) = (Mark::Start, customer.period_start_ms);
+    for split in splits {
+        segments.push(Segment {
+            plan: &split.plan,
+            from,
+            to: Mark::Split(split),
+            from_ms,
+            to_ms: split.at_ms,
+        });
+        (from, from_ms) = (Mark::Split(split), split.at_ms);
+    }
+    segments.push(Segment {
+        plan: &customer.plan,
+        from,
+        to: Mark::Now(customer),
+        from_ms,
+        to_ms: customer.period_end_ms,
+    });
+    segments
+}
+
+/// The base price: one line, or one per segment when a change inside the period moved it,
+/// each the share of the period the segment covers (within `base_share` for a plan change).
+fn base_lines(
+    customer: &Customer,
+    segments: &[Segment<'_>],
+    base_share: Option<(u64, u64)>,
+    lines: &mut Vec<InvoiceLine>,
+) {
+    let base_of = |plan: &Plan, elapsed: u64, length: u64| {
+        let mut base = line(LineKind::Base, "");
+        base.used = 1;
+        base.price_units = plan.base_price_units;
+        base.amount_units = Price {
+            units: plan.base_price_units,
+            per: length.max(1),
+        }
+        .cost(elapsed.min(length));
+        base
+    };
+    let length = customer.period_end_ms - customer.period_start_ms;
+    let (elapsed, length) = base_share.unwrap_or((length, length));
+    let one_price = segments
+        .iter()
+        .all(|s| s.plan.base_price_units == customer.plan.base_price_units);
+    if one_price {
+        let mut base = base_of(&customer.plan, elapsed, length);
+        if base_share.is_none() {
+            base.amount_units = customer.plan.base_price_units;
+        }
+        lines.push(base);
+        return;
+    }
+    let billed_to = customer.period_start_ms + elapsed;
+    for segment in segments {
+        let span = segment.to_ms.min(billed_to).saturating_sub(segment.from_ms);
+        lines.push(base_of(segment.plan, span, length));
+    }
+}
+
+/// `feature`'s lines: one per run of segments with the same terms (their usage adds up
+/// exactly), those with usage; a feature unused all period gets one empty line at its current
+/// terms.
+fn usage_lines(feature: &str, segments: &[Segment<'_>], lines: &mut Vec<InvoiceLine>) {
+    let mut runs: Vec<(UsageTerms, u64, u64)> = Vec::new();
+    for segment in segments {
+        let Some(&terms) = segment.plan.usage.get(feature) else {
+            continue;
+        };
+        let (from, to) = (segment.from.used(feature), segment.to.used(feature));
+        match runs.last_mut() {
+            Some((same, _, end)) if *same == terms => *end = to.max(*end),
+            _ => runs.push((terms, from, to.max(from))),
+        }
+    }
+    let used: Vec<_> = runs.iter().filter(|(_, from, to)| to > from).collect();
+    let shown = if used.is_empty() {
+        runs.last().into_iter().collect()
+    } else {
+        used
+    };
+    for &(terms, from, to) in shown {
+        lines.push(usage_line(feature, terms, from, to));
+    }
+}
+
+/// The line for `feature`'s usage from `from` to `to` units (cumulative in the period) at
+/// `terms`: what the reports in that range were charged, to the rate unit.
+fn usage_line(feature: &str, terms: UsageTerms, from: u64, to: u64) -> InvoiceLine {
+    let mut l = match terms {
+        UsageTerms::Metered { included, overage } => {
+            let mut l = line(LineKind::Metered, feature);
+            let over = |units: u64| units.saturating_sub(included);
+            l.included = included;
+            l.overage = over(to) - over(from);
+            if let Some(price) = overage {
+                l.price_units = price.units;
+                l.per = price.per;
+                l.amount_units = metered_cost_between(Some(&terms), from, to);
+            }
+            l
+        }
+        UsageTerms::Credits { credits_per_unit } => {
+            let mut l = line(LineKind::Usage, feature);
+            l.price_units = credits_per_unit;
+            l.consumed = (to - from) as i64 * credits_per_unit;
+            l
+        }
+        UsageTerms::Balance { price } => {
+            let mut l = line(LineKind::Usage, feature);
+            l.price_units = price.units;
+            l.per = price.per;
+            l.consumed = price.cost(to) - price.cost(from);
+            l
+        }
+    };
+    l.used = to - from;
+    l
 }
 
 /// The reason code stored for a close reason.

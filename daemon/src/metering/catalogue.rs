@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tally_protocol::message::{Model, SLUG_BYTES_MAX};
 
 use super::money::{parse_dollars, Price};
@@ -16,18 +16,18 @@ pub const CREDITS_PER_UNIT_MAX: i64 = 1_000_000;
 pub const CREDITS_MAX: i64 = 1_000_000_000_000;
 
 /// A feature as written in `[features]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeatureToml {
     /// `"usage"` (reported in integer units) or `"flag"` (on/off by plan).
     pub kind: String,
     /// Free text for people.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
 
 /// A plan as written in `[plans.SLUG]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanToml {
     /// `"metered"`, `"credits"` or `"balance"`.
@@ -35,46 +35,51 @@ pub struct PlanToml {
     /// `"1 month"`, `"1 hour"`, …
     pub period: String,
     /// Dollars per period.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_price: Option<String>,
     /// Metered: most overage dollars per period.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spending_cap: Option<String>,
     /// Credits: credits in one pack.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pack_credits: Option<i64>,
     /// Credits: dollars for one pack.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pack_price: Option<String>,
     /// Credits: credits granted every period (spent first, reset at close).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_credits: Option<i64>,
     /// Balance: how far below zero a check may still allow, in dollars.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overdraft: Option<String>,
+    /// When a change of this plan's prices takes effect: `"next_period"` (the default: each
+    /// customer's current period keeps the prices it started with) or `"now"` (usage from the
+    /// start-up that sees the change on; what was used before keeps its price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective: Option<String>,
     /// The plan's features: usage features with their model's terms, flag features with `{}`.
     #[serde(default)]
     pub features: BTreeMap<String, PlanFeatureToml>,
 }
 
 /// A feature's terms inside a plan.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanFeatureToml {
     /// Metered: units included per period.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub included: Option<i64>,
     /// Metered: dollars per `per` units past `included`; absent means a hard limit.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overage: Option<String>,
     /// Credits: credits per unit.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credits: Option<i64>,
     /// Balance: dollars per `per` units.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price: Option<String>,
     /// The quantity `overage` or `price` is for (default 1).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per: Option<i64>,
 }
 
@@ -92,6 +97,71 @@ pub enum FeatureKind {
 pub struct Catalogue {
     features: BTreeMap<String, FeatureKind>,
     plans: BTreeMap<String, Arc<Plan>>,
+    /// Earlier versions of each plan's prices, oldest first (the current one is in `plans`).
+    earlier: BTreeMap<String, Vec<Arc<Plan>>>,
+    /// Each plan as config.toml wrote it, with the features it names: what the store records
+    /// for a version of its prices.
+    sources: BTreeMap<String, PlanSource>,
+}
+
+/// A plan as written, with the `[features]` entries it names: enough to build it again.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct PlanSource {
+    /// The `[features]` entries the plan names.
+    pub features: BTreeMap<String, FeatureToml>,
+    /// `[plans.SLUG]`.
+    pub plan: PlanToml,
+}
+
+impl PlanSource {
+    /// The plan this builds, as `slug`.
+    pub fn build(&self, slug: &str) -> Result<Plan, Vec<String>> {
+        let plans = BTreeMap::from([(slug.to_string(), self.plan.clone())]);
+        let catalogue = Catalogue::build(&self.features, &plans)?;
+        let plan = catalogue
+            .plan(slug)
+            .expect("a built catalogue has its plans");
+        Ok(Plan::clone(plan))
+    }
+}
+
+/// When a version of a plan's prices took effect, and for whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Effective {
+    /// The instant it was recorded (0 for a plan's first version: since always).
+    pub since_ms: u64,
+    /// For which periods.
+    pub rule: TakesEffect,
+}
+
+/// For which periods a new version of a plan's prices counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakesEffect {
+    /// Periods that start at or after it was recorded: a current period keeps its prices.
+    NextPeriod,
+    /// Usage from the instant it was recorded, in the current period too; what was used before
+    /// keeps its price (the invoice shows one line per price).
+    Now,
+}
+
+impl TakesEffect {
+    /// The config and store spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TakesEffect::NextPeriod => "next_period",
+            TakesEffect::Now => "now",
+        }
+    }
+}
+
+/// The versions of one plan's prices in force over a period: the one at its start, and each
+/// later one that took effect `Now` inside it, with the instant it did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PricesOverPeriod {
+    /// In force at the period's start.
+    pub first: Arc<Plan>,
+    /// `(since_ms, version)` for each change inside the period, in time order.
+    pub changes: Vec<(u64, Arc<Plan>)>,
 }
 
 /// A validated plan.
@@ -109,9 +179,36 @@ pub struct Plan {
     pub usage: BTreeMap<String, UsageTerms>,
     /// Flag features the plan turns on.
     pub flags: BTreeSet<String>,
+    /// Which version of the plan's prices this is: 1, 2, … as recorded in the store (0 for a
+    /// plan read from config.toml and not yet compared with the store).
+    pub version: u32,
+    /// When this version took effect, and for whom.
+    pub effective: Effective,
 }
 
 impl Plan {
+    /// Whether `other` charges exactly like this (everything but the version and its dates).
+    pub fn has_same_prices(&self, other: &Plan) -> bool {
+        self.slug == other.slug
+            && self.terms == other.terms
+            && self.period == other.period
+            && self.base_price_units == other.base_price_units
+            && self.usage == other.usage
+            && self.flags == other.flags
+    }
+
+    /// This plan as version `version`, in effect from `since_ms`.
+    pub fn as_version(&self, version: u32, since_ms: u64) -> Plan {
+        Plan {
+            version,
+            effective: Effective {
+                since_ms,
+                ..self.effective
+            },
+            ..self.clone()
+        }
+    }
+
     /// Where `feature` sits among the plan's usage features (their slug order), which is where a
     /// customer on this plan keeps its counter.
     pub fn usage_slot(&self, feature: &str) -> Option<usize> {
@@ -196,15 +293,30 @@ impl Catalogue {
             }
         }
         let mut validated = BTreeMap::new();
+        let mut sources = BTreeMap::new();
         for (slug, plan) in plans {
-            if let Some(plan) = build_plan(slug, plan, &kinds, &mut errors) {
-                validated.insert(slug.clone(), Arc::new(plan));
+            if let Some(built) = build_plan(slug, plan, &kinds, &mut errors) {
+                validated.insert(slug.clone(), Arc::new(built));
+                let named = features
+                    .iter()
+                    .filter(|(feature, _)| plan.features.contains_key(*feature))
+                    .map(|(feature, toml)| (feature.clone(), toml.clone()))
+                    .collect();
+                sources.insert(
+                    slug.clone(),
+                    PlanSource {
+                        features: named,
+                        plan: plan.clone(),
+                    },
+                );
             }
         }
         if errors.is_empty() {
             Ok(Catalogue {
                 features: kinds,
                 plans: validated,
+                earlier: BTreeMap::new(),
+                sources,
             })
         } else {
             Err(errors)
@@ -224,6 +336,62 @@ impl Catalogue {
     /// Every plan, by slug.
     pub fn plans(&self) -> impl Iterator<Item = &Arc<Plan>> {
         self.plans.values()
+    }
+
+    /// Plan `slug` as config.toml wrote it.
+    pub fn source(&self, slug: &str) -> Option<&PlanSource> {
+        self.sources.get(slug)
+    }
+
+    /// Sets the versions of plan `slug`'s prices, oldest first: the last becomes the current
+    /// one, the others stay for the customers whose periods they still price.
+    pub fn set_versions(&mut self, slug: &str, mut versions: Vec<Arc<Plan>>) {
+        assert!(
+            versions.windows(2).all(|w| w[0].version < w[1].version
+                && w[0].effective.since_ms <= w[1].effective.since_ms),
+            "versions are in order"
+        );
+        let Some(current) = versions.pop() else {
+            return;
+        };
+        self.plans.insert(slug.to_string(), current);
+        self.earlier.insert(slug.to_string(), versions);
+    }
+
+    /// Every version of plan `slug`'s prices, oldest first.
+    pub fn versions(&self, slug: &str) -> impl Iterator<Item = &Arc<Plan>> {
+        self.earlier
+            .get(slug)
+            .into_iter()
+            .flatten()
+            .chain(self.plans.get(slug))
+    }
+
+    /// The versions of plan `slug`'s prices over the period `[start_ms, end_ms)`: the newest
+    /// one in force at its start (recorded at or before it, or the first), then each `Now`
+    /// version recorded inside it. `None` for a plan the catalogue never had.
+    pub fn prices_over_period(
+        &self,
+        slug: &str,
+        start_ms: u64,
+        end_ms: u64,
+    ) -> Option<PricesOverPeriod> {
+        let versions: Vec<&Arc<Plan>> = self.versions(slug).collect();
+        let first = versions
+            .iter()
+            .rev()
+            .find(|v| v.version <= 1 || v.effective.since_ms <= start_ms)
+            .or(versions.first())?;
+        let changes = versions
+            .iter()
+            .filter(|v| v.version > first.version && v.effective.rule == TakesEffect::Now)
+            .filter(|v| v.effective.since_ms > start_ms && v.effective.since_ms < end_ms)
+            .map(|v| (v.effective.since_ms, Arc::clone(v)))
+            .collect();
+        Some(PricesOverPeriod {
+            first: Arc::clone(first),
+            changes,
+        })
     }
 }
 
@@ -369,6 +537,16 @@ fn build_plan(
             }
         }
     }
+    let rule = match plan.effective.as_deref() {
+        None | Some("next_period") => TakesEffect::NextPeriod,
+        Some("now") => TakesEffect::Now,
+        Some(other) => {
+            errors.push(format!(
+                "{at}.effective: `{other}` is not when a price change takes effect; use \"next_period\" or \"now\""
+            ));
+            TakesEffect::NextPeriod
+        }
+    };
     if errors.len() > errors_before {
         return None;
     }
@@ -379,6 +557,8 @@ fn build_plan(
         base_price_units,
         usage,
         flags,
+        version: 0,
+        effective: Effective { since_ms: 0, rule },
     })
 }
 

@@ -11,7 +11,7 @@ use tally_protocol::message::{
 };
 
 use super::billing::{invoice_lines, reason_code, BillingTerms, Invoice};
-use super::catalogue::{Catalogue, FeatureKind, ModelTerms, Plan, UsageTerms};
+use super::catalogue::{Catalogue, FeatureKind, ModelTerms, Plan, PricesOverPeriod, UsageTerms};
 
 /// A customer's state: everything that survives between requests.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,12 +67,36 @@ pub type InlineCounters = [u64; INLINE_COUNTERS];
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Holds(Option<Box<Spare>>);
 
-/// What [`Holds`] boxes; never both empty.
+/// What [`Holds`] boxes; never all empty.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Spare {
     holds: BTreeMap<u64, Hold>,
     /// A many-feature plan's counters; empty for a plan whose counters fit inline.
     counters: Box<[u64]>,
+    /// Price changes that took effect inside the current period (rare: most customers never
+    /// have one, so they live in this box too).
+    splits: Vec<PriceSplit>,
+}
+
+/// A price change inside a period: the usage before it, and the prices it was used at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PriceSplit {
+    /// The plan's prices before the change.
+    pub plan: Arc<Plan>,
+    /// When the change took effect.
+    pub at_ms: u64,
+    /// Units of each usage feature used in the period before it (cumulative).
+    pub usage: Vec<(String, u64)>,
+}
+
+impl PriceSplit {
+    /// Units of `feature` used before the change.
+    pub fn used(&self, feature: &str) -> u64 {
+        self.usage
+            .iter()
+            .find(|(f, _)| f == feature)
+            .map_or(0, |(_, units)| *units)
+    }
 }
 
 impl Holds {
@@ -148,12 +172,23 @@ impl Holds {
         self.drop_box_if_empty();
     }
 
+    /// The price changes inside the current period, oldest first.
+    fn splits(&self) -> &[PriceSplit] {
+        self.0.as_deref().map_or(&[], |spare| &spare.splits)
+    }
+
+    fn set_splits(&mut self, splits: Vec<PriceSplit>) {
+        if splits.is_empty() && self.0.is_none() {
+            return;
+        }
+        self.0.get_or_insert_default().splits = splits;
+        self.drop_box_if_empty();
+    }
+
     fn drop_box_if_empty(&mut self) {
-        if self
-            .0
-            .as_ref()
-            .is_some_and(|spare| spare.holds.is_empty() && spare.counters.is_empty())
-        {
+        if self.0.as_ref().is_some_and(|spare| {
+            spare.holds.is_empty() && spare.counters.is_empty() && spare.splits.is_empty()
+        }) {
             self.0 = None;
         }
     }
@@ -165,7 +200,7 @@ impl FromIterator<(u64, Hold)> for Holds {
         Holds((!holds.is_empty()).then(|| {
             Box::new(Spare {
                 holds,
-                counters: Box::default(),
+                ..Spare::default()
             })
         }))
     }
@@ -249,6 +284,7 @@ impl Customer {
         self.period_end_ms = plan.period.end_containing(now_ms, now_ms);
         self.plan = plan;
         self.reset_counters();
+        self.holds.set_splits(Vec::new());
         let dropped = self.holds.iter().map(|(id, _)| id).collect();
         self.holds.clear();
         self.seq += 1;
@@ -299,6 +335,7 @@ impl Customer {
             net_units: settlement.net_units,
         };
         self.counters_mut().fill(0);
+        self.holds.set_splits(Vec::new());
         match self.plan.terms {
             ModelTerms::Credits { .. } => self.purchased_credits = self.purchased_credits.max(0),
             ModelTerms::Balance { .. } => self.balance_units = self.balance_units.max(0),
@@ -403,6 +440,62 @@ impl Customer {
             .zip(self.counters().iter().copied())
     }
 
+    /// The price changes that took effect inside the current period, oldest first.
+    pub fn price_splits(&self) -> &[PriceSplit] {
+        self.holds.splits()
+    }
+
+    /// Prices the current period as `prices` says: the customer moves to the last version, and
+    /// each change inside the period becomes a split holding the usage before it —
+    /// `usage_at(since_ms)` if known (recorded when the change took effect), else none (no
+    /// usage can have been recorded in the period before a change it was closed after).
+    pub fn enter_prices(
+        &mut self,
+        prices: PricesOverPeriod,
+        mut usage_at: impl FnMut(u64) -> Option<Vec<(String, u64)>>,
+    ) {
+        let mut before = prices.first;
+        let mut splits = Vec::with_capacity(prices.changes.len());
+        for (at_ms, after) in prices.changes {
+            splits.push(PriceSplit {
+                plan: std::mem::replace(&mut before, after),
+                at_ms,
+                usage: usage_at(at_ms).unwrap_or_default(),
+            });
+        }
+        self.adopt_prices(before);
+        self.holds.set_splits(splits);
+    }
+
+    /// Moves to another version of the same plan's prices, keeping the period and its usage.
+    fn adopt_prices(&mut self, plan: Arc<Plan>) {
+        if Arc::ptr_eq(&plan, &self.plan) {
+            return;
+        }
+        let usage: Vec<(String, u64)> = self
+            .usage()
+            .map(|(feature, units)| (feature.to_string(), units))
+            .collect();
+        self.plan = plan;
+        self.reset_counters();
+        for (feature, units) in usage {
+            self.set_used(&feature, units);
+        }
+    }
+
+    /// What `units` of metered `feature` cost in overage this period, each unit at the price in
+    /// force when it was used (the splits' prices, then the current one).
+    fn overage_cost_to(&self, feature: &str, units: u64) -> i64 {
+        let mut cost = 0;
+        let mut from = 0;
+        for split in self.price_splits() {
+            let to = split.used(feature).max(from).min(units.max(from));
+            cost += metered_cost_between(split.plan.usage.get(feature), from, to);
+            from = to;
+        }
+        cost + metered_cost_between(self.plan.usage.get(feature), from, units.max(from))
+    }
+
     /// Sets the units of `feature` used this period (restoring stored state); `false` if the
     /// plan has no such usage feature.
     pub fn set_used(&mut self, feature: &str, units: u64) -> bool {
@@ -438,11 +531,8 @@ impl Customer {
             .iter()
             .map(|(feature, terms)| match terms {
                 UsageTerms::Metered {
-                    included,
-                    overage: Some(price),
-                } => price.cost(
-                    (self.used(feature) + self.held_amount(feature)).saturating_sub(*included),
-                ),
+                    overage: Some(_), ..
+                } => self.overage_cost_to(feature, self.used(feature) + self.held_amount(feature)),
                 _ => 0,
             })
             .sum()
@@ -553,7 +643,10 @@ impl Customer {
                     included,
                     held: self.held_amount(feature),
                     overage_units,
-                    overage_cost_units: overage.map_or(0, |p| p.cost(overage_units)),
+                    overage_cost_units: match overage {
+                        Some(_) => self.overage_cost_to(feature, used),
+                        None => 0,
+                    },
                     has_overage: overage.is_some(),
                 }
             }
@@ -656,6 +749,21 @@ impl Customer {
                 })
                 .collect(),
         }
+    }
+}
+
+/// The overage cost of the usage from `from` to `to` units under `terms` (cumulative, so the
+/// costs of consecutive ranges add up to the cost of their union); 0 for non-metered terms.
+pub fn metered_cost_between(terms: Option<&UsageTerms>, from: u64, to: u64) -> i64 {
+    match terms {
+        Some(UsageTerms::Metered {
+            included,
+            overage: Some(price),
+        }) => {
+            let over = |units: u64| units.saturating_sub(*included);
+            price.cost(over(to)) - price.cost(over(from))
+        }
+        _ => 0,
     }
 }
 

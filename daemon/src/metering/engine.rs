@@ -279,6 +279,7 @@ impl ShardCore {
                 let end_ms = customer.period_end_ms;
                 let invoice =
                     customer.close_period(end_ms, now_ms, CloseReason::Scheduled, &self.billing);
+                enter_period_prices(&self.catalogue, customer);
                 self.changes.invoices.push(invoice);
             }
             self.period_ends
@@ -535,8 +536,10 @@ impl ShardCore {
     /// `close_period`: closes the current period now; the billing cycle re-anchors here.
     fn close_now(&mut self, now_ms: u64, id: &str) -> Result<InvoiceView, TallyError> {
         let billing = self.billing;
+        let catalogue = self.catalogue.clone();
         let (slot, customer) = self.touch(now_ms, id)?;
         let invoice = customer.close_period(now_ms, now_ms, CloseReason::Manual, &billing);
+        enter_period_prices(&catalogue, customer);
         let next_end = customer.period_end_ms;
         let view = invoice.view();
         self.changes.invoices.push(invoice);
@@ -705,6 +708,26 @@ impl ShardCore {
             );
         }
         Ok(outcome)
+    }
+}
+
+/// After a close, prices the new period by the versions in force over it: usually the latest,
+/// but one recorded `next_period` after the period started waits, and one recorded `now`
+/// inside it (the daemon was down across the period's end) splits it where it took effect.
+fn enter_period_prices(catalogue: &Catalogue, customer: &mut Customer) {
+    let slug = customer.plan.slug.clone();
+    let Some(prices) =
+        catalogue.prices_over_period(&slug, customer.period_start_ms, customer.period_end_ms)
+    else {
+        return;
+    };
+    let period_changed = prices.first.period != customer.plan.period;
+    customer.enter_prices(prices, |_| None);
+    if period_changed {
+        customer.period_end_ms = customer
+            .plan
+            .period
+            .end_containing(customer.anchor_ms, customer.period_start_ms);
     }
 }
 

@@ -33,6 +33,7 @@
 //! - `meta`: `format` → [`records::STORE_FORMAT`]; `clock_floor` → the newest event time
 //!   checkpointed (BE), below which no shard's clock goes after a restart.
 
+pub mod prices;
 pub mod records;
 
 use std::collections::HashMap;
@@ -46,10 +47,10 @@ use rkyv::util::AlignedVec;
 use tally_protocol::message::{IdempotencyKey, LIST_EVENTS_MAX};
 
 use crate::metering::billing::{Invoice, Transaction};
-use crate::metering::catalogue::Catalogue;
 use crate::metering::engine::{Changes, ShardCore};
 use crate::metering::idempotency::KeyRecord;
 use crate::metering::table::CustomerRows;
+use prices::PriceRecovery;
 use records::{
     ArchivedStoredEvent, LoggedEvent, LoggedRow, RecordError, StoredCommit, StoredEvent,
     StoredSegment, SEGMENT_EVENTS_MAX, STORE_FORMAT, STORE_FORMAT_2,
@@ -631,7 +632,7 @@ impl Store {
     /// idempotency key still inside its window at `now_ms`.
     pub fn recover(
         &self,
-        catalogue: &Catalogue,
+        prices: &mut PriceRecovery<'_>,
         now_ms: u64,
         shards: usize,
         shard_of_customer: impl Fn(&str) -> usize,
@@ -671,11 +672,11 @@ impl Store {
             if logged_rows.contains_key(&*id) {
                 continue;
             }
-            let customer = records::decode_customer(&value, catalogue, &mut scratch)?;
+            let customer = records::decode_customer(&value, prices, &mut scratch)?;
             recovered.customers[shard_of_customer(&customer.id)].push(customer);
         }
         for row in logged_rows.into_values() {
-            let customer = records::decode_customer(row, catalogue, &mut scratch)?;
+            let customer = records::decode_customer(row, prices, &mut scratch)?;
             recovered.customers[shard_of_customer(&customer.id)].push(customer);
         }
         recovered.log = log;
@@ -950,6 +951,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::config::{Config, DEFAULT_CONFIG_TOML};
+    use crate::metering::catalogue::Catalogue;
     use crate::metering::customer::Customer;
     use crate::metering::table::CustomerTable;
 
@@ -1047,7 +1049,14 @@ mod tests {
 
     /// Recovers as the daemon does: the rows, then the log's checkpoint (the committer's first).
     fn recover_one(store: &Store, catalogue: &Catalogue) -> (CustomerTable, Recovered) {
-        let mut recovered = store.recover(catalogue, 0, 1, |_| 0).unwrap();
+        let mut recovered = store
+            .recover(
+                &mut PriceRecovery::new(catalogue, &Default::default(), 0),
+                0,
+                1,
+                |_| 0,
+            )
+            .unwrap();
         store
             .checkpoint(&mut recovered.log, PersistMode::SyncData)
             .unwrap();
@@ -1171,7 +1180,14 @@ mod tests {
         }
         for _crash_again in 0..2 {
             let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
-            let mut recovered = store.recover(&catalogue, 0, 1, |_| 0).unwrap();
+            let mut recovered = store
+                .recover(
+                    &mut PriceRecovery::new(&catalogue, &Default::default(), 0),
+                    0,
+                    1,
+                    |_| 0,
+                )
+                .unwrap();
             assert_eq!(recovered.log_records_replayed, 2);
             assert_eq!(
                 recovered.clock_floor_ms, 4_000,
@@ -1380,7 +1396,12 @@ mod tests {
             store.db.persist(PersistMode::SyncAll).unwrap();
         }
         let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
-        let refused = store.recover(&catalogue, 0, 1, |_| 0);
+        let refused = store.recover(
+            &mut PriceRecovery::new(&catalogue, &Default::default(), 0),
+            0,
+            1,
+            |_| 0,
+        );
         assert!(matches!(
             refused,
             Err(StoreError::Record(RecordError::Corrupt {

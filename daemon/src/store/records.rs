@@ -11,8 +11,8 @@ use rkyv::{Archive, Deserialize, Serialize};
 use tally_protocol::codec::decode;
 use tally_protocol::message::{IdempotencyKey, Response, PROTOCOL_VERSION};
 
+use super::prices::PriceRecovery;
 use crate::metering::billing::{Invoice, Transaction};
-use crate::metering::catalogue::Catalogue;
 use crate::metering::customer::{Customer, Hold, InlineCounters};
 use crate::metering::engine::UsageEvent;
 use crate::metering::idempotency::{KeyRecord, Remembered};
@@ -205,7 +205,7 @@ fn stored_customer(customer: &Customer) -> StoredCustomer {
 /// copy; pass the same one for every row.
 pub fn decode_customer(
     bytes: &[u8],
-    catalogue: &Catalogue,
+    prices: &mut PriceRecovery<'_>,
     scratch: &mut AlignedVec,
 ) -> Result<Customer, RecordError> {
     let bytes = if (bytes.as_ptr() as usize).is_multiple_of(16) {
@@ -221,12 +221,18 @@ pub fn decode_customer(
             reason: e.to_string(),
         }
     })?;
-    let plan = catalogue
-        .plan(stored.plan.as_str())
+    let period = (
+        stored.period_start_ms.to_native(),
+        stored.period_end_ms.to_native(),
+    );
+    let period_prices = prices
+        .catalogue
+        .prices_over_period(stored.plan.as_str(), period.0, period.1)
         .ok_or_else(|| RecordError::UnknownPlan {
             customer: stored.id.to_string(),
             plan: stored.plan.to_string(),
         })?;
+    let plan = &period_prices.first;
     let mut customer = Customer {
         id: stored.id.as_str().into(),
         plan: Arc::clone(plan),
@@ -264,9 +270,18 @@ pub fn decode_customer(
         })?,
     };
     customer.reset_counters();
+    let usage: Vec<(String, u64)> = stored
+        .usage
+        .iter()
+        .map(|entry| (entry.0.to_string(), entry.1.to_native()))
+        .collect();
+    let id = customer.id.to_string();
+    customer.enter_prices(period_prices, |since_ms| {
+        prices.usage_at(&id, since_ms, &usage)
+    });
     // A feature the plan no longer has is dropped: nothing could read or bill it any more.
-    for entry in stored.usage.iter() {
-        customer.set_used(entry.0.as_str(), entry.1.to_native());
+    for (feature, units) in &usage {
+        customer.set_used(feature, *units);
     }
     Ok(customer)
 }
@@ -504,11 +519,21 @@ mod tests {
         let mut stored = stored_customer(&customer);
         stored.transactions_made = u64::from(u32::MAX);
         let row = encode(&stored);
-        let back = decode_customer(&row, &catalogue, &mut AlignedVec::new()).unwrap();
+        let back = decode_customer(
+            &row,
+            &mut PriceRecovery::new(&catalogue, &Default::default(), 0),
+            &mut AlignedVec::new(),
+        )
+        .unwrap();
         assert_eq!(back.transactions_made, u32::MAX);
         stored.transactions_made += 1;
         let row = encode(&stored);
-        let error = decode_customer(&row, &catalogue, &mut AlignedVec::new()).unwrap_err();
+        let error = decode_customer(
+            &row,
+            &mut PriceRecovery::new(&catalogue, &Default::default(), 0),
+            &mut AlignedVec::new(),
+        )
+        .unwrap_err();
         assert!(
             matches!(&error, RecordError::Corrupt { what: "customer", reason } if reason.contains("acme")),
             "{error}"
@@ -532,7 +557,12 @@ mod tests {
             },
         );
         let row = encode_customer(&customer);
-        let back = decode_customer(&row, &catalogue, &mut AlignedVec::new()).unwrap();
+        let back = decode_customer(
+            &row,
+            &mut PriceRecovery::new(&catalogue, &Default::default(), 0),
+            &mut AlignedVec::new(),
+        )
+        .unwrap();
         assert_eq!(back, customer);
         assert_eq!(back.used("embeddings"), 11);
         assert_eq!(back.holds.len(), 1);
