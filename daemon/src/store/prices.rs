@@ -321,6 +321,12 @@ impl<'a> PriceRecovery<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metering::billing::{BillingTerms, Invoice};
+    use crate::metering::catalogue::{FeatureToml, PlanToml};
+    use crate::metering::engine::{ShardCore, UsageEvent};
+    use crate::store::{writes_for, StoreFaults, Tail};
+    use proptest::prelude::*;
+    use tally_protocol::message::{CustomerPlan, CustomerRef, ReportItem, Request};
 
     #[test]
     fn keys_keep_their_parts_apart() {
@@ -332,5 +338,146 @@ mod tests {
             &key[VERSION_PREFIX.len()..VERSION_PREFIX.len() + 4],
             b"pro/"
         );
+    }
+
+    const T0: u64 = 1_800_000_000_000;
+
+    /// A metered plan `m` and a balance plan `b`, hourly, at `price` rate units per token of
+    /// overage and per ten tokens, a base price that moves with it, taking effect as `rule` says.
+    fn catalogue(price: i64, rule: &str) -> Catalogue {
+        let text = format!(
+            r#"
+            [features]
+            tokens = {{ kind = "usage" }}
+            [plans.m]
+            model = "metered"
+            period = "1 hour"
+            base_price = "{base}"
+            effective = "{rule}"
+            features.tokens = {{ included = 1000, overage = "{unit}" }}
+            [plans.b]
+            model = "balance"
+            period = "1 hour"
+            effective = "{rule}"
+            features.tokens = {{ price = "{unit}", per = 10 }}"#,
+            base = rust_decimal::Decimal::new(10_000 + price * 100, 4),
+            unit = rust_decimal::Decimal::new(price, 4),
+        );
+        #[derive(serde::Deserialize)]
+        struct Doc {
+            features: BTreeMap<String, FeatureToml>,
+            plans: BTreeMap<String, PlanToml>,
+        }
+        let doc: Doc = toml::from_str(&text).unwrap();
+        Catalogue::build(&doc.features, &doc.plans).unwrap()
+    }
+
+    /// Starts on `store` as the daemon does: the price history, recovery, the splits recorded.
+    fn start(store: &Store, config: &Catalogue, now_ms: u64) -> ShardCore {
+        let (catalogue, new_versions) = catalogue_with_history(store, config, now_ms).unwrap();
+        let splits = store.price_splits().unwrap();
+        let mut prices = PriceRecovery::new(&catalogue, &splits, now_ms);
+        let mut recovered = store.recover(&mut prices, now_ms, 1, |_| 0).unwrap();
+        store
+            .record_prices(&new_versions, &prices.new_splits, &prices.forgotten())
+            .unwrap();
+        store
+            .checkpoint(&mut recovered.log, PersistMode::Buffer)
+            .unwrap();
+        let rows = recovered.customers.pop().unwrap();
+        ShardCore::restore(
+            Arc::new(catalogue),
+            60_000,
+            BillingTerms::default(),
+            rows,
+            recovered.keys,
+        )
+    }
+
+    /// Each invoice with the events of its period, in the order they happened.
+    #[derive(Default)]
+    struct Books {
+        open: BTreeMap<String, Vec<UsageEvent>>,
+        closed: Vec<(Invoice, Vec<UsageEvent>)>,
+    }
+
+    impl Books {
+        fn persist(&mut self, store: &Store, core: &mut ShardCore) {
+            let changes = core.take_changes();
+            // A call closes a period before it records usage in the next.
+            for invoice in &changes.invoices {
+                let events = self.open.remove(&invoice.customer).unwrap_or_default();
+                self.closed.push((invoice.clone(), events));
+            }
+            for event in &changes.events {
+                self.open
+                    .entry(event.customer.clone())
+                    .or_default()
+                    .push(event.clone());
+            }
+            let writes = writes_for(changes, core);
+            store
+                .persist(writes, PersistMode::Buffer, &mut Tail::default())
+                .unwrap();
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(12))]
+
+        #[test]
+        fn every_invoice_line_is_what_its_reports_were_charged_across_price_changes(
+            steps in proptest::collection::vec((0u8..12, 1u64..900, 1i64..60, any::<bool>()), 1..40),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut now = T0;
+            let mut store = Store::open(dir.path(), StoreFaults::default()).unwrap();
+            let mut core = start(&store, &catalogue(20, "now"), now);
+            let mut books = Books::default();
+            for (id, plan) in [("m", "m"), ("b", "b")] {
+                let request = Request::CreateCustomer(CustomerPlan { customer: id.into(), plan: plan.into() });
+                core.handle(now, request).unwrap();
+            }
+            books.persist(&store, &mut core);
+            for (kind, amount, price, is_now) in steps {
+                let customer = if kind % 2 == 0 { "m" } else { "b" };
+                match kind {
+                    0..=5 => drop(core.handle(now, Request::Report(ReportItem::new(customer, "tokens", amount)))),
+                    6 | 7 => now += amount * 10_000,
+                    8 => drop(core.handle(now, Request::ClosePeriod(CustomerRef { customer: customer.into() }))),
+                    _ => {
+                        // A restart with new prices, a moment later.
+                        now += 1;
+                        drop(core);
+                        drop(store);
+                        store = Store::open(dir.path(), StoreFaults::default()).unwrap();
+                        let rule = if is_now { "now" } else { "next_period" };
+                        core = start(&store, &catalogue(price, rule), now);
+                    }
+                }
+                books.persist(&store, &mut core);
+            }
+            for customer in ["m", "b"] {
+                now += 1;
+                core.handle(now, Request::ClosePeriod(CustomerRef { customer: customer.into() })).unwrap();
+                books.persist(&store, &mut core);
+            }
+            prop_assert!(books.open.is_empty());
+            for (invoice, events) in &books.closed {
+                let mut events = events.iter();
+                for line in invoice.lines.iter().filter(|l| l.kind == 1 || l.kind == 2) {
+                    let (mut used, mut charged) = (0, 0);
+                    while used < line.used {
+                        let event = events.next().expect("events for every unit invoiced");
+                        used += event.amount;
+                        charged += event.charged;
+                    }
+                    let amount = if line.kind == 1 { line.amount_units } else { line.consumed };
+                    prop_assert_eq!(used, line.used, "{:?}", invoice);
+                    prop_assert_eq!(charged, amount, "{:?}", invoice);
+                }
+                prop_assert!(events.next().is_none(), "every event is invoiced: {:?}", invoice);
+            }
+        }
     }
 }
