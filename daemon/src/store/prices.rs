@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::records::RecordError;
 use super::{Store, StoreError};
-use crate::metering::catalogue::{Catalogue, Plan, PlanSource};
+use crate::metering::billing::dollars;
+use crate::metering::catalogue::{Catalogue, Plan, PlanSource, UsageTerms};
+use crate::metering::money::Price;
 
 const VERSION_PREFIX: &[u8] = b"prices/";
 const SPLIT_PREFIX: &[u8] = b"price-splits/";
@@ -104,8 +106,9 @@ fn describe_changes(old: &Plan, new: &Plan) -> String {
     let mut changes = Vec::new();
     if old.base_price_units != new.base_price_units {
         changes.push(format!(
-            "base price {} → {} rate units",
-            old.base_price_units, new.base_price_units
+            "base price {} → {}",
+            dollars(old.base_price_units),
+            dollars(new.base_price_units)
         ));
     }
     if old.period != new.period {
@@ -119,13 +122,32 @@ fn describe_changes(old: &Plan, new: &Plan) -> String {
     for feature in features.filter(|f| seen.insert(*f)) {
         let (before, after) = (old.usage.get(feature), new.usage.get(feature));
         if before != after {
-            changes.push(format!("{feature} {before:?} → {after:?}"));
+            changes.push(format!(
+                "{feature}: {} → {}",
+                terms_text(before),
+                terms_text(after)
+            ));
         }
     }
     if old.flags != new.flags {
         changes.push(format!("flags {:?} → {:?}", old.flags, new.flags));
     }
     changes.join("; ")
+}
+
+fn terms_text(terms: Option<&UsageTerms>) -> String {
+    let price = |p: &Price| format!("{} per {}", dollars(p.units), p.per);
+    match terms {
+        None => "not in the plan".into(),
+        Some(UsageTerms::Metered { included, overage }) => format!(
+            "{included} included, then {}",
+            overage.as_ref().map_or("a hard limit".into(), price)
+        ),
+        Some(UsageTerms::Credits { credits_per_unit }) => {
+            format!("{credits_per_unit} credits per unit")
+        }
+        Some(UsageTerms::Balance { price: p }) => price(p),
+    }
 }
 
 fn version_key(slug: &str, version: u32) -> Vec<u8> {
@@ -341,6 +363,16 @@ mod tests {
     }
 
     const T0: u64 = 1_800_000_000_000;
+
+    #[test]
+    fn the_log_says_what_changed_in_dollars() {
+        let (old, new) = (catalogue(20, "now"), catalogue(30, "now"));
+        let said = describe_changes(old.plan("m").unwrap(), new.plan("m").unwrap());
+        assert_eq!(
+            said,
+            "base price $1.20 → $1.30; tokens: 1000 included, then $0.002 per 1 → 1000 included, then $0.003 per 1"
+        );
+    }
 
     /// A metered plan `m` and a balance plan `b`, hourly, at `price` rate units per token of
     /// overage and per ten tokens, a base price that moves with it, taking effect as `rule` says.
