@@ -21,8 +21,9 @@ use crate::config::Durability;
 use crate::memory;
 use crate::store::{Store, Tail, Write, CHECKPOINT_BYTES, QUIET_FLUSH_MIN_BYTES};
 
-/// Bursts that may wait for the committer; a full queue blocks the shard sending, so its mailbox
-/// fills and new requests are answered `Overloaded` instead of memory growing.
+/// Bursts that may wait for the committer before shards refuse writes (`Overloaded`, nothing
+/// applied) while still answering reads: the hand-off itself never blocks the thread that
+/// serves requests.
 pub const QUEUED_BURSTS_MAX: usize = 256;
 /// Most writes in one store batch; a larger backlog is committed in several batches.
 pub const COMMIT_WRITES_MAX: usize = 65_536;
@@ -153,9 +154,78 @@ pub async fn release_answers(mut released: mpsc::UnboundedReceiver<Released>) {
     }
 }
 
+/// Where shards queue bursts for the committer. Sending never blocks (a full queue would stall
+/// the server thread, reads included, when shards share it); instead shards ask
+/// [`CommitQueue::is_full`] before applying a write and refuse it while it is, so what waits
+/// stays within [`QUEUED_BURSTS_MAX`] plus the bursts already made of accepted writes.
+#[derive(Clone)]
+pub struct CommitQueue {
+    sender: std::sync::mpsc::Sender<Burst>,
+    queued: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+impl CommitQueue {
+    /// Whether the committer is `limit` bursts behind: writes are refused until it catches up.
+    pub fn is_full(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) >= self.limit
+    }
+
+    /// Queues a burst without waiting; gives it back if the committer has stopped.
+    pub fn send(&self, burst: Burst) -> Result<(), Burst> {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.sender.send(burst).map_err(|unsent| {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            unsent.0
+        })
+    }
+
+    /// A queue of at most `limit` bursts, and its receiving end (for tests of the shard side).
+    pub fn with_limit(limit: usize) -> (CommitQueue, QueuedBursts) {
+        let (sender, bursts) = std::sync::mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let queue = CommitQueue {
+            sender,
+            queued: queued.clone(),
+            limit,
+        };
+        (queue, QueuedBursts { bursts, queued })
+    }
+}
+
+/// The committer's end of a [`CommitQueue`].
+pub struct QueuedBursts {
+    bursts: Receiver<Burst>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl QueuedBursts {
+    fn taken(&self, burst: Burst) -> Burst {
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        burst
+    }
+
+    fn recv_releasing_when_quiet(&self) -> Option<Burst> {
+        memory::recv_releasing_when_quiet(&self.bursts)
+            .ok()
+            .map(|burst| self.taken(burst))
+    }
+
+    fn recv_timeout(&self, timeout: Duration) -> Result<Burst, RecvTimeoutError> {
+        self.bursts
+            .recv_timeout(timeout)
+            .map(|burst| self.taken(burst))
+    }
+
+    /// The next burst if one is queued.
+    pub fn try_recv(&self) -> Option<Burst> {
+        self.bursts.try_recv().ok().map(|burst| self.taken(burst))
+    }
+}
+
 /// The committer thread.
 pub struct Committer {
-    sender: Option<SyncSender<Burst>>,
+    sender: Option<CommitQueue>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -169,8 +239,9 @@ impl Committer {
         health: StoreHealth,
         release: Release,
         log: Tail,
+        queue_limit: usize,
     ) -> Committer {
-        let (sender, bursts) = sync_channel(QUEUED_BURSTS_MAX);
+        let (sender, bursts) = CommitQueue::with_limit(queue_limit);
         let thread = std::thread::Builder::new()
             .name("tallyd-committer".into())
             .spawn(move || commit_loop(&store, durability, &health, &bursts, &release, log))
@@ -182,7 +253,7 @@ impl Committer {
     }
 
     /// A handle for a shard to queue bursts.
-    pub fn sender(&self) -> SyncSender<Burst> {
+    pub fn sender(&self) -> CommitQueue {
         self.sender.clone().expect("the committer is running")
     }
 
@@ -200,7 +271,7 @@ fn commit_loop(
     store: &Arc<Store>,
     durability: Durability,
     health: &StoreHealth,
-    bursts: &Receiver<Burst>,
+    bursts: &QueuedBursts,
     release: &Release,
     mut recovered_log: Tail,
 ) {
@@ -221,9 +292,9 @@ fn commit_loop(
         let sync_due = sync_every.map(|every| last_sync + every);
         let checkpoint_due = tail_since.map(|since| since + CHECKPOINT_INTERVAL);
         let first = match sync_due.into_iter().chain(checkpoint_due).min() {
-            None => match memory::recv_releasing_when_quiet(bursts) {
-                Ok(burst) => burst,
-                Err(_) => break,
+            None => match bursts.recv_releasing_when_quiet() {
+                Some(burst) => burst,
+                None => break,
             },
             Some(due) => match bursts.recv_timeout(due.saturating_duration_since(Instant::now())) {
                 Ok(burst) => burst,
@@ -246,11 +317,11 @@ fn commit_loop(
         let mut replies = first.replies;
         while writes.len() < COMMIT_WRITES_MAX {
             match bursts.try_recv() {
-                Ok(mut burst) => {
+                Some(mut burst) => {
                     writes.append(&mut burst.writes);
                     replies.append(&mut burst.replies);
                 }
-                Err(_) => break,
+                None => break,
             }
         }
         let (waiting, replies): (Vec<_>, Vec<_>) = replies
@@ -476,5 +547,21 @@ mod tests {
         let (reply, mut answered) = pending();
         Release(task).answer(vec![reply], None);
         assert!(matches!(answered.try_recv(), Ok(Ok(Response::Check(_)))));
+    }
+
+    #[test]
+    fn the_queue_is_full_at_its_limit_and_sending_never_waits() {
+        let (queue, bursts) = CommitQueue::with_limit(2);
+        queue.send(Burst::default()).unwrap();
+        assert!(!queue.is_full());
+        queue.send(Burst::default()).unwrap();
+        assert!(queue.is_full());
+        // Past the limit too: bursts of writes already applied must still reach the disk.
+        queue.send(Burst::default()).unwrap();
+        assert!(bursts.try_recv().is_some() && bursts.try_recv().is_some());
+        assert!(!queue.is_full(), "one left");
+        drop(bursts);
+        assert!(queue.send(Burst::default()).is_err(), "the committer is gone");
+        assert!(!queue.is_full(), "a refused burst does not count");
     }
 }

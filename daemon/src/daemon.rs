@@ -108,6 +108,9 @@ pub struct StartOptions {
     /// Called with the ops listener's address (if any) once it is up, before the store is
     /// opened: a test can hold recovery here and watch `/readyz` say 503.
     pub before_recovery: Option<Arc<dyn Fn(Option<SocketAddr>) + Send + Sync>>,
+    /// Bursts the committer's queue holds before writes are refused (default
+    /// [`crate::committer::QUEUED_BURSTS_MAX`]): a test fills a small one quickly.
+    pub commit_queue_bursts: Option<usize>,
 }
 
 impl std::fmt::Debug for StartOptions {
@@ -115,6 +118,7 @@ impl std::fmt::Debug for StartOptions {
         f.debug_struct("StartOptions")
             .field("store_faults", &self.store_faults)
             .field("before_recovery", &self.before_recovery.is_some())
+            .field("commit_queue_bursts", &self.commit_queue_bursts)
             .finish()
     }
 }
@@ -182,6 +186,9 @@ impl Daemon {
             health.clone(),
             Release(releases),
             log,
+            options
+                .commit_queue_bursts
+                .unwrap_or(crate::committer::QUEUED_BURSTS_MAX),
         );
         let janitor = Janitor::start(
             store.clone(),

@@ -4,7 +4,6 @@
 //! one message per shard, and reassembled in order.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -16,7 +15,7 @@ use tokio::sync::oneshot;
 
 use crate::activity::ActivityReport;
 use crate::clock::Clock;
-use crate::committer::{Burst, StoreHealth};
+use crate::committer::{CommitQueue, StoreHealth};
 use crate::metering::billing::{Invoice, Transaction};
 use crate::metering::engine::ShardCore;
 use crate::shard::{
@@ -76,7 +75,7 @@ impl Shards {
         on_this_thread: bool,
         clock: Arc<dyn Clock>,
         store: Arc<Store>,
-        commits: SyncSender<Burst>,
+        commits: CommitQueue,
         health: StoreHealth,
     ) -> Shards {
         assert!(!cores.is_empty(), "at least one shard");
@@ -356,6 +355,7 @@ mod tests {
                 health.clone(),
                 Release(releases),
                 Default::default(),
+                crate::committer::QUEUED_BURSTS_MAX,
             );
             let core = ShardCore::new(config.catalogue, 60_000, Default::default());
             let clock = Arc::new(ManualClock::new(0));

@@ -10,7 +10,6 @@
 //! changed state (a due period closed, holds expired): then they wait like writes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,7 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::activity::{Activity, ActivityReport};
 use crate::clock::Clock;
-use crate::committer::{Burst, PendingReply, StoreHealth};
+use crate::committer::{Burst, CommitQueue, PendingReply, StoreHealth};
 use crate::memory::{self, QuietWatch};
 use crate::metering::engine::ShardCore;
 use crate::store::{writes_for, Write};
@@ -42,7 +41,7 @@ pub const CLOSES_PER_STEP_MAX: usize = 2_000;
 /// each handed their own burst over made two commits (and two wake-ups) where one would do —
 /// with one shard instead of two, durable reports at 4×64 ran ~7% faster (3 pairs).
 pub struct Collector {
-    commits: SyncSender<Burst>,
+    commits: CommitQueue,
     collected: Mutex<Collected>,
 }
 
@@ -54,7 +53,7 @@ struct Collected {
 
 impl Collector {
     /// A collector sending to the committer's queue `commits`.
-    pub fn new(commits: SyncSender<Burst>) -> Arc<Collector> {
+    pub fn new(commits: CommitQueue) -> Arc<Collector> {
         Arc::new(Collector {
             commits,
             collected: Mutex::default(),
@@ -79,9 +78,13 @@ impl Collector {
         }
     }
 
-    /// Sends what was collected. Blocks while the committer's queue is full: the shards of this
-    /// thread then stop draining their mailboxes, which fill, and new requests are answered
-    /// `Overloaded`.
+    /// Whether the committer is too far behind to take more writes (see [`CommitQueue`]).
+    fn is_full(&self) -> bool {
+        self.commits.is_full()
+    }
+
+    /// Sends what was collected, without waiting: the shards stop adding writes once the
+    /// committer's queue is full.
     fn send(&self) {
         let burst = {
             let mut collected = self.collected.lock().expect("collector lock");
@@ -94,7 +97,6 @@ impl Collector {
         if let Err(unsent) = self.commits.send(burst) {
             let refusal = StoreHealth::refusal("the committer stopped");
             unsent
-                .0
                 .replies
                 .into_iter()
                 .for_each(|reply| reply.fail(refusal.clone()));
@@ -196,10 +198,14 @@ impl Actor for Shard {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(SWEEP_INTERVAL, |shard, ctx| {
-            let now_ms = shard.clock.now_ms();
-            shard.core.purge_keys(now_ms);
-            shard.core.expire_holds(now_ms);
-            shard.close_due_periods(ctx);
+            // Behind a full commit queue the sweep waits: every answer does its customer's
+            // expiry and closes itself, and the sweep's writes would only lengthen the queue.
+            if !shard.collector.is_full() {
+                let now_ms = shard.clock.now_ms();
+                shard.core.purge_keys(now_ms);
+                shard.core.expire_holds(now_ms);
+                shard.close_due_periods(ctx);
+            }
             if shard.quiet.tick(memory::thread_work()) {
                 memory::release_idle();
             }
@@ -264,6 +270,11 @@ impl Handler<ApplyRequest> for Shard {
             return;
         }
         let is_read_only = matches!(message.request, Request::Check(_) | Request::GetCustomer(_));
+        if !is_read_only && self.collector.is_full() {
+            // Refused before it is applied, so memory never runs ahead of what will persist.
+            let _ = message.reply.send(Err(TallyError::Overloaded));
+            return;
+        }
         let answer = self.core.handle(self.clock.now_ms(), message.request);
         if is_read_only && !self.core.did_last_request_change_state() {
             // Served from memory; it may reflect changes still being persisted, whose own
@@ -301,6 +312,15 @@ impl Handler<ApplyBatch> for Shard {
                 positions
                     .into_iter()
                     .map(|p| (p, refusal.clone()))
+                    .collect(),
+            );
+            return;
+        }
+        if self.collector.is_full() {
+            let _ = message.reply.send(
+                positions
+                    .into_iter()
+                    .map(|p| (p, BatchItemResult::Err(TallyError::Overloaded)))
                     .collect(),
             );
             return;
@@ -378,26 +398,26 @@ mod tests {
 
     #[test]
     fn what_the_shards_of_a_thread_add_in_one_turn_is_sent_as_one_burst() {
-        let (commits, bursts) = std::sync::mpsc::sync_channel(8);
+        let (commits, bursts) = CommitQueue::with_limit(8);
         actix::System::new().block_on(async move {
             let collector = Collector::new(commits);
             collector.add(Vec::new(), vec![waiting()], false);
             collector.add(Vec::new(), vec![waiting(), waiting()], false);
             assert!(
-                bursts.try_recv().is_err(),
+                bursts.try_recv().is_none(),
                 "nothing is sent before the turn ends"
             );
             let mut sent = None;
             for _ in 0..100 {
                 tokio::task::yield_now().await;
-                if let Ok(burst) = bursts.try_recv() {
+                if let Some(burst) = bursts.try_recv() {
                     sent = Some(burst);
                     break;
                 }
             }
             let burst = sent.expect("the burst was sent once the turn ended");
             assert_eq!(burst.replies.len(), 3);
-            assert!(bursts.try_recv().is_err(), "one burst, not one per shard");
+            assert!(bursts.try_recv().is_none(), "one burst, not one per shard");
 
             collector.add(Vec::new(), vec![waiting()], true);
             let burst = bursts.try_recv().expect("sent at once");
@@ -407,7 +427,7 @@ mod tests {
 
     #[test]
     fn with_the_committer_gone_answers_are_refused() {
-        let (commits, bursts) = std::sync::mpsc::sync_channel(8);
+        let (commits, bursts) = CommitQueue::with_limit(8);
         drop(bursts);
         let (reply, mut refused) = oneshot::channel();
         Collector::new(commits).add(Vec::new(), vec![PendingReply::Checkpointed { reply }], true);

@@ -48,6 +48,7 @@ fn probes_follow_the_daemon_from_recovery_to_serving_to_a_storage_failure() {
             bound.send(addr).unwrap();
             released.lock().unwrap().recv().unwrap();
         })),
+        ..StartOptions::default()
     };
     let starting = std::thread::spawn(move || {
         Daemon::start_with(config, Arc::new(ManualClock::new(0)), options).unwrap()

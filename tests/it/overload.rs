@@ -212,3 +212,108 @@ async fn a_flooding_connection_does_not_starve_another() {
         median(during)
     );
 }
+
+/// A committer that cannot keep up (here: a disk that stopped answering) never stalls the thread
+/// that serves requests: once its queue is full, writes are refused `Overloaded` before they are
+/// applied, reads keep being answered from memory, nothing is acknowledged before it persists,
+/// and everything acknowledged is there after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_committer_refuses_writes_and_keeps_answering_reads() {
+    let faults = tally_daemon::store::StoreFaults::default();
+    let mut daemon = TestDaemon::start_with(
+        |_| {},
+        StartOptions {
+            store_faults: faults.clone(),
+            commit_queue_bursts: Some(2),
+            ..StartOptions::default()
+        },
+    );
+    let admin = daemon.client(Role::Admin).await;
+    admin.admin().create_customer("acme", "pro").await.unwrap();
+    let reader = daemon.client(Role::Client).await;
+    let median_before = median(checks(&reader, 50).await);
+    let mut config = daemon.client_config(daemon.key(Role::Client));
+    config.retry = RetryPolicy::NONE;
+    let writer = Client::connect(config).await.unwrap();
+
+    faults.stall_persists(true);
+    // One write at a time, each in a burst of its own: the committer stalls in the first, the
+    // next ones fill its queue, and then a write is refused.
+    let mut waiting = JoinSet::new();
+    let mut applied = 0;
+    let refusal = loop {
+        assert!(applied < 50, "no write refused behind a stalled committer");
+        let writer = writer.clone();
+        let mut write = tokio::spawn(async move {
+            writer
+                .usage()
+                .report(ReportItem::new("acme", "tokens", 1))
+                .await
+        });
+        let used = loop {
+            let used = admin.admin().get_customer("acme").await.unwrap().usage[0].used;
+            if used > applied || write.is_finished() {
+                break used;
+            }
+            tokio::task::yield_now().await;
+        };
+        if used > applied {
+            applied = used;
+            waiting.spawn(async move { write.await.unwrap() });
+        } else {
+            break (&mut write).await.unwrap();
+        }
+    };
+    assert!(
+        matches!(refusal, Err(Error::Rejected(TallyError::Overloaded))),
+        "{refusal:?}"
+    );
+    assert!(
+        applied >= 2,
+        "the queue filled before any write was refused"
+    );
+    let median_stalled = median(checks(&reader, 50).await);
+    let more = writer
+        .usage()
+        .report(ReportItem::new("acme", "tokens", 1))
+        .await;
+    assert!(matches!(more, Err(Error::Rejected(TallyError::Overloaded))));
+    println!(
+        "checks beside a stalled committer with a full queue: median {median_stalled:?} (before the stall: {median_before:?}); {applied} writes applied and waiting"
+    );
+    assert_eq!(
+        admin.admin().get_customer("acme").await.unwrap().usage[0].used,
+        applied,
+        "a refused write is not applied"
+    );
+
+    faults.stall_persists(false);
+    let mut acknowledged = 0;
+    while let Some(answer) = waiting.join_next().await {
+        answer
+            .unwrap()
+            .expect("an applied write is acknowledged once persisted");
+        acknowledged += 1;
+    }
+    assert_eq!(acknowledged, applied);
+    drop((admin, reader, writer));
+    daemon.restart();
+    let admin = daemon.client(Role::Admin).await;
+    let view = admin.admin().get_customer("acme").await.unwrap();
+    assert_eq!(
+        view.usage[0].used, acknowledged,
+        "every acknowledged write after a restart"
+    );
+}
+
+/// `n` checks of `acme` one after another, each answered; their round trips.
+async fn checks(client: &Client, n: usize) -> Vec<Duration> {
+    let mut took = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let check = client.entitlements().check("acme", "tokens", 1).await;
+        took.push(started.elapsed());
+        assert!(check.expect("a read beside a stalled committer").allowed);
+    }
+    took
+}

@@ -192,6 +192,8 @@ fn log_keyspace() -> KeyspaceCreateOptions {
 #[derive(Debug, Clone, Default)]
 pub struct StoreFaults {
     failing: Arc<AtomicBool>,
+    /// While `true`, every group commit waits before writing (a disk that stopped answering).
+    stalled: Arc<(Mutex<bool>, std::sync::Condvar)>,
     /// Checkpoint batches still allowed before the checkpoint "crashes"; `None`: no limit.
     checkpoint_batches: Arc<Mutex<Option<usize>>>,
 }
@@ -206,6 +208,23 @@ impl StoreFaults {
     /// every write fails from then on.
     pub fn crash_checkpoint_after(&self, batches: usize) {
         *self.checkpoint_batches.lock().expect("the faults' lock") = Some(batches);
+    }
+
+    /// From now on, every group commit waits before it writes, until called with `false`.
+    pub fn stall_persists(&self, stall: bool) {
+        let (stalled, changed) = &*self.stalled;
+        *stalled.lock().expect("the faults' lock") = stall;
+        changed.notify_all();
+    }
+
+    fn wait_while_stalled(&self) {
+        let (stalled, changed) = &*self.stalled;
+        let guard = stalled.lock().expect("the faults' lock");
+        drop(
+            changed
+                .wait_while(guard, |stalled| *stalled)
+                .expect("the faults' lock"),
+        );
     }
 
     fn is_failing(&self) -> bool {
@@ -715,6 +734,7 @@ impl Store {
         mode: PersistMode,
         tail: &mut Tail,
     ) -> Result<(), StoreError> {
+        self.faults.wait_while_stalled();
         if self.faults.is_failing() {
             return Err(StoreError::InjectedFault);
         }
