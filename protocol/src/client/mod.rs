@@ -347,6 +347,12 @@ impl Client {
     /// The session to send on: the current one, or the next one once the client has
     /// reconnected (waiting at most [`ReconnectPolicy::call_wait`]).
     async fn session(&self) -> Result<Arc<Session>, Error> {
+        // The common case, without a receiver of its own.
+        if let Link::Up(session) = &*self.inner.link.borrow() {
+            if !session.has_ended() {
+                return Ok(session.clone());
+            }
+        }
         let mut link = self.inner.link.subscribe();
         let wait = self.inner.config.reconnect.call_wait;
         let usable = async {
