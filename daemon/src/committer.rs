@@ -561,7 +561,10 @@ mod tests {
         assert!(bursts.try_recv().is_some() && bursts.try_recv().is_some());
         assert!(!queue.is_full(), "one left");
         drop(bursts);
-        assert!(queue.send(Burst::default()).is_err(), "the committer is gone");
+        assert!(
+            queue.send(Burst::default()).is_err(),
+            "the committer is gone"
+        );
         assert!(!queue.is_full(), "a refused burst does not count");
     }
 }

@@ -24,13 +24,15 @@ pub mod data_dir;
 pub mod demo;
 pub mod janitor;
 pub mod memory;
-pub mod metering;
 pub mod ops_http;
 pub mod router;
 pub mod server;
 pub mod shard;
-pub mod stable_hash;
 pub mod store;
+
+/// The metering core (the `tally-core` crate), under the name the daemon's modules use.
+pub use tally_core as metering;
+pub use tally_core::stable_hash;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::Config;

@@ -13,12 +13,15 @@
 //! malformed frame is an error value, never a panic. A connection starts with a `Hello`
 //! (protocol version + API key) on its stream; requests carry ids so many can be in flight.
 
+#[cfg(feature = "client")]
 pub mod client;
 pub mod codec;
+#[cfg(feature = "client")]
 pub mod framing;
 pub mod message;
 pub mod retry;
 
+#[cfg(feature = "client")]
 pub use client::{Client, ClientConfig, ConnectionState, Error};
 pub use message::*;
 pub use retry::{ReconnectPolicy, RetryPolicy};

@@ -54,7 +54,7 @@ pub struct ReconnectPolicy {
     /// No wait between attempts is longer than this.
     pub max_delay: Duration,
     /// How long a call made while the client reconnects waits for the connection before it
-    /// fails with [`crate::client::Error::Connect`].
+    /// fails with the client's `Error::Connect`.
     pub call_wait: Duration,
 }
 

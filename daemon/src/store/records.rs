@@ -542,7 +542,21 @@ mod tests {
 
     #[test]
     fn a_customer_with_many_usage_features_and_holds_reads_back_as_stored() {
-        let catalogue = crate::metering::customer::catalogue_with_a_wide_plan();
+        let toml = format!(
+            "{}\n{}",
+            crate::config::DEFAULT_CONFIG_TOML,
+            r#"[plans.wide]
+               model = "metered"
+               period = "1 month"
+               features.tokens = { included = 10 }
+               features.image-gen = { included = 10 }
+               features.gpt-4 = { included = 10 }
+               features."gpt-3.5" = { included = 10 }
+               features.embeddings = { included = 10 }"#
+        );
+        let catalogue = crate::config::Config::parse(&toml, std::path::Path::new("."), "test")
+            .expect("the shipped config and a plan of five usage features")
+            .catalogue;
         let mut customer = Customer::new("acme", catalogue.plan("wide").unwrap().clone(), 5);
         for (feature, units) in [("tokens", 3), ("embeddings", 11)] {
             assert!(customer.set_used(feature, units));

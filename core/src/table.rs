@@ -168,15 +168,10 @@ impl CustomerTable {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-    use crate::config::{Config, DEFAULT_CONFIG_TOML};
 
     fn customer(id: &str) -> Customer {
-        let catalogue = Config::parse(DEFAULT_CONFIG_TOML, Path::new("."), "config.toml")
-            .unwrap()
-            .catalogue;
+        let catalogue = crate::shipped::catalogue();
         Customer::new(id, catalogue.plan("pro").unwrap().clone(), 0)
     }
 

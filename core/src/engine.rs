@@ -821,19 +821,12 @@ impl From<super::catalogue::UsageTerms> for super::customer::FeatureRule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, DEFAULT_CONFIG_TOML};
     use proptest::prelude::*;
 
     const T0: u64 = 1_800_000_000_000;
 
     fn core() -> ShardCore {
-        let config = Config::parse(
-            DEFAULT_CONFIG_TOML,
-            std::path::Path::new("."),
-            "config.toml",
-        )
-        .unwrap();
-        ShardCore::new(config.catalogue, 60_000, BillingTerms::default())
+        ShardCore::new(crate::shipped::catalogue(), 60_000, BillingTerms::default())
     }
 
     fn create(core: &mut ShardCore, id: &str, plan: &str) {

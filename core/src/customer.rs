@@ -782,7 +782,7 @@ fn allowed(cost: i64) -> Assessment {
 pub(crate) fn catalogue_with_a_wide_plan() -> Arc<Catalogue> {
     let toml = format!(
         "{}\n{}",
-        crate::config::DEFAULT_CONFIG_TOML,
+        crate::shipped::CONFIG_TOML,
         r#"[plans.wide]
            model = "metered"
            period = "1 month"
@@ -792,9 +792,7 @@ pub(crate) fn catalogue_with_a_wide_plan() -> Arc<Catalogue> {
            features."gpt-3.5" = { included = 10 }
            features.embeddings = { included = 10 }"#
     );
-    crate::config::Config::parse(&toml, std::path::Path::new("."), "test")
-        .expect("the shipped config and one more plan parse")
-        .catalogue
+    crate::shipped::catalogue_of(&toml)
 }
 
 #[cfg(test)]
