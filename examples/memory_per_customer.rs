@@ -36,24 +36,32 @@ struct Counting(AtomicI64);
 // subtracts sizes.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.0.fetch_add(layout.size() as i64, Ordering::Relaxed);
-        TallyAllocator.alloc(layout)
+        unsafe {
+            self.0.fetch_add(layout.size() as i64, Ordering::Relaxed);
+            TallyAllocator.alloc(layout)
+        }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        self.0.fetch_sub(layout.size() as i64, Ordering::Relaxed);
-        TallyAllocator.dealloc(ptr, layout)
+        unsafe {
+            self.0.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+            TallyAllocator.dealloc(ptr, layout);
+        }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        self.0.fetch_add(layout.size() as i64, Ordering::Relaxed);
-        TallyAllocator.alloc_zeroed(layout)
+        unsafe {
+            self.0.fetch_add(layout.size() as i64, Ordering::Relaxed);
+            TallyAllocator.alloc_zeroed(layout)
+        }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        self.0
-            .fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
-        TallyAllocator.realloc(ptr, layout, new_size)
+        unsafe {
+            self.0
+                .fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
+            TallyAllocator.realloc(ptr, layout, new_size)
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`workload`]: operation mix, customer distribution, deterministic sampling.
 //! - [`driver`]: seeding, closed- and open-loop load, hdrhistograms, the report.
 //! - [`pacer`]: releases open-loop requests at their times (finer than tokio's 1-ms timer).
+#![forbid(unsafe_code)]
 
 pub mod driver;
 pub mod pacer;

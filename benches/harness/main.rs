@@ -1,4 +1,5 @@
 //! `tally-bench`: prints a human table, then one JSON object as the last stdout line.
+#![forbid(unsafe_code)]
 
 use clap::Parser;
 

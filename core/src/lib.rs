@@ -10,6 +10,7 @@
 //!   [`engine::ShardCore::handle`], the one entry point for requests.
 //! - [`stable_hash`]: placement and fingerprints, stable across releases.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod billing;
 pub mod catalogue;

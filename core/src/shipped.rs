@@ -7,10 +7,10 @@ use std::sync::Arc;
 use crate::catalogue::{Catalogue, FeatureToml, PlanToml};
 
 /// The shipped config, as the daemon embeds it.
-pub const CONFIG_TOML: &str = include_str!("../../config.toml");
+pub(crate) const CONFIG_TOML: &str = include_str!("../../config.toml");
 
 /// The catalogue of `text` (a config file, or part of one).
-pub fn catalogue_of(text: &str) -> Arc<Catalogue> {
+pub(crate) fn catalogue_of(text: &str) -> Arc<Catalogue> {
     #[derive(serde::Deserialize)]
     struct Sections {
         #[serde(default)]
@@ -23,6 +23,6 @@ pub fn catalogue_of(text: &str) -> Arc<Catalogue> {
 }
 
 /// The shipped catalogue.
-pub fn catalogue() -> Arc<Catalogue> {
+pub(crate) fn catalogue() -> Arc<Catalogue> {
     catalogue_of(CONFIG_TOML)
 }

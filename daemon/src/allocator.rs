@@ -69,7 +69,7 @@ fn cache() -> MutexGuard<'static, Cache> {
     // Nothing panics while holding it; a poisoned cache is still a valid list.
     CACHE
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Cache {
@@ -291,7 +291,8 @@ mod tests {
     static TURN: Mutex<()> = Mutex::new(());
 
     fn turn() -> MutexGuard<'static, ()> {
-        TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        TURN.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     #[test]

@@ -526,7 +526,7 @@ fn server_config(raw: &ServerToml, base: &Path, errors: &mut Vec<String>) -> Ser
         SocketAddr::from(([127, 0, 0, 1], 0))
     });
     let shards = if raw.shards == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
     } else {
         raw.shards
     };

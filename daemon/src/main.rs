@@ -1,4 +1,5 @@
 //! `tallyd`: parse the command line, load the config, start the daemon, wait for a signal.
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -12,6 +12,7 @@
 //! Every inbound frame is bounded by [`message::FRAME_BYTES_MAX`] and validated before use; a
 //! malformed frame is an error value, never a panic. A connection starts with a `Hello`
 //! (protocol version + API key) on its stream; requests carry ids so many can be in flight.
+#![forbid(unsafe_code)]
 
 #[cfg(feature = "client")]
 pub mod client;

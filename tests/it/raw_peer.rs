@@ -15,11 +15,11 @@ use tally_protocol::message::*;
 use crate::test_daemon::TestDaemon;
 
 /// How long a test waits for the daemon to say or do something before failing.
-pub const PATIENCE: Duration = Duration::from_secs(10);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
 
 /// A client endpoint that trusts the daemon's certificate. It keeps TLS session tickets and asks
 /// for 0-RTT, so a second connection can try to send early data.
-pub fn endpoint(daemon: &TestDaemon) -> quinn::Endpoint {
+pub(crate) fn endpoint(daemon: &TestDaemon) -> quinn::Endpoint {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(daemon.daemon().cert_pem().as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
@@ -40,7 +40,7 @@ pub fn endpoint(daemon: &TestDaemon) -> quinn::Endpoint {
 }
 
 /// One raw connection with one bidirectional stream.
-pub struct RawPeer {
+pub(crate) struct RawPeer {
     pub connection: quinn::Connection,
     pub send: quinn::SendStream,
     pub recv: quinn::RecvStream,
@@ -49,7 +49,7 @@ pub struct RawPeer {
 
 impl RawPeer {
     /// Connects and opens a stream (QUIC sends nothing for it until the first byte is written).
-    pub async fn connect(daemon: &TestDaemon) -> RawPeer {
+    pub(crate) async fn connect(daemon: &TestDaemon) -> RawPeer {
         let endpoint = endpoint(daemon);
         let connection = endpoint
             .connect(daemon.daemon().local_addr(), "localhost")
@@ -66,7 +66,7 @@ impl RawPeer {
     }
 
     /// Connects and says Hello with `api_key`; panics unless welcomed.
-    pub async fn authenticated(daemon: &TestDaemon, api_key: String) -> RawPeer {
+    pub(crate) async fn authenticated(daemon: &TestDaemon, api_key: String) -> RawPeer {
         let mut peer = RawPeer::connect(daemon).await;
         match peer.hello(api_key).await {
             ServerFrame::Welcome(_) => peer,
@@ -74,13 +74,13 @@ impl RawPeer {
         }
     }
 
-    pub async fn send_frame(&mut self, frame: &ClientFrame) {
+    pub(crate) async fn send_frame(&mut self, frame: &ClientFrame) {
         let mut bytes = Vec::new();
         encode_frame(frame, &mut bytes).unwrap();
         self.send.write_all(&bytes).await.unwrap();
     }
 
-    pub async fn hello(&mut self, api_key: String) -> ServerFrame {
+    pub(crate) async fn hello(&mut self, api_key: String) -> ServerFrame {
         self.send_frame(&ClientFrame::Hello(Hello {
             version: PROTOCOL_VERSION,
             api_key,
@@ -89,14 +89,14 @@ impl RawPeer {
         self.next_frame().await
     }
 
-    pub async fn next_frame(&mut self) -> ServerFrame {
+    pub(crate) async fn next_frame(&mut self) -> ServerFrame {
         self.try_next_frame()
             .await
             .expect("the stream ended without a word")
     }
 
     /// The next frame, or `None` if the stream ends or fails first.
-    pub async fn try_next_frame(&mut self) -> Option<ServerFrame> {
+    pub(crate) async fn try_next_frame(&mut self) -> Option<ServerFrame> {
         let mut body = AlignedVec::new();
         let read = tokio::time::timeout(
             PATIENCE,
@@ -109,13 +109,13 @@ impl RawPeer {
     }
 
     /// Waits for the daemon to close the connection and returns its code.
-    pub async fn close_code(&self) -> u64 {
+    pub(crate) async fn close_code(&self) -> u64 {
         close_code(&self.connection).await
     }
 }
 
 /// Waits for the daemon to close `connection` and returns its application close code.
-pub async fn close_code(connection: &quinn::Connection) -> u64 {
+pub(crate) async fn close_code(connection: &quinn::Connection) -> u64 {
     let closed = tokio::time::timeout(PATIENCE, connection.closed())
         .await
         .expect("closed in time");
@@ -126,7 +126,7 @@ pub async fn close_code(connection: &quinn::Connection) -> u64 {
 }
 
 /// The error of a `Goodbye`; panics on any other frame.
-pub fn goodbye(frame: ServerFrame) -> TallyError {
+pub(crate) fn goodbye(frame: ServerFrame) -> TallyError {
     match frame {
         ServerFrame::Goodbye(error) => error,
         other => panic!("expected a goodbye, got {other:?}"),

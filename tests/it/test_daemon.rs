@@ -9,9 +9,9 @@ use tally_protocol::message::Role;
 use tally_protocol::{Client, ClientConfig};
 
 /// 2027-01-15T00:00:00Z: a fixed start so tests never depend on the real date.
-pub const T0_MS: u64 = 1_800_000_000_000;
+pub(crate) const T0_MS: u64 = 1_800_000_000_000;
 
-pub struct TestDaemon {
+pub(crate) struct TestDaemon {
     daemon: Option<Daemon>,
     pub config: Config,
     pub clock: ManualClock,
@@ -20,12 +20,15 @@ pub struct TestDaemon {
 }
 
 impl TestDaemon {
-    pub fn start() -> TestDaemon {
+    pub(crate) fn start() -> TestDaemon {
         Self::start_with(|_| {}, StartOptions::default())
     }
 
     /// Starts with the shipped config, loopback port 0, two shards, after `adjust`.
-    pub fn start_with(adjust: impl FnOnce(&mut Config), options: StartOptions) -> TestDaemon {
+    pub(crate) fn start_with(
+        adjust: impl FnOnce(&mut Config),
+        options: StartOptions,
+    ) -> TestDaemon {
         let dir = tempfile::tempdir().expect("a temp dir");
         let mut config = Config::loopback_in(dir.path());
         config.server.shards = 2;
@@ -42,18 +45,18 @@ impl TestDaemon {
         }
     }
 
-    pub fn daemon(&self) -> &Daemon {
+    pub(crate) fn daemon(&self) -> &Daemon {
         self.daemon.as_ref().expect("the daemon is running")
     }
 
     /// Shuts the daemon down cleanly and starts a new one on the same data dir, after `adjust`.
-    pub fn restart_with(&mut self, adjust: impl FnOnce(&mut Config, &mut StartOptions)) {
+    pub(crate) fn restart_with(&mut self, adjust: impl FnOnce(&mut Config, &mut StartOptions)) {
         self.stop().expect("a clean shutdown");
         self.start_again(adjust);
     }
 
     /// Shuts the daemon down; says how it went.
-    pub fn stop(&mut self) -> Result<(), tally_daemon::ShutdownError> {
+    pub(crate) fn stop(&mut self) -> Result<(), tally_daemon::ShutdownError> {
         self.daemon
             .take()
             .expect("the daemon is running")
@@ -61,7 +64,7 @@ impl TestDaemon {
     }
 
     /// Starts a daemon on the same data dir after [`TestDaemon::stop`], after `adjust`.
-    pub fn start_again(&mut self, adjust: impl FnOnce(&mut Config, &mut StartOptions)) {
+    pub(crate) fn start_again(&mut self, adjust: impl FnOnce(&mut Config, &mut StartOptions)) {
         adjust(&mut self.config, &mut self.options);
         let clock = Arc::new(self.clock.clone());
         let daemon = Daemon::start_with(self.config.clone(), clock, self.options.clone())
@@ -69,11 +72,11 @@ impl TestDaemon {
         self.daemon = Some(daemon);
     }
 
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.restart_with(|_, _| {});
     }
 
-    pub fn key(&self, role: Role) -> String {
+    pub(crate) fn key(&self, role: Role) -> String {
         let keys = self.daemon().dev_api_keys().expect("development keys");
         match role {
             Role::Admin => keys.admin.clone(),
@@ -82,7 +85,7 @@ impl TestDaemon {
         }
     }
 
-    pub fn client_config(&self, api_key: String) -> ClientConfig {
+    pub(crate) fn client_config(&self, api_key: String) -> ClientConfig {
         ClientConfig::new(
             self.daemon().local_addr(),
             self.daemon().cert_pem().as_bytes().to_vec(),
@@ -90,7 +93,7 @@ impl TestDaemon {
         )
     }
 
-    pub async fn client(&self, role: Role) -> Client {
+    pub(crate) async fn client(&self, role: Role) -> Client {
         let config = self
             .daemon()
             .dev_client_config(role)

@@ -9,6 +9,7 @@
 //! - [`console`]: `tally top`, the live ratatui console.
 //!
 //! This crate talks to the daemon only through `tally-protocol`, never through the daemon crate.
+#![forbid(unsafe_code)]
 
 pub mod billing_output;
 pub mod cli;

@@ -1,5 +1,6 @@
 //! `tally`: parse, run one command, print human lines or one JSON object. Exit 0 on success (a
 //! denied check is a success); otherwise one line on stderr and exit 1.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

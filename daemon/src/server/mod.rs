@@ -56,7 +56,9 @@ pub struct ServerContext {
 /// Held by every connection and stream task; the server knows they have all ended when the
 /// last clone is dropped (the receiver then yields `None`).
 #[derive(Clone)]
-struct Alive(#[allow(dead_code)] mpsc::Sender<()>);
+struct Alive(
+    #[expect(dead_code, reason = "held for its drop: the last one ends the drain")] mpsc::Sender<()>,
+);
 
 impl ServerContext {
     fn telemetry(&self) -> std::sync::MutexGuard<'_, telemetry::Telemetry> {

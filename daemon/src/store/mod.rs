@@ -747,17 +747,17 @@ impl Store {
                     record,
                 }),
                 Write::Event { customer, event } => {
-                    commit.events.push(LoggedEvent { customer, event })
+                    commit.events.push(LoggedEvent { customer, event });
                 }
                 Write::Key { key, record } => {
-                    batch.insert(&self.keys, key.as_slice(), record.as_slice())
+                    batch.insert(&self.keys, key.as_slice(), record.as_slice());
                 }
                 Write::ForgetKey { key } => batch.remove(&self.keys, key.as_slice()),
                 Write::Invoice { key, record } => {
-                    batch.insert(&self.invoices, key.as_slice(), record.as_slice())
+                    batch.insert(&self.invoices, key.as_slice(), record.as_slice());
                 }
                 Write::Transaction { key, record } => {
-                    batch.insert(&self.transactions, key.as_slice(), record.as_slice())
+                    batch.insert(&self.transactions, key.as_slice(), record.as_slice());
                 }
             }
         }

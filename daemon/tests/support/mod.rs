@@ -3,7 +3,10 @@
 //! it with SIGKILL or SIGTERM.
 
 // Each test binary uses a different part of this module.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of this module"
+)]
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -11,13 +14,13 @@ use std::time::{Duration, Instant};
 
 use tally_protocol::{Client, ClientConfig};
 
-pub struct Tallyd {
+pub(crate) struct Tallyd {
     pub child: Child,
     dir: PathBuf,
 }
 
 impl Tallyd {
-    pub fn start(dir: &Path) -> Tallyd {
+    pub(crate) fn start(dir: &Path) -> Tallyd {
         let mut command = Command::new(env!("CARGO_BIN_EXE_tallyd"));
         // TALLYD_LOG=info shows the daemon's own account of a failing test.
         command.env(
@@ -29,7 +32,7 @@ impl Tallyd {
 
     /// Starts `command` (tallyd with any options and environment) as `serve --config
     /// <dir>/config.toml`, with its stderr going to `stderr`.
-    pub fn start_command(dir: &Path, mut command: Command, stderr: Stdio) -> Tallyd {
+    pub(crate) fn start_command(dir: &Path, mut command: Command, stderr: Stdio) -> Tallyd {
         let addr_file = dir.join("tally-data").join("tallyd.addr");
         let _ = std::fs::remove_file(&addr_file);
         let child = command
@@ -53,7 +56,7 @@ impl Tallyd {
         }
     }
 
-    pub async fn client(&self) -> Client {
+    pub(crate) async fn client(&self) -> Client {
         let data = self.dir.join("tally-data");
         let addr = std::fs::read_to_string(data.join("tallyd.addr")).unwrap();
         let cert = std::fs::read(data.join("dev/cert.pem")).unwrap();
@@ -71,7 +74,7 @@ impl Tallyd {
         Client::connect(config).await.expect("client connects")
     }
 
-    pub fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().unwrap();
     }
@@ -89,7 +92,7 @@ impl Drop for Tallyd {
 
 impl Tallyd {
     /// Sends SIGTERM and waits (up to 30 s) for the process to exit; returns how it exited.
-    pub fn terminate(mut self) -> ExitStatus {
+    pub(crate) fn terminate(mut self) -> ExitStatus {
         let sent = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -110,7 +113,7 @@ impl Tallyd {
 }
 
 /// A temp folder with the shipped config.toml on port 0, in `durability` mode, plus `extra`.
-pub fn folder_with_config(durability: &str, extra: &str) -> tempfile::TempDir {
+pub(crate) fn folder_with_config(durability: &str, extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config.toml"))
         .unwrap()
@@ -128,7 +131,7 @@ pub fn folder_with_config(durability: &str, extra: &str) -> tempfile::TempDir {
     dir
 }
 
-pub fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

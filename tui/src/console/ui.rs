@@ -503,7 +503,7 @@ fn micros(us: u64) -> String {
 fn bytes(n: u64) -> String {
     match n {
         n if n < 1 << 20 => format!("{} KiB", n >> 10),
-        n if n < 1 << 30 => format!("{:.1} MiB", n as f64 / (1 << 20) as f64),
+        n if n < 1 << 30 => format!("{:.1} MiB", n as f64 / f64::from(1 << 20)),
         n => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
     }
 }
@@ -637,7 +637,11 @@ mod tests {
         buffer
             .content()
             .chunks(width as usize)
-            .map(|row| row.iter().map(|cell| cell.symbol()).collect::<String>())
+            .map(|row| {
+                row.iter()
+                    .map(ratatui::buffer::Cell::symbol)
+                    .collect::<String>()
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
