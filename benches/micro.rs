@@ -1,6 +1,6 @@
 //! Micro-benchmarks (divan), one binary: `cargo bench --bench micro`.
 //!
-//! Back-of-the-envelope expectations (PERF-NOTES.md: rkyv serialize of a 48 B message into a
+//! Back-of-the-envelope expectations (docs/performance.md, Floors: rkyv serialize of a 48 B message into a
 //! reused buffer 16 ns, 138 ns with a fresh allocation; validated access 0.7–6 ns, a batch of 64
 //! ~250 ns; fdatasync ~180 µs):
 //! - codec: encoding a request frame allocates (~150–300 ns); decode + validate + deserialize of a

@@ -2,7 +2,7 @@
 //! on loopback (temp data dir, real QUIC + TLS, real shards), warms up, then times N sequential
 //! checks and prints the median and tail. The full load harness (`tally-bench`) is separate work.
 //!
-//! Expectation (PERF-NOTES.md): quinn's own 1-in-flight round trip is ~58 µs p50 here, and each
+//! Expectation (docs/performance.md, Floors): quinn's own 1-in-flight round trip is ~58 µs p50 here, and each
 //! cross-thread hop at idle costs ~20–25 µs; a check crosses server → shard → server, so ~100 µs.
 //!
 //! Run: `cargo run --release --example check_latency -- 20000`

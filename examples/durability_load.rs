@@ -3,7 +3,7 @@
 //! on `pro`, T tasks each keeping one `report` in flight over one connection, for S seconds.
 //! Prints reports/s and p50/p99 per mode.
 //!
-//! Expectation (PERF-NOTES.md): `sync` is bounded by group commit — one fdatasync (~0.2 ms)
+//! Expectation (docs/performance.md, Floors): `sync` is bounded by group commit — one fdatasync (~0.2 ms)
 //! covers everything queued meanwhile, so throughput grows with in-flight requests; `buffered`
 //! and `periodic` skip the fsync and are bounded by the QUIC path and the thread hops.
 //!

@@ -2,7 +2,7 @@
 //!
 //! Why not `hashbrown`: its tables are a power of two of 5-byte buckets (4-byte slot, control
 //! byte) and grow at 7/8 full, so a shard of 500,000 customers sat in 2^20 buckets, 48% full —
-//! 10.5 bytes per customer of issue 6's 200. Here the entry count is any number, grown in steps
+//! 10.5 bytes per customer of the 200 the memory target allows. Here the entry count is any number, grown in steps
 //! of 5/4, and an entry packs the slot with a tag of the hash's low bits, so a probe touches a
 //! customer only when the tag matches. Linear probing from `hash × len / 2^64`: customers are
 //! never removed, so there are no tombstones; at 7/8 full, Knuth's estimates for linear probing

@@ -18,10 +18,9 @@ pub type Slot = u32;
 
 /// Bytes per chunk: small enough that a half-empty last chunk is noise, large enough that the
 /// chunk list stays short — and a power of two, because allocators round a block up to a size
-/// class or a page: mimalloc's classes are 4 per doubling (128, 160, 192, 224 KiB), so 1,024
-/// customers of 144 B (144 KiB) took a 160-KiB block each, 16 B per customer never used. (In
-/// `tallyd` a chunk is large enough for a mapping of its own: `allocator::OWN_MAPPING_MIN`.)
-const CHUNK_BYTES: usize = 128 * 1024;
+/// class or a page (docs/performance.md, "large blocks on mappings of their own"). The daemon
+/// asserts that its allocator gives a chunk a mapping of its own.
+pub const CHUNK_BYTES: usize = 128 * 1024;
 
 /// Customers per chunk: as many as fit in [`CHUNK_BYTES`].
 const CHUNK: usize = CHUNK_BYTES / std::mem::size_of::<Customer>();

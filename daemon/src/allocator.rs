@@ -22,6 +22,8 @@ use std::sync::{Mutex, MutexGuard};
 /// Blocks this large and up get a mapping of their own: above mimalloc's medium classes (which
 /// share 512-KiB pages), where its pages are 4 MiB.
 pub const OWN_MAPPING_MIN: usize = 96 * 1024;
+// The customer table's chunks are the blocks this is for.
+const _: () = assert!(tally_core::table::CHUNK_BYTES >= OWN_MAPPING_MIN);
 
 /// Most bytes of freed mappings kept for reuse.
 pub const CACHE_BYTES_MAX: usize = 32 << 20;
