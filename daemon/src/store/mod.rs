@@ -33,28 +33,43 @@
 //! - `meta`: `format` → [`records::STORE_FORMAT`]; `clock_floor` → the newest event time
 //!   checkpointed (BE), below which no shard's clock goes after a restart.
 
+//! # Files
+//! - `mod.rs`: the store, opening it, its tuning constants and errors.
+//! - [`commit_log`]: group commits into the log; [`Tail`]; reading log records back.
+//! - [`checkpoint`]: tails written out into rows and segments.
+//! - [`recovery`]: what a start reads back.
+//! - [`queries`]: listing events, invoices and transactions.
+//! - [`retention`] and [`flush`]: deleting expired segments; flushing memtables.
+//! - [`prices`]: the plans' price versions and the customers' price splits.
+//! - [`records`]: the disk records (rkyv) and key layouts.
+//! - [`migrate`], [`faults`]: upgrading an older store; fault injection for tests.
+
+pub mod checkpoint;
+pub mod commit_log;
+pub mod faults;
+pub mod flush;
+pub mod migrate;
 pub mod prices;
+pub mod queries;
 pub mod records;
+pub mod recovery;
+pub mod retention;
 
-use std::collections::HashMap;
-use std::ops::Bound;
+pub use checkpoint::CHECKPOINT_BYTES;
+pub use commit_log::{writes_for, Tail, Write};
+pub use faults::StoreFaults;
+pub use recovery::Recovered;
+pub use retention::PurgedChunk;
+
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Slice};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use rkyv::util::AlignedVec;
-use tally_protocol::message::{IdempotencyKey, LIST_EVENTS_MAX};
 
-use crate::metering::billing::{Invoice, Transaction};
-use crate::metering::engine::{Changes, ShardCore};
-use crate::metering::idempotency::KeyRecord;
-use crate::metering::table::CustomerRows;
-use prices::PriceRecovery;
-use records::{
-    ArchivedStoredEvent, LoggedEvent, LoggedRow, RecordError, StoredCommit, StoredEvent,
-    StoredSegment, SEGMENT_EVENTS_MAX, STORE_FORMAT, STORE_FORMAT_2,
-};
+use migrate::migrate_from_format_2;
+use records::{RecordError, STORE_FORMAT, STORE_FORMAT_2};
 
 /// Folder under the data dir that holds the fjall database.
 pub const STORE_DIR: &str = "store";
@@ -135,48 +150,6 @@ pub enum StoreError {
     InjectedFault,
 }
 
-/// Moves a format-2 store's events (one record each, keyspace `events`) into one-event segments,
-/// a chunk per atomic batch (each event is moved exactly once, so an interrupted migration
-/// resumes where it stopped), then marks the store as the current format.
-fn migrate_from_format_2(db: &Database, meta: &Keyspace) -> Result<(), StoreError> {
-    const CHUNK: usize = 10_000;
-    let events = db.keyspace("events", data_keyspace)?;
-    let segments = db.keyspace("segments", data_keyspace)?;
-    let mut moved = 0usize;
-    // Each chunk starts after the last key moved, not over the deleted ones again.
-    let mut after: Option<Slice> = None;
-    loop {
-        let mut batch = db.batch().durability(Some(PersistMode::SyncData));
-        let range = match after.take() {
-            Some(key) => events.range::<Slice, _>((Bound::Excluded(key), Bound::Unbounded)),
-            None => events.iter(),
-        };
-        for guard in range.take(CHUNK) {
-            let (key, value) = guard.into_inner()?;
-            after = Some(key.clone());
-            let segment = StoredSegment {
-                events: vec![records::decode_event(&value)?],
-            };
-            batch.insert(&segments, key.clone(), records::encode_segment(&segment));
-            batch.remove(&events, key);
-        }
-        let chunk = batch.len() / 2;
-        batch.commit()?;
-        moved += chunk;
-        if chunk < CHUNK {
-            break;
-        }
-    }
-    meta.insert("format", STORE_FORMAT)?;
-    db.persist(PersistMode::SyncAll)?;
-    db.delete_keyspace(events)?;
-    tracing::info!(
-        events = moved,
-        "migrated the store from format 2 (events into segments)"
-    );
-    Ok(())
-}
-
 /// Creation options of every data keyspace.
 fn data_keyspace() -> KeyspaceCreateOptions {
     KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES_MAX)
@@ -185,303 +158,6 @@ fn data_keyspace() -> KeyspaceCreateOptions {
 /// Creation options of the commit log's keyspace.
 fn log_keyspace() -> KeyspaceCreateOptions {
     KeyspaceCreateOptions::default().max_memtable_size(LOG_MEMTABLE_BYTES_MAX)
-}
-
-/// Switches that make every write fail, or the next checkpoint stop part-way, for tests of the
-/// failure paths at the storage boundary.
-#[derive(Debug, Clone, Default)]
-pub struct StoreFaults {
-    failing: Arc<AtomicBool>,
-    /// While `true`, every group commit waits before writing (a disk that stopped answering).
-    stalled: Arc<(Mutex<bool>, std::sync::Condvar)>,
-    /// Checkpoint batches still allowed before the checkpoint "crashes"; `None`: no limit.
-    checkpoint_batches: Arc<Mutex<Option<usize>>>,
-}
-
-impl StoreFaults {
-    /// From now on, every write fails (or succeeds again with `false`).
-    pub fn fail_writes(&self, fail: bool) {
-        self.failing.store(fail, Ordering::SeqCst);
-    }
-
-    /// The next checkpoint stops after writing `batches` of its batches, as a crash would, and
-    /// every write fails from then on.
-    pub fn crash_checkpoint_after(&self, batches: usize) {
-        *self.checkpoint_batches.lock().expect("the faults' lock") = Some(batches);
-    }
-
-    /// From now on, every group commit waits before it writes, until called with `false`.
-    pub fn stall_persists(&self, stall: bool) {
-        let (stalled, changed) = &*self.stalled;
-        *stalled.lock().expect("the faults' lock") = stall;
-        changed.notify_all();
-    }
-
-    fn wait_while_stalled(&self) {
-        let (stalled, changed) = &*self.stalled;
-        let guard = stalled.lock().expect("the faults' lock");
-        drop(
-            changed
-                .wait_while(guard, |stalled| *stalled)
-                .expect("the faults' lock"),
-        );
-    }
-
-    fn is_failing(&self) -> bool {
-        self.failing.load(Ordering::SeqCst)
-    }
-
-    /// Whether a checkpoint may commit its next batch.
-    fn allows_checkpoint_batch(&self) -> bool {
-        let mut left = self.checkpoint_batches.lock().expect("the faults' lock");
-        match left.as_mut() {
-            None => true,
-            Some(0) => {
-                *left = None;
-                self.fail_writes(true);
-                false
-            }
-            Some(n) => {
-                *n -= 1;
-                true
-            }
-        }
-    }
-}
-
-/// What one [`Store::purge_events`] chunk did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PurgedChunk {
-    /// Segments deleted.
-    pub deleted: usize,
-    /// Where the next chunk starts; `None` after the last key (a pass is over).
-    pub next: Option<Vec<u8>>,
-    /// The first event time of the oldest segment the chunk kept (none can expire before the
-    /// cutoff passes it).
-    pub oldest_kept_ms: Option<u64>,
-}
-
-/// One write of a group commit.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Write {
-    /// A customer's whole state (logged).
-    Customer {
-        /// The customer.
-        id: String,
-        /// [`records::encode_customer`].
-        record: Vec<u8>,
-    },
-    /// A usage event (logged).
-    Event {
-        /// The customer.
-        customer: String,
-        /// The event.
-        event: StoredEvent,
-    },
-    /// An applied idempotency key.
-    Key {
-        /// The key.
-        key: IdempotencyKey,
-        /// [`records::encode_key_record`].
-        record: Vec<u8>,
-    },
-    /// A key whose window ended.
-    ForgetKey {
-        /// The key.
-        key: IdempotencyKey,
-    },
-    /// A closed period's invoice.
-    Invoice {
-        /// [`records::invoice_key`].
-        key: Vec<u8>,
-        /// [`records::encode_invoice`].
-        record: Vec<u8>,
-    },
-    /// A purchase or top-up.
-    Transaction {
-        /// [`records::transaction_key`].
-        key: Vec<u8>,
-        /// [`records::encode_transaction`].
-        record: Vec<u8>,
-    },
-}
-
-/// The store writes that persist `changes` of `core` (customer rows re-read from `core`).
-pub fn writes_for(changes: Changes, core: &ShardCore) -> Vec<Write> {
-    let mut writes = Vec::with_capacity(
-        changes.customers.len() + changes.events.len() + changes.keys_remembered.len(),
-    );
-    for slot in changes.customers {
-        let customer = core.customer_at(slot);
-        writes.push(Write::Customer {
-            id: customer.id.to_string(),
-            record: records::encode_customer(customer),
-        });
-    }
-    for mut event in changes.events {
-        writes.push(Write::Event {
-            customer: std::mem::take(&mut event.customer),
-            event: records::stored_event(event),
-        });
-    }
-    for (key, record) in &changes.keys_remembered {
-        writes.push(Write::Key {
-            key: *key,
-            record: records::encode_key_record(record),
-        });
-    }
-    for key in changes.keys_forgotten {
-        writes.push(Write::ForgetKey { key });
-    }
-    for invoice in &changes.invoices {
-        writes.push(Write::Invoice {
-            key: records::invoice_key(invoice),
-            record: records::encode_invoice(invoice),
-        });
-    }
-    for transaction in &changes.transactions {
-        writes.push(Write::Transaction {
-            key: records::transaction_key(transaction),
-            record: records::encode_transaction(transaction),
-        });
-    }
-    writes
-}
-
-/// Above this many bytes of log since the last checkpoint, the committer hands its tail to the
-/// checkpoint thread. It bounds the tails in memory, and the log a restart after a crash has to
-/// replay. Larger tails find more changes of the same customer to fold into one row and one
-/// segment: with 100,000 customers under uniform reports (one 5-s run each), 8 / 16 / 32 MiB
-/// gave 103k / 106k / 119k reports/s at p99 15.9 / 11.4 / 9.2 ms; the memory probe (1M
-/// customers, one run each) read 476 B at 8 and 513 B at 32 MiB, within its run-to-run spread.
-pub const CHECKPOINT_BYTES: usize = 16 * 1024 * 1024;
-
-/// A checkpoint writes its rows and segments in about this many batches, none smaller than
-/// [`CHECKPOINT_BATCH_ITEMS`] items or [`CHECKPOINT_BATCH_BYTES`] bytes, until it falls behind.
-/// fjall holds its journal's lock while it writes a batch and inserts it into the memtables, and
-/// also through a commit's fsync, so a commit waits behind a checkpoint's batch and each batch
-/// behind the commit under way. In one batch, a checkpoint of the zipf mix's tails (100,000
-/// customers) made the daemon's slowest 0.1% of durable answers wait 40–220 ms; in batches,
-/// 13–22 ms in all but one of six runs (40 ms). Batches of a fixed 256 items, with no catching up, made a checkpoint of reports
-/// spread over 100,000 customers ~550 batches, each waiting for a commit: 0.9–1.5 s instead of
-/// 0.25–0.3 s, the committer waited for it, and reports fell from 85k to 34k/s. A floor of 256
-/// items cost sustained reports over 1,000 customers ~3% (three pairs); 1,024 is within noise.
-const CHECKPOINT_BATCHES: usize = 32;
-const CHECKPOINT_BATCH_ITEMS: usize = 1024;
-const CHECKPOINT_BATCH_BYTES: usize = 1024 * 1024;
-
-/// The most items and bytes of one checkpoint batch, for a checkpoint of `customers` customers
-/// out of a tail of `tail_bytes`: a row and (mostly) one segment per customer, and the rows and
-/// segments take at most the tail's bytes.
-fn checkpoint_batch_limits(customers: usize, tail_bytes: usize) -> (usize, usize) {
-    (
-        (2 * customers / CHECKPOINT_BATCHES).max(CHECKPOINT_BATCH_ITEMS),
-        (tail_bytes / CHECKPOINT_BATCHES).max(CHECKPOINT_BATCH_BYTES),
-    )
-}
-
-/// The commit-log records written since the last checkpoint. It shares their bytes with fjall's
-/// memtable (a reference count, no copy), so a tail costs next to nothing until its checkpoint
-/// groups it by customer. Dropping a tail loses nothing: its log records stay and are replayed
-/// at the next start.
-#[derive(Debug, Default)]
-pub struct Tail {
-    records: Vec<([u8; 8], Slice)>,
-    bytes: usize,
-}
-
-impl Tail {
-    /// Whether nothing awaits a checkpoint.
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-
-    /// Bytes of log records since the last checkpoint.
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
-    fn push(&mut self, key: [u8; 8], record: Slice) {
-        self.bytes += record.len();
-        self.records.push((key, record));
-    }
-}
-
-/// Each of `records` where [`records::access_commit`] can read it: in place when it is aligned
-/// for that, else copied into `arena`.
-fn readable_records<'a>(
-    records: impl Iterator<Item = &'a [u8]> + Clone,
-    arena: &'a mut AlignedVec,
-) -> Vec<&'a [u8]> {
-    let mut copies = Vec::new();
-    for record in records.clone().filter(|r| !records::is_commit_aligned(r)) {
-        let start = arena.len().next_multiple_of(records::COMMIT_ALIGN);
-        arena.resize(start, 0);
-        arena.extend_from_slice(record);
-        copies.push(start..arena.len());
-    }
-    let arena: &'a AlignedVec = arena;
-    let mut copies = copies.into_iter();
-    records
-        .map(|record| {
-            if records::is_commit_aligned(record) {
-                record
-            } else {
-                &arena[copies.next().expect("a copy of every misaligned record")]
-            }
-        })
-        .collect()
-}
-
-/// One customer's share of a tail: its newest row and its events in order, read in place.
-#[derive(Default)]
-struct TailCustomer<'a> {
-    row: Option<&'a [u8]>,
-    events: Vec<&'a ArchivedStoredEvent>,
-}
-
-/// Commit-log records (oldest first, readable in place) grouped by customer — a later row of a
-/// customer replaces an earlier one, events append — and the newest event time among them.
-fn group_by_customer<'a>(
-    records: &[&'a [u8]],
-) -> Result<(HashMap<&'a str, TailCustomer<'a>>, u64), StoreError> {
-    let mut customers: HashMap<&str, TailCustomer<'_>> = HashMap::new();
-    let mut clock_floor_ms = 0;
-    for &bytes in records {
-        let commit = records::access_commit(bytes)?;
-        for row in commit.customers.iter() {
-            customers.entry(row.customer.as_str()).or_default().row = Some(row.record.as_slice());
-        }
-        for logged in commit.events.iter() {
-            clock_floor_ms = clock_floor_ms.max(logged.event.at_ms.to_native());
-            customers
-                .entry(logged.customer.as_str())
-                .or_default()
-                .events
-                .push(&logged.event);
-        }
-    }
-    Ok((customers, clock_floor_ms))
-}
-
-/// What recovery read back.
-#[derive(Debug, Default)]
-pub struct Recovered {
-    /// Every customer, already split by the shard that owns it (indexed later, by each shard).
-    pub customers: Vec<CustomerRows>,
-    /// Keys still inside their window.
-    pub keys: Vec<(IdempotencyKey, KeyRecord)>,
-    /// Keys found expired (to be deleted).
-    pub expired_keys: Vec<IdempotencyKey>,
-    /// The newest event time stored: shard clocks start no earlier, so one customer's events
-    /// stay in time order (segments and listings rely on it) even if the wall clock went back.
-    pub clock_floor_ms: u64,
-    /// Commit-log records whose rows recovery read in place of the checkpointed ones.
-    pub log_records_replayed: usize,
-    /// Those records, oldest first, still in the log: the committer starts with them as its
-    /// tail and has them checkpointed like any other (recovery reads them; it does not wait to
-    /// write them out).
-    pub log: Tail,
 }
 
 /// The open store.
@@ -546,237 +222,9 @@ impl Store {
         })
     }
 
-    /// Every record the commit log holds, oldest first.
-    fn read_log(&self) -> Result<Tail, StoreError> {
-        let mut tail = Tail::default();
-        for guard in self.log.iter() {
-            let (key, value) = guard.into_inner()?;
-            tail.push(records::log_key(records::log_number(&key)?), value);
-        }
-        Ok(tail)
-    }
-
-    /// Writes `tail` out — each customer's newest row, its events as segments, the clock floor —
-    /// and deletes the log records it came from. The tail is empty after.
-    ///
-    /// Rows and segments go in about [`CHECKPOINT_BATCHES`] batches, and the deletions all in
-    /// the last one, after every row and segment. A crash part-way leaves every log record of
-    /// the tail, so the next start replays them from the same first record, and makes the same
-    /// writes or more: a row is a customer's whole state, newest last; a segment's key is its
-    /// first event, and a customer's events are cut into segments from the same first event, so
-    /// a replayed segment replaces the partial one under its key (the replayed tail is the whole
-    /// log recovery found, [`Recovered::log`], so it ends where the one cut short did, or later).
-    /// Deleting the records in more than one batch would break that: a replay from a later first
-    /// record would cut different segments.
-    pub fn checkpoint(&self, tail: &mut Tail, mode: PersistMode) -> Result<(), StoreError> {
-        self.checkpoint_unless_behind(tail, mode, || false)
-    }
-
-    /// [`Store::checkpoint`], but once `behind()` says so at the end of a batch, the rest goes
-    /// in one batch: the checkpoints are falling behind the log, and the committer would soon
-    /// wait for them rather than for a batch.
-    pub fn checkpoint_unless_behind(
-        &self,
-        tail: &mut Tail,
-        mode: PersistMode,
-        behind: impl Fn() -> bool,
-    ) -> Result<(), StoreError> {
-        if tail.is_empty() {
-            return Ok(());
-        }
-        if self.faults.is_failing() {
-            return Err(StoreError::InjectedFault);
-        }
-        // Grouped by customer, read in place rather than decoded into owned rows and
-        // events. The records the committer logged are read where fjall keeps them; only those
-        // read back from disk (recovery), at any offset, are copied first — copying every tail
-        // into a reused buffer kept twice the largest tail alive for good.
-        let mut arena = AlignedVec::new();
-        let readable = readable_records(
-            tail.records.iter().map(|(_, record)| &record[..]),
-            &mut arena,
-        );
-        let (customers, clock_floor_ms) = group_by_customer(&readable)?;
-        let commit = |batch: fjall::OwnedWriteBatch| {
-            if !self.faults.allows_checkpoint_batch() {
-                return Err(StoreError::InjectedFault);
-            }
-            Ok::<_, StoreError>(batch.commit()?)
-        };
-        let (mut items_max, mut bytes_max) = checkpoint_batch_limits(customers.len(), tail.bytes());
-        let mut batch = self.db.batch().durability(Some(mode));
-        let mut batch_bytes = 0;
-        for (id, customer) in customers {
-            if batch.len() >= items_max || batch_bytes >= bytes_max {
-                if behind() {
-                    (items_max, bytes_max) = (usize::MAX, usize::MAX);
-                } else {
-                    commit(std::mem::replace(
-                        &mut batch,
-                        self.db.batch().durability(Some(mode)),
-                    ))?;
-                    batch_bytes = 0;
-                }
-            }
-            if let Some(row) = customer.row {
-                batch_bytes += id.len() + row.len();
-                batch.insert(&self.customers, id.as_bytes(), row);
-            }
-            for run in customer.events.chunks(SEGMENT_EVENTS_MAX) {
-                let first = run[0];
-                let key = records::event_key(id, first.at_ms.to_native(), first.seq.to_native());
-                let segment = StoredSegment {
-                    events: run
-                        .iter()
-                        .map(|event| records::owned_event(event))
-                        .collect(),
-                };
-                let segment = records::encode_segment(&segment);
-                batch_bytes += key.len() + segment.len();
-                batch.insert(&self.segments, key, segment);
-            }
-        }
-        if clock_floor_ms > 0 {
-            batch.insert(&self.meta, "clock_floor", clock_floor_ms.to_be_bytes());
-        }
-        for (key, _) in &tail.records {
-            batch.remove(&self.log, *key);
-        }
-        commit(batch)?;
-        *tail = Tail::default();
-        Ok(())
-    }
-
-    /// Reads every customer, placed among `shards` shards by `shard_of_customer(id)`, and every
-    /// idempotency key still inside its window at `now_ms`.
-    pub fn recover(
-        &self,
-        prices: &mut PriceRecovery<'_>,
-        now_ms: u64,
-        shards: usize,
-        shard_of_customer: impl Fn(&str) -> usize,
-    ) -> Result<Recovered, StoreError> {
-        // The log's newest row of a customer replaces its checkpointed one, and the log's
-        // newest event raises the clock floor, as the log's checkpoint will (in the committer,
-        // after start-up): writing ~3 tails out first took 0.75–0.9 s of a 2.3–2.8-s restart.
-        let log = self.read_log()?;
-        let mut arena = AlignedVec::new();
-        let readable = readable_records(log.records.iter().map(|(_, r)| &r[..]), &mut arena);
-        let (logged, logged_clock_floor_ms) = group_by_customer(&readable)?;
-        // Looked up by the `customers` keys, which are bytes.
-        let logged_rows: HashMap<&[u8], &[u8]> = logged
-            .iter()
-            .filter_map(|(id, customer)| Some((id.as_bytes(), customer.row?)))
-            .collect();
-        let checkpointed_clock_floor_ms = match self.meta.get("clock_floor")? {
-            Some(bytes) => {
-                u64::from_be_bytes((*bytes).try_into().map_err(|_| RecordError::Corrupt {
-                    what: "clock floor",
-                    reason: format!("{} bytes, not 8", bytes.len()),
-                })?)
-            }
-            None => 0,
-        };
-        // Into chunks that never move: collecting a million customers in a growing vector
-        // copied them on every doubling.
-        let mut recovered = Recovered {
-            customers: (0..shards).map(|_| CustomerRows::default()).collect(),
-            clock_floor_ms: checkpointed_clock_floor_ms.max(logged_clock_floor_ms),
-            log_records_replayed: log.records.len(),
-            ..Recovered::default()
-        };
-        let mut scratch = AlignedVec::new();
-        for guard in self.customers.iter() {
-            let (id, value) = guard.into_inner()?;
-            if logged_rows.contains_key(&*id) {
-                continue;
-            }
-            let customer = records::decode_customer(&value, prices, &mut scratch)?;
-            recovered.customers[shard_of_customer(&customer.id)].push(customer);
-        }
-        for row in logged_rows.into_values() {
-            let customer = records::decode_customer(row, prices, &mut scratch)?;
-            recovered.customers[shard_of_customer(&customer.id)].push(customer);
-        }
-        recovered.log = log;
-        tracing::debug!(
-            rows = recovered
-                .customers
-                .iter()
-                .map(CustomerRows::len)
-                .sum::<usize>(),
-            "read and decoded the customer rows"
-        );
-        for guard in self.keys.iter() {
-            let (key, value) = guard.into_inner()?;
-            let key = records::decode_key(&key)?;
-            let record = records::decode_key_record(&value)?;
-            if record.expires_at_ms > now_ms {
-                recovered.keys.push((key, record));
-            } else {
-                recovered.expired_keys.push(key);
-            }
-        }
-        Ok(recovered)
-    }
-
     /// Roughly how many event segments are stored (cheap; for logs).
     pub fn approximate_segment_count(&self) -> usize {
         self.segments.approximate_len()
-    }
-
-    /// Writes `writes` as one atomic batch — customer rows and events as one commit-log record,
-    /// the rest in place — and persists it per `mode` before returning. The logged rows and
-    /// events are added to `tail` for the next [`Store::checkpoint`].
-    pub fn persist(
-        &self,
-        writes: Vec<Write>,
-        mode: PersistMode,
-        tail: &mut Tail,
-    ) -> Result<(), StoreError> {
-        self.faults.wait_while_stalled();
-        if self.faults.is_failing() {
-            return Err(StoreError::InjectedFault);
-        }
-        let mut batch = self.db.batch().durability(Some(mode));
-        let mut commit = StoredCommit::default();
-        for write in writes {
-            match write {
-                Write::Customer { id, record } => commit.customers.push(LoggedRow {
-                    customer: id,
-                    record,
-                }),
-                Write::Event { customer, event } => {
-                    commit.events.push(LoggedEvent { customer, event });
-                }
-                Write::Key { key, record } => {
-                    batch.insert(&self.keys, key.as_slice(), record.as_slice());
-                }
-                Write::ForgetKey { key } => batch.remove(&self.keys, key.as_slice()),
-                Write::Invoice { key, record } => {
-                    batch.insert(&self.invoices, key.as_slice(), record.as_slice());
-                }
-                Write::Transaction { key, record } => {
-                    batch.insert(&self.transactions, key.as_slice(), record.as_slice());
-                }
-            }
-        }
-        let logged = if commit.is_empty() {
-            None
-        } else {
-            let key = records::log_key(self.next_log.fetch_add(1, Ordering::Relaxed));
-            let mut buffer = self.commit_buffer.lock().expect("the commit buffer lock");
-            let encoded = records::encode_commit(&commit, std::mem::take(&mut *buffer));
-            let record = Slice::from(&encoded[..]);
-            *buffer = encoded;
-            batch.insert(&self.log, key, record.clone());
-            Some((key, record))
-        };
-        batch.commit()?;
-        if let Some((key, record)) = logged {
-            tail.push(key, record);
-        }
-        Ok(())
     }
 
     /// fsyncs everything written so far (the `periodic` durability mode's timer).
@@ -785,179 +233,6 @@ impl Store {
             return Err(StoreError::InjectedFault);
         }
         self.db.persist(PersistMode::SyncData)?;
-        Ok(())
-    }
-
-    /// A customer's checkpointed events from `(at_ms, seq)` = `from` up to `at_ms < to_ms`, oldest
-    /// first, at most [`LIST_EVENTS_MAX`]; the flag says whether more follow. (Events still in
-    /// the commit log are not seen: the router has the owning shard ask for a checkpoint first.)
-    pub fn list_events(
-        &self,
-        customer: &str,
-        from: (u64, u64),
-        to_ms: u64,
-    ) -> Result<(Vec<StoredEvent>, bool), StoreError> {
-        let mut events = Vec::new();
-        if from.0 >= to_ms {
-            return Ok((events, false));
-        }
-        let prefix = records::event_prefix(customer);
-        let start = records::event_key(customer, from.0, from.1);
-        // The segment holding `from` may begin before it: start at the last one that begins at
-        // or before `from` (every key between the prefix and `start` is this customer's).
-        let begin = match self.segments.range(prefix..=start.clone()).next_back() {
-            Some(guard) => guard.key()?.to_vec(),
-            None => start,
-        };
-        let end = records::event_key(customer, to_ms, 0);
-        for guard in self.segments.range(begin..end) {
-            let (_, value) = guard.into_inner()?;
-            for event in records::decode_segment(&value)? {
-                if (event.at_ms, event.seq) < from {
-                    continue;
-                }
-                if event.at_ms >= to_ms {
-                    return Ok((events, false));
-                }
-                if events.len() == LIST_EVENTS_MAX {
-                    return Ok((events, true));
-                }
-                events.push(event);
-            }
-        }
-        Ok((events, false))
-    }
-
-    /// The customer's newest `limit` invoices, oldest first.
-    pub fn list_invoices(&self, customer: &str, limit: usize) -> Result<Vec<Invoice>, StoreError> {
-        let mut invoices = Vec::new();
-        for guard in self.invoices.prefix(records::event_prefix(customer)).rev() {
-            if invoices.len() == limit {
-                break;
-            }
-            let (_, value) = guard.into_inner()?;
-            invoices.push(records::decode_invoice(&value)?);
-        }
-        invoices.reverse();
-        Ok(invoices)
-    }
-
-    /// The customer's newest `limit` transactions, oldest first.
-    pub fn list_transactions(
-        &self,
-        customer: &str,
-        limit: usize,
-    ) -> Result<Vec<Transaction>, StoreError> {
-        let mut transactions = Vec::new();
-        for guard in self
-            .transactions
-            .prefix(records::event_prefix(customer))
-            .rev()
-        {
-            if transactions.len() == limit {
-                break;
-            }
-            let (_, value) = guard.into_inner()?;
-            transactions.push(records::decode_transaction(&value)?);
-        }
-        transactions.reverse();
-        Ok(transactions)
-    }
-
-    /// Deletes the segments whose every event was recorded before `cutoff_ms` (a segment holding
-    /// a newer one waits for it: a segment spans one checkpoint, a few seconds at most) among the
-    /// next `limit` segments after `cursor` (from the start when `None`).
-    pub fn purge_events(
-        &self,
-        cutoff_ms: u64,
-        cursor: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<PurgedChunk, StoreError> {
-        if self.faults.is_failing() {
-            return Err(StoreError::InjectedFault);
-        }
-        let range = match cursor {
-            Some(after) => self.segments.range(after.to_vec()..),
-            None => self.segments.iter(),
-        };
-        let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
-        let mut seen = 0;
-        let mut last = None;
-        let mut oldest_kept_ms: Option<u64> = None;
-        for guard in range {
-            // The key holds the first event's time: only a segment that begins before the
-            // cutoff is read for its newest.
-            let (key, value) = guard.into_inner_if(|key| {
-                records::segment_time(key).is_some_and(|first_ms| first_ms < cutoff_ms)
-            })?;
-            if cursor.is_some_and(|after| &*key == after) {
-                continue;
-            }
-            let is_expired = match value {
-                Some(value) => records::decode_segment(&value)?
-                    .last()
-                    .is_none_or(|event| event.at_ms < cutoff_ms),
-                None => false,
-            };
-            if is_expired {
-                batch.remove(&self.segments, key.clone());
-            } else if let Some(first_ms) = records::segment_time(&key) {
-                oldest_kept_ms =
-                    Some(oldest_kept_ms.map_or(first_ms, |oldest| oldest.min(first_ms)));
-            }
-            last = Some(key.to_vec());
-            seen += 1;
-            if seen == limit {
-                break;
-            }
-        }
-        let deleted = batch.len();
-        batch.commit()?;
-        Ok(PurgedChunk {
-            deleted,
-            next: if seen == limit { last } else { None },
-            oldest_kept_ms,
-        })
-    }
-
-    /// Flushes every memtable to disk tables so the next start has no journal to replay (clean
-    /// shutdown only; a crash replays the journal instead).
-    pub fn flush_for_shutdown(&self) -> Result<(), StoreError> {
-        self.flush_memtables()?;
-        self.db.persist(PersistMode::SyncAll)?;
-        Ok(())
-    }
-
-    /// If the memtables hold at least `min_bytes`, flushes them to disk tables and waits for it;
-    /// says whether it did. For a daemon gone quiet: its memtables (up to
-    /// [`MEMTABLE_BYTES_MAX`] per keyspace) hold copies of rows and events the daemon no longer
-    /// needs in memory, allocated among the bursts' short-lived buffers — until a memtable
-    /// fills, which a quiet daemon never does, they keep those pages resident too.
-    pub fn flush_memtables_over(&self, min_bytes: u64) -> Result<bool, StoreError> {
-        if self.faults.is_failing() {
-            return Err(StoreError::InjectedFault);
-        }
-        // `write_buffer_size` and `rotate_memtable_and_wait` are fjall's doc-hidden API (the
-        // shutdown flush uses the latter too); Cargo.lock pins the version they were read from.
-        if self.db.write_buffer_size() < min_bytes {
-            return Ok(false);
-        }
-        self.flush_memtables()?;
-        Ok(true)
-    }
-
-    fn flush_memtables(&self) -> Result<(), StoreError> {
-        for keyspace in [
-            &self.meta,
-            &self.log,
-            &self.customers,
-            &self.segments,
-            &self.keys,
-            &self.invoices,
-            &self.transactions,
-        ] {
-            keyspace.rotate_memtable_and_wait()?;
-        }
         Ok(())
     }
 
@@ -970,6 +245,12 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    use commit_log::readable_records;
+    use prices::PriceRecovery;
+    use records::{LoggedEvent, StoredCommit, StoredEvent};
+
     use crate::config::{Config, DEFAULT_CONFIG_TOML};
     use crate::metering::catalogue::Catalogue;
     use crate::metering::customer::Customer;
