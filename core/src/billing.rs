@@ -210,7 +210,7 @@ fn line(kind: LineKind, feature: &str) -> InvoiceLine {
 /// was used (a price change inside the period splits a feature's usage into one line per price,
 /// each charging exactly what its reports were charged), and any debt.
 pub fn invoice_lines(customer: &Customer, base_share: Option<(u64, u64)>) -> Vec<InvoiceLine> {
-    let plan = &customer.plan;
+    let plan = &customer.plan();
     let segments = price_segments(customer);
     let mut lines = Vec::with_capacity(plan.usage.len() + 2);
     base_lines(customer, &segments, base_share, &mut lines);
@@ -222,8 +222,8 @@ pub fn invoice_lines(customer: &Customer, base_share: Option<(u64, u64)>) -> Vec
             pack_credits,
             pack_price_units,
             ..
-        } if customer.purchased_credits < 0 => {
-            let owed = customer.purchased_credits.unsigned_abs();
+        } if customer.purchased_credits() < 0 => {
+            let owed = customer.purchased_credits().unsigned_abs();
             let price = Price {
                 units: pack_price_units,
                 per: pack_credits.max(1) as u64,
@@ -236,8 +236,8 @@ pub fn invoice_lines(customer: &Customer, base_share: Option<(u64, u64)>) -> Vec
             debt.amount_units = price.cost(owed);
             lines.push(debt);
         }
-        ModelTerms::Balance { .. } if customer.balance_units < 0 => {
-            let owed = customer.balance_units.unsigned_abs();
+        ModelTerms::Balance { .. } if customer.balance_units() < 0 => {
+            let owed = customer.balance_units().unsigned_abs();
             let mut debt = line(LineKind::Debt, "");
             debt.used = owed;
             debt.overage = owed;
@@ -287,7 +287,7 @@ impl Mark<'_> {
 fn price_segments(customer: &Customer) -> Vec<Segment<'_>> {
     let splits = customer.price_splits();
     let mut segments = Vec::with_capacity(splits.len() + 1);
-    let (mut from, mut from_ms) = (Mark::Start, customer.period_start_ms);
+    let (mut from, mut from_ms) = (Mark::Start, customer.period_start_ms());
     for split in splits {
         segments.push(Segment {
             plan: &split.plan,
@@ -299,11 +299,11 @@ fn price_segments(customer: &Customer) -> Vec<Segment<'_>> {
         (from, from_ms) = (Mark::Split(split), split.at_ms);
     }
     segments.push(Segment {
-        plan: &customer.plan,
+        plan: customer.plan(),
         from,
         to: Mark::Now(customer),
         from_ms,
-        to_ms: customer.period_end_ms,
+        to_ms: customer.period_end_ms(),
     });
     segments
 }
@@ -327,20 +327,20 @@ fn base_lines(
         .cost(elapsed.min(length));
         base
     };
-    let length = customer.period_end_ms - customer.period_start_ms;
+    let length = customer.period_end_ms() - customer.period_start_ms();
     let (elapsed, length) = base_share.unwrap_or((length, length));
     let one_price = segments
         .iter()
-        .all(|s| s.plan.base_price_units == customer.plan.base_price_units);
+        .all(|s| s.plan.base_price_units == customer.plan().base_price_units);
     if one_price {
-        let mut base = base_of(&customer.plan, elapsed, length);
+        let mut base = base_of(customer.plan(), elapsed, length);
         if base_share.is_none() {
-            base.amount_units = customer.plan.base_price_units;
+            base.amount_units = customer.plan().base_price_units;
         }
         lines.push(base);
         return;
     }
-    let billed_to = customer.period_start_ms + elapsed;
+    let billed_to = customer.period_start_ms() + elapsed;
     for segment in segments {
         let span = segment.to_ms.min(billed_to).saturating_sub(segment.from_ms);
         lines.push(base_of(segment.plan, span, length));

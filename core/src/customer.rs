@@ -17,42 +17,74 @@ use super::catalogue::{Catalogue, FeatureKind, ModelTerms, Plan, PricesOverPerio
 #[derive(Debug, Clone, PartialEq)]
 pub struct Customer {
     /// The customer's id (inline up to 24 bytes: no allocation of its own).
-    pub id: CompactString,
+    id: CompactString,
     /// The current plan.
-    pub plan: Arc<Plan>,
+    plan: Arc<Plan>,
     /// Count of state changes applied so far.
-    pub seq: u64,
+    seq: u64,
     /// When the subscription to the current plan started; periods are counted from here.
-    pub anchor_ms: u64,
+    anchor_ms: u64,
     /// Start of the current period.
-    pub period_start_ms: u64,
+    period_start_ms: u64,
     /// End (exclusive) of the current period.
-    pub period_end_ms: u64,
+    period_end_ms: u64,
     /// Units used this period, one counter per usage feature of the plan in the plan's order
     /// ([`Plan::usage_slot`]): no feature names per customer. Read and written through
     /// [`Customer::counters`]: a plan with more usage features keeps its counters in `holds`.
-    pub inline_usage: InlineCounters,
+    inline_usage: InlineCounters,
     /// Credits granted this period; spent before purchased credits.
-    pub granted_credits: i64,
+    granted_credits: i64,
     /// Purchased credits; may go negative after plain reports.
-    pub purchased_credits: i64,
+    purchased_credits: i64,
     /// Dollar balance in rate units; may go negative after plain reports.
-    pub balance_units: i64,
+    balance_units: i64,
     /// Open holds by id.
-    pub holds: Holds,
+    holds: Holds,
     /// Low 32 bits of the next hold id.
-    pub next_hold: u32,
+    next_hold: u32,
     /// Invoices issued so far (the last invoice's number).
-    pub invoices_issued: u64,
+    invoices_issued: u64,
     /// Transactions made so far (the last transaction's number). 32 bits: beside `next_hold` it
     /// fills what would be padding; a top-up past the last number is refused.
-    pub transactions_made: u32,
+    transactions_made: u32,
 }
 
 // Most of a customer's memory is this struct (the memory target is ≤ 200 bytes per customer in
 // all, docs/performance.md): growing it is a decision, not an accident.
 const _: () = assert!(std::mem::size_of::<Customer>() <= 136);
 const _: () = assert!(std::mem::size_of::<Holds>() == 8);
+
+/// A customer's state as the store keeps it, to restore it: every field but the usage counters,
+/// which follow the plan ([`Customer::set_used`] after [`Customer::restore`]).
+#[derive(Debug)]
+pub struct CustomerParts {
+    /// The customer's id.
+    pub id: CompactString,
+    /// The plan (the version in force at the period's start).
+    pub plan: Arc<Plan>,
+    /// Count of state changes applied so far.
+    pub seq: u64,
+    /// When the subscription to the plan started.
+    pub anchor_ms: u64,
+    /// Start of the current period.
+    pub period_start_ms: u64,
+    /// End (exclusive) of the current period.
+    pub period_end_ms: u64,
+    /// Credits granted this period.
+    pub granted_credits: i64,
+    /// Purchased credits.
+    pub purchased_credits: i64,
+    /// Dollar balance in rate units.
+    pub balance_units: i64,
+    /// Open holds by id.
+    pub holds: Holds,
+    /// Low 32 bits of the next hold id.
+    pub next_hold: u32,
+    /// Invoices issued so far.
+    pub invoices_issued: u64,
+    /// Transactions made so far.
+    pub transactions_made: u32,
+}
 
 /// Counters held inline: every plan in the shipped catalogue has at most this many usage features.
 const INLINE_COUNTERS: usize = 3;
@@ -278,6 +310,99 @@ impl Customer {
         customer
     }
 
+    /// A customer restored from its stored `parts`, with no usage counted yet.
+    pub fn restore(parts: CustomerParts) -> Customer {
+        let mut customer = Customer {
+            id: parts.id,
+            plan: parts.plan,
+            seq: parts.seq,
+            anchor_ms: parts.anchor_ms,
+            period_start_ms: parts.period_start_ms,
+            period_end_ms: parts.period_end_ms,
+            inline_usage: InlineCounters::default(),
+            granted_credits: parts.granted_credits,
+            purchased_credits: parts.purchased_credits,
+            balance_units: parts.balance_units,
+            holds: parts.holds,
+            next_hold: parts.next_hold,
+            invoices_issued: parts.invoices_issued,
+            transactions_made: parts.transactions_made,
+        };
+        customer.reset_counters();
+        customer
+    }
+
+    /// The customer's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The current plan (the version of its prices in force).
+    pub fn plan(&self) -> &Arc<Plan> {
+        &self.plan
+    }
+
+    /// Count of state changes applied so far.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// When the subscription to the current plan started.
+    pub fn anchor_ms(&self) -> u64 {
+        self.anchor_ms
+    }
+
+    /// Start of the current period.
+    pub fn period_start_ms(&self) -> u64 {
+        self.period_start_ms
+    }
+
+    /// End (exclusive) of the current period.
+    pub fn period_end_ms(&self) -> u64 {
+        self.period_end_ms
+    }
+
+    /// Credits granted this period.
+    pub fn granted_credits(&self) -> i64 {
+        self.granted_credits
+    }
+
+    /// Purchased credits (may be negative after plain reports).
+    pub fn purchased_credits(&self) -> i64 {
+        self.purchased_credits
+    }
+
+    /// Dollar balance in rate units (may be negative after plain reports).
+    pub fn balance_units(&self) -> i64 {
+        self.balance_units
+    }
+
+    /// Open holds by id.
+    pub fn holds(&self) -> &Holds {
+        &self.holds
+    }
+
+    /// Low 32 bits of the next hold id.
+    pub fn next_hold(&self) -> u32 {
+        self.next_hold
+    }
+
+    /// Invoices issued so far.
+    pub fn invoices_issued(&self) -> u64 {
+        self.invoices_issued
+    }
+
+    /// Transactions made so far.
+    pub fn transactions_made(&self) -> u32 {
+        self.transactions_made
+    }
+
+    /// For tests of the last transaction number.
+    #[cfg(test)]
+    pub(crate) fn set_transactions_made(&mut self, made: u32) {
+        self.transactions_made = made;
+    }
+
     /// Starts `plan` afresh at `now_ms`: new period, usage and holds cleared, the plan's credit
     /// grant. Purchased credits and the balance are kept (they are the customer's money).
     /// Returns the ids of the holds dropped.
@@ -442,6 +567,83 @@ impl Customer {
             .keys()
             .map(String::as_str)
             .zip(self.counters().iter().copied())
+    }
+
+    /// A new hold id: `placement` as its high half, and the next low half not `is_taken`.
+    pub fn new_hold_id(&mut self, placement: u64, is_taken: impl Fn(u64) -> bool) -> u64 {
+        loop {
+            let candidate = placement | u64::from(self.next_hold);
+            self.next_hold = self.next_hold.wrapping_add(1);
+            if !is_taken(candidate) {
+                return candidate;
+            }
+        }
+    }
+
+    /// Closes hold `id` by charging `actual` units of its feature — a state change whether or
+    /// not anything is charged. Returns the hold, its feature's terms, and what was charged.
+    pub fn settle_hold(
+        &mut self,
+        catalogue: &Catalogue,
+        id: u64,
+        actual: u64,
+    ) -> Result<(Hold, UsageTerms, i64), TallyError> {
+        let hold = self
+            .holds
+            .remove(id)
+            .ok_or(TallyError::UnknownHold { hold: id })?;
+        let terms = self
+            .usage_terms(catalogue, &hold.feature)
+            .expect("plan changes drop holds, so a hold's feature is in the plan");
+        let charged = if actual > 0 {
+            self.record(&hold.feature, terms, actual)
+        } else {
+            self.seq += 1;
+            0
+        };
+        Ok((hold, terms, charged))
+    }
+
+    /// Releases hold `id` without charging.
+    pub fn release_hold(&mut self, id: u64) -> Result<Hold, TallyError> {
+        let hold = self
+            .holds
+            .remove(id)
+            .ok_or(TallyError::UnknownHold { hold: id })?;
+        self.seq += 1;
+        Ok(hold)
+    }
+
+    /// A purchase or top-up that adds `credits` and `balance_units`; returns the transaction's
+    /// number, or `None` — and nothing changes — past the last number a customer can have.
+    pub fn top_up(&mut self, credits: i64, balance_units: i64) -> Option<u32> {
+        let number = self.transactions_made.checked_add(1)?;
+        self.purchased_credits += credits;
+        self.balance_units += balance_units;
+        self.transactions_made = number;
+        self.seq += 1;
+        Some(number)
+    }
+
+    /// After a close: prices the new period by the versions in force over it — usually the
+    /// latest, but one recorded `next_period` after the period started waits, and one recorded
+    /// `now` inside it (the daemon was down across the period's end) splits it where it took
+    /// effect.
+    pub fn enter_period_prices(&mut self, catalogue: &Catalogue) {
+        let slug = self.plan.slug.clone();
+        let Some(prices) =
+            catalogue.prices_over_period(&slug, self.period_start_ms, self.period_end_ms)
+        else {
+            return;
+        };
+        let period_changed = prices.first.period != self.plan.period;
+        self.enter_prices(prices, |_| None);
+        if period_changed {
+            self.period_end_ms = self
+                .plan
+                .period
+                .end_containing(self.anchor_ms, self.period_start_ms);
+        }
     }
 
     /// The price changes that took effect inside the current period, oldest first.

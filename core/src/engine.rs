@@ -119,7 +119,7 @@ impl ShardCore {
             .unwrap_or_else(|id| panic!("the store holds one row per customer; `{id}` twice"));
         core.period_ends = period_ends_of(&customers);
         for (slot, customer) in customers.iter() {
-            for (hold, h) in customer.holds.iter() {
+            for (hold, h) in customer.holds().iter() {
                 core.hold_owners.insert(hold, slot);
                 core.hold_expiry.insert((h.expires_at_ms, hold));
             }
@@ -241,7 +241,7 @@ impl ShardCore {
             }
             self.period_ends.pop();
             let slot = entry.slot;
-            if DueEntry::new(self.customers.at(slot).period_end_ms, slot) != entry {
+            if DueEntry::new(self.customers.at(slot).period_end_ms(), slot) != entry {
                 continue; // a period that ended early; its customer has a newer entry
             }
             self.touch_slot(now_ms, slot);
@@ -274,16 +274,16 @@ impl ShardCore {
     /// [`ShardCore::touch`] for a customer known by its slot.
     fn touch_slot(&mut self, now_ms: u64, slot: Slot) -> &mut Customer {
         let customer = self.customers.at_mut(slot);
-        if customer.period_end_ms <= now_ms {
-            while customer.period_end_ms <= now_ms {
-                let end_ms = customer.period_end_ms;
+        if customer.period_end_ms() <= now_ms {
+            while customer.period_end_ms() <= now_ms {
+                let end_ms = customer.period_end_ms();
                 let invoice =
                     customer.close_period(end_ms, now_ms, CloseReason::Scheduled, &self.billing);
-                enter_period_prices(&self.catalogue, customer);
+                customer.enter_period_prices(&self.catalogue);
                 self.changes.invoices.push(invoice);
             }
             self.period_ends
-                .push(Reverse(DueEntry::new(customer.period_end_ms, slot)));
+                .push(Reverse(DueEntry::new(customer.period_end_ms(), slot)));
             self.changes.customers.insert(slot);
             self.did_touch_change = true;
         }
@@ -346,7 +346,7 @@ impl ShardCore {
         self.changes.customers.insert(slot);
         if outcome.amount > 0 {
             self.changes.events.push(UsageEvent {
-                customer: self.customers.at(slot).id.to_string(),
+                customer: self.customers.at(slot).id().to_string(),
                 seq: outcome.seq,
                 at_ms: now_ms,
                 feature: feature.into(),
@@ -405,7 +405,7 @@ impl ShardCore {
         };
         Ok(CheckOutcome {
             allowed,
-            seq: customer.seq,
+            seq: customer.seq(),
             cost,
             standing: customer.standing(&c.feature, rule),
         })
@@ -417,12 +417,12 @@ impl ShardCore {
         // Re-borrowed from the field alone: the hold indexes are updated while it is in use.
         let customer = self.customers.at_mut(slot);
         let terms = customer.usage_terms(&catalogue, &r.feature)?;
-        if customer.holds.len() >= HOLDS_PER_CUSTOMER_MAX {
+        if customer.holds().len() >= HOLDS_PER_CUSTOMER_MAX {
             return Err(TallyError::InvalidRequest {
                 reason: format!(
                     "customer `{}` has {} open holds; the limit is {HOLDS_PER_CUSTOMER_MAX}",
                     r.customer,
-                    customer.holds.len()
+                    customer.holds().len()
                 ),
             });
         }
@@ -431,7 +431,7 @@ impl ShardCore {
             return Ok(ReserveOutcome {
                 allowed: false,
                 hold: None,
-                seq: customer.seq,
+                seq: customer.seq(),
                 held: 0,
                 expires_at_ms: 0,
                 standing: customer.standing(&r.feature, terms.into()),
@@ -440,13 +440,8 @@ impl ShardCore {
         // The high half of a hold id is the customer's placement hash, so `settle` and `release`
         // route to the owning shard from the id alone, whatever the shard count.
         let placement = stable_hash(r.customer.as_bytes()) & 0xffff_ffff_0000_0000;
-        let hold = loop {
-            let candidate = placement | u64::from(customer.next_hold);
-            customer.next_hold = customer.next_hold.wrapping_add(1);
-            if !self.hold_owners.contains_key(&candidate) {
-                break candidate;
-            }
-        };
+        let hold_owners = &self.hold_owners;
+        let hold = customer.new_hold_id(placement, |id| hold_owners.contains_key(&id));
         let expires_at_ms = now_ms.saturating_add(r.ttl_ms);
         customer.open_hold(
             hold,
@@ -462,9 +457,9 @@ impl ShardCore {
         Ok(ReserveOutcome {
             allowed: true,
             hold: Some(hold),
-            seq: customer.seq,
+            seq: customer.seq(),
             held: customer
-                .holds
+                .holds()
                 .get(hold)
                 .expect("the hold was just opened")
                 .held,
@@ -473,18 +468,14 @@ impl ShardCore {
         })
     }
 
-    /// Removes an open hold and returns its owner's slot, or `UnknownHold`.
-    fn take_hold(
-        &mut self,
-        now_ms: u64,
-        hold: u64,
-    ) -> Result<(Slot, super::customer::Hold), TallyError> {
-        let unknown = || TallyError::UnknownHold { hold };
-        let owner = *self.hold_owners.get(&hold).ok_or_else(unknown)?;
-        let customer = self.touch_slot(now_ms, owner);
-        let taken = customer.holds.remove(hold).ok_or_else(unknown)?;
-        self.hold_owners.remove(&hold);
-        Ok((owner, taken))
+    /// The slot of an open hold's owner, touched (which may expire the hold), or `UnknownHold`.
+    fn hold_owner(&mut self, now_ms: u64, hold: u64) -> Result<Slot, TallyError> {
+        let owner = *self
+            .hold_owners
+            .get(&hold)
+            .ok_or(TallyError::UnknownHold { hold })?;
+        self.touch_slot(now_ms, owner);
+        Ok(owner)
     }
 
     fn settle(&mut self, now_ms: u64, s: &SettleRequest) -> Result<ReportOutcome, TallyError> {
@@ -500,17 +491,11 @@ impl ShardCore {
             KeyCheck::Unkeyed => None,
         };
         let catalogue = self.catalogue.clone();
-        let (owner, hold) = self.take_hold(now_ms, s.hold)?;
+        let owner = self.hold_owner(now_ms, s.hold)?;
         let customer = self.customers.at_mut(owner);
-        let terms = customer
-            .usage_terms(&catalogue, &hold.feature)
-            .expect("plan changes drop holds, so a hold's feature is in the plan");
-        let charged = if s.actual > 0 {
-            customer.record(&hold.feature, terms, s.actual)
-        } else {
-            customer.seq += 1;
-            0
-        };
+        let (hold, terms, charged) = customer.settle_hold(&catalogue, s.hold, s.actual)?;
+        self.hold_owners.remove(&s.hold);
+        let customer = self.customers.at(owner);
         let outcome = report_outcome(customer, &hold.feature, terms, s.actual, charged);
         self.record_usage(now_ms, owner, &hold.feature, &outcome, s.idempotency_key);
         if let Some(first_use) = first_use {
@@ -521,13 +506,14 @@ impl ShardCore {
 
     fn release(&mut self, now_ms: u64, hold_id: u64) -> Result<ReleaseOutcome, TallyError> {
         let catalogue = self.catalogue.clone();
-        let (owner, hold) = self.take_hold(now_ms, hold_id)?;
-        let customer = self.customers.at_mut(owner);
-        customer.seq += 1;
+        let owner = self.hold_owner(now_ms, hold_id)?;
+        let hold = self.customers.at_mut(owner).release_hold(hold_id)?;
+        self.hold_owners.remove(&hold_id);
+        let customer = self.customers.at(owner);
         let rule = customer.rule(&catalogue, &hold.feature)?;
         self.changes.customers.insert(owner);
         Ok(ReleaseOutcome {
-            seq: customer.seq,
+            seq: customer.seq(),
             released: hold.held,
             standing: customer.standing(&hold.feature, rule),
         })
@@ -539,8 +525,8 @@ impl ShardCore {
         let catalogue = self.catalogue.clone();
         let (slot, customer) = self.touch(now_ms, id)?;
         let invoice = customer.close_period(now_ms, now_ms, CloseReason::Manual, &billing);
-        enter_period_prices(&catalogue, customer);
-        let next_end = customer.period_end_ms;
+        customer.enter_period_prices(&catalogue);
+        let next_end = customer.period_end_ms();
         let view = invoice.view();
         self.changes.invoices.push(invoice);
         self.changes.customers.insert(slot);
@@ -566,7 +552,7 @@ impl ShardCore {
             .ok_or(TallyError::UnknownPlan { plan: cp.plan })?;
         let customer = Customer::new(cp.customer, plan, now_ms);
         let view = customer.view();
-        let period_end_ms = customer.period_end_ms;
+        let period_end_ms = customer.period_end_ms();
         let slot = self
             .customers
             .insert(customer)
@@ -587,7 +573,7 @@ impl ShardCore {
                 })?;
         let billing = self.billing;
         let (slot, customer) = self.touch(now_ms, &cp.customer)?;
-        if customer.plan.slug == plan.slug {
+        if customer.plan().slug == plan.slug {
             return Err(TallyError::InvalidRequest {
                 reason: format!(
                     "customer `{}` is already on plan `{}`",
@@ -633,16 +619,8 @@ impl ShardCore {
         };
         let billing = self.billing;
         let (slot, customer) = self.touch(now_ms, &t.customer)?;
-        let Some(number) = customer.transactions_made.checked_add(1) else {
-            return Err(TallyError::InvalidRequest {
-                reason: format!(
-                    "customer `{}` has made {} top-ups, the most one customer can",
-                    t.customer, customer.transactions_made
-                ),
-            });
-        };
         let (gross_units, credits_added, balance_added_units) =
-            match (customer.plan.terms, t.amount) {
+            match (customer.plan().terms, t.amount) {
                 (
                     ModelTerms::Credits {
                         pack_credits,
@@ -652,14 +630,12 @@ impl ShardCore {
                     TopUpAmount::Packs(packs),
                 ) => {
                     let credits = i64::from(packs) * pack_credits;
-                    customer.purchased_credits += credits;
                     (i64::from(packs) * pack_price_units, credits, 0)
                 }
                 (ModelTerms::Balance { .. }, TopUpAmount::Units(units)) => {
                     billing
                         .check_top_up(units)
                         .map_err(|reason| TallyError::InvalidRequest { reason })?;
-                    customer.balance_units += units;
                     (units, 0, units)
                 }
                 (terms, _) => {
@@ -671,13 +647,21 @@ impl ShardCore {
                     return Err(TallyError::InvalidRequest {
                         reason: format!(
                             "customer `{}` is on plan `{}`, which {how}",
-                            t.customer, customer.plan.slug
+                            t.customer,
+                            customer.plan().slug
                         ),
                     });
                 }
             };
-        customer.seq += 1;
-        customer.transactions_made = number;
+        let Some(number) = customer.top_up(credits_added, balance_added_units) else {
+            return Err(TallyError::InvalidRequest {
+                reason: format!(
+                    "customer `{}` has made {} top-ups, the most one customer can",
+                    t.customer,
+                    customer.transactions_made()
+                ),
+            });
+        };
         let settlement = billing.settle(gross_units);
         let transaction = Transaction {
             customer: t.customer.clone(),
@@ -690,7 +674,7 @@ impl ShardCore {
             net_units: settlement.net_units,
         };
         let outcome = TopUpOutcome {
-            seq: customer.seq,
+            seq: customer.seq(),
             duplicate: false,
             gross_units,
             credits_added,
@@ -711,31 +695,11 @@ impl ShardCore {
     }
 }
 
-/// After a close, prices the new period by the versions in force over it: usually the latest,
-/// but one recorded `next_period` after the period started waits, and one recorded `now`
-/// inside it (the daemon was down across the period's end) splits it where it took effect.
-fn enter_period_prices(catalogue: &Catalogue, customer: &mut Customer) {
-    let slug = customer.plan.slug.clone();
-    let Some(prices) =
-        catalogue.prices_over_period(&slug, customer.period_start_ms, customer.period_end_ms)
-    else {
-        return;
-    };
-    let period_changed = prices.first.period != customer.plan.period;
-    customer.enter_prices(prices, |_| None);
-    if period_changed {
-        customer.period_end_ms = customer
-            .plan
-            .period
-            .end_containing(customer.anchor_ms, customer.period_start_ms);
-    }
-}
-
 /// The due-period heap with exactly one entry per customer (built in linear time).
 fn period_ends_of(customers: &CustomerTable) -> BinaryHeap<Reverse<DueEntry>> {
     customers
         .iter()
-        .map(|(slot, customer)| Reverse(DueEntry::new(customer.period_end_ms, slot)))
+        .map(|(slot, customer)| Reverse(DueEntry::new(customer.period_end_ms(), slot)))
         .collect()
 }
 
@@ -787,7 +751,7 @@ fn report_outcome(
     charged: i64,
 ) -> ReportOutcome {
     ReportOutcome {
-        seq: customer.seq,
+        seq: customer.seq(),
         duplicate: false,
         amount,
         charged,
@@ -843,7 +807,7 @@ mod tests {
     #[test]
     fn the_sweep_closes_each_period_once_after_early_closes_left_stale_entries() {
         let mut core = create_three_for_the_sweep();
-        let end = core.customer("manual").unwrap().period_end_ms;
+        let end = core.customer("manual").unwrap().period_end_ms();
         // Ended early: a manual close mid-period, and a request that touches after the end.
         let closed = core.handle(
             T0 + 1_000,
@@ -853,7 +817,7 @@ mod tests {
         );
         assert!(matches!(closed, Ok(Response::Closed(_))));
         check(&mut core, end + 5, "touched", "tokens", 1).unwrap();
-        let manual_end = core.customer("manual").unwrap().period_end_ms;
+        let manual_end = core.customer("manual").unwrap().period_end_ms();
         assert!(manual_end > end);
         core.take_changes();
 
@@ -888,7 +852,7 @@ mod tests {
         assert_eq!(core.period_ends.len(), 5_001);
         assert_eq!(core.close_due_periods(T0 + 5_000, usize::MAX), 0);
         assert_eq!(core.period_ends.len(), 1);
-        let end = core.customer("looping").unwrap().period_end_ms;
+        let end = core.customer("looping").unwrap().period_end_ms();
         core.take_changes();
         assert_eq!(core.close_due_periods(end, usize::MAX), 1);
         assert_eq!(core.take_changes().invoices.len(), 1);
@@ -995,7 +959,7 @@ mod tests {
         let mut core = core();
         create(&mut core, "w", "wallet");
         core.take_changes();
-        let before = core.customer("w").unwrap().seq;
+        let before = core.customer("w").unwrap().seq();
         let empty = ReportItem::new("w", "gpt-4", 0).with_idempotency_key([9; 16]);
         let outcome = report(&mut core, empty.clone().only_if_allowed()).unwrap();
         assert_eq!(
@@ -1209,7 +1173,9 @@ mod tests {
         let outcome = top_up(&mut core, "pics", TopUpAmount::Packs(1), None).unwrap();
         assert_eq!(outcome.transaction.number, 1);
         let slot = core.customers.slot_of("pics").unwrap();
-        core.customers.at_mut(slot).transactions_made = u32::MAX - 1;
+        core.customers
+            .at_mut(slot)
+            .set_transactions_made(u32::MAX - 1);
         let last = top_up(&mut core, "pics", TopUpAmount::Packs(1), None).unwrap();
         assert_eq!(last.transaction.number, u64::from(u32::MAX));
         let before = core.customers.at(slot).clone();
@@ -1419,7 +1385,7 @@ mod invoice_properties {
                 core.handle(T0, Request::CreateCustomer(CustomerPlan { customer: "b".into(), plan: "balance".into() })).unwrap();
                 let (mut credited, mut gross) = (0i64, 0i64);
                 for units in amounts {
-                    let before = core.customer("b").unwrap().balance_units;
+                    let before = core.customer("b").unwrap().balance_units();
                     let whole_cents_in_range = units % 100 == 0 && (10_000..=100_000_000).contains(&units);
                     let request = Request::TopUp(TopUpRequest { customer: "b".into(), amount: TopUpAmount::Units(units), idempotency_key: None });
                     match core.handle(T0, request) {
@@ -1432,12 +1398,12 @@ mod invoice_properties {
                         }
                         Err(TallyError::InvalidRequest { reason }) => {
                             prop_assert!(!whole_cents_in_range, "{units} was refused: {reason}");
-                            prop_assert_eq!(core.customer("b").unwrap().balance_units, before);
+                            prop_assert_eq!(core.customer("b").unwrap().balance_units(), before);
                         }
                         other => prop_assert!(false, "{other:?}"),
                     }
                 }
-                prop_assert_eq!(core.customer("b").unwrap().balance_units, credited);
+                prop_assert_eq!(core.customer("b").unwrap().balance_units(), credited);
                 prop_assert_eq!(credited, gross);
             }
     }

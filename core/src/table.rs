@@ -94,7 +94,7 @@ impl CustomerTable {
     }
 
     fn find(&self, id: &str, hash: u64) -> Option<Slot> {
-        self.index.find(hash, |slot| self.rows.at(slot).id == id)
+        self.index.find(hash, |slot| self.rows.at(slot).id() == id)
     }
 
     /// The customer `id`.
@@ -114,8 +114,8 @@ impl CustomerTable {
 
     /// Adds `customer` and returns its slot, or gives it back if its id is taken.
     pub fn insert(&mut self, customer: Customer) -> Result<Slot, Box<Customer>> {
-        let hash = self.hasher.hash_one(customer.id.as_str());
-        if self.find(&customer.id, hash).is_some() {
+        let hash = self.hasher.hash_one(customer.id());
+        if self.find(customer.id(), hash).is_some() {
             return Err(Box::new(customer));
         }
         let slot = self.rows.push(customer);
@@ -132,7 +132,7 @@ impl CustomerTable {
             hasher: RandomState::new(),
         };
         for slot in 0..table.rows.len() as Slot {
-            let id = table.rows.at(slot).id.as_str();
+            let id = table.rows.at(slot).id();
             let hash = table.hasher.hash_one(id);
             if table.find(id, hash).is_some() {
                 return Err(id.to_string());
@@ -149,9 +149,7 @@ impl CustomerTable {
             index,
             hasher,
         } = self;
-        index.insert_next(hash, slot, |other| {
-            hasher.hash_one(rows.at(other).id.as_str())
-        });
+        index.insert_next(hash, slot, |other| hasher.hash_one(rows.at(other).id()));
     }
 
     /// Every customer with its slot, in slot order.
@@ -186,7 +184,7 @@ mod tests {
         for i in 0..n {
             let id = format!("c-{i}");
             assert_eq!(table.slot_of(&id), Some(i as Slot));
-            assert_eq!(table.get(&id).unwrap().id, id);
+            assert_eq!(table.get(&id).unwrap().id(), id);
         }
         assert_eq!(table.slot_of("c-missing"), None);
         assert_eq!(table.iter().count(), n);
@@ -219,10 +217,11 @@ mod tests {
     fn refuses_a_taken_id_and_keeps_the_first() {
         let mut table = CustomerTable::default();
         let first = table.insert(customer("acme")).unwrap();
-        table.at_mut(first).seq = 99;
+        let before = table.at(first).seq();
+        assert!(table.at_mut(first).top_up(0, 1).is_some());
         let refused = table.insert(customer("acme")).unwrap_err();
-        assert_eq!(refused.id, "acme");
+        assert_eq!(refused.id(), "acme");
         assert_eq!(table.len(), 1);
-        assert_eq!(table.get("acme").unwrap().seq, 99);
+        assert_eq!(table.get("acme").unwrap().seq(), before + 1);
     }
 }

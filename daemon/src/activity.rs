@@ -54,7 +54,7 @@ impl Activity {
     /// Notes what `changes` (about to be persisted) record, at `now_ms`.
     pub fn note(&mut self, changes: &Changes, core: &ShardCore, now_ms: u64) {
         for event in &changes.events {
-            let spend = match core.customer(&event.customer).map(|c| c.plan.terms) {
+            let spend = match core.customer(&event.customer).map(|c| c.plan().terms) {
                 Some(ModelTerms::Credits {
                     pack_credits,
                     pack_price_units,

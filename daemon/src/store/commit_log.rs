@@ -69,7 +69,7 @@ pub fn writes_for(changes: Changes, core: &ShardCore) -> Vec<Write> {
     for slot in changes.customers {
         let customer = core.customer_at(slot);
         writes.push(Write::Customer {
-            id: customer.id.to_string(),
+            id: customer.id().to_string(),
             record: records::encode_customer(customer),
         });
     }

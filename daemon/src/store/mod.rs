@@ -275,7 +275,7 @@ mod tests {
 
     fn row(customer: &Customer) -> Write {
         Write::Customer {
-            id: customer.id.to_string(),
+            id: customer.id().to_string(),
             record: records::encode_customer(customer),
         }
     }
@@ -768,7 +768,7 @@ mod tests {
             for customer in customers.iter_mut() {
                 assert!(customer.set_used("tokens", seq));
                 writes.push(row(customer));
-                writes.push(logged(&customer.id, event(seq, seq * 1_000)));
+                writes.push(logged(customer.id(), event(seq, seq * 1_000)));
             }
             store.persist(writes, PersistMode::Buffer, tail).unwrap();
         }
@@ -782,12 +782,12 @@ mod tests {
         seqs: &[u64],
     ) {
         for customer in customers {
-            assert_eq!(table.get(&customer.id), Some(customer));
-            let listed: Vec<u64> = all_events(store, &customer.id, 0, u64::MAX)
+            assert_eq!(table.get(customer.id()), Some(customer));
+            let listed: Vec<u64> = all_events(store, customer.id(), 0, u64::MAX)
                 .iter()
                 .map(|event| event.seq)
                 .collect();
-            assert_eq!(listed, seqs, "{}", customer.id);
+            assert_eq!(listed, seqs, "{}", customer.id());
         }
     }
 
@@ -839,7 +839,7 @@ mod tests {
             ));
             let listed = customers
                 .iter()
-                .filter(|customer| !all_events(&store, &customer.id, 0, u64::MAX).is_empty())
+                .filter(|customer| !all_events(&store, customer.id(), 0, u64::MAX).is_empty())
                 .count();
             assert!(
                 0 < listed && listed < customers.len(),
@@ -869,7 +869,7 @@ mod tests {
             .unwrap();
         assert!(tail.is_empty());
         for customer in &customers {
-            assert_eq!(all_events(&store, &customer.id, 0, u64::MAX).len(), 2);
+            assert_eq!(all_events(&store, customer.id(), 0, u64::MAX).len(), 2);
         }
     }
 }

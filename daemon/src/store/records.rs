@@ -13,7 +13,7 @@ use tally_protocol::message::{IdempotencyKey, Response, PROTOCOL_VERSION};
 
 use super::prices::PriceRecovery;
 use crate::metering::billing::{Invoice, Transaction};
-use crate::metering::customer::{Customer, Hold, InlineCounters};
+use crate::metering::customer::{Customer, CustomerParts, Hold};
 use crate::metering::engine::UsageEvent;
 use crate::metering::idempotency::{KeyRecord, Remembered};
 
@@ -168,25 +168,25 @@ pub fn encode_customer(customer: &Customer) -> Vec<u8> {
 
 fn stored_customer(customer: &Customer) -> StoredCustomer {
     StoredCustomer {
-        id: customer.id.to_string(),
-        plan: customer.plan.slug.clone(),
-        seq: customer.seq,
-        anchor_ms: customer.anchor_ms,
-        period_start_ms: customer.period_start_ms,
-        period_end_ms: customer.period_end_ms,
+        id: customer.id().to_string(),
+        plan: customer.plan().slug.clone(),
+        seq: customer.seq(),
+        anchor_ms: customer.anchor_ms(),
+        period_start_ms: customer.period_start_ms(),
+        period_end_ms: customer.period_end_ms(),
         usage: customer
             .usage()
             .filter(|&(_, units)| units > 0)
             .map(|(feature, units)| (feature.to_string(), units))
             .collect(),
-        granted_credits: customer.granted_credits,
-        purchased_credits: customer.purchased_credits,
-        balance_units: customer.balance_units,
-        next_hold: customer.next_hold,
-        invoices_issued: customer.invoices_issued,
-        transactions_made: u64::from(customer.transactions_made),
+        granted_credits: customer.granted_credits(),
+        purchased_credits: customer.purchased_credits(),
+        balance_units: customer.balance_units(),
+        next_hold: customer.next_hold(),
+        invoices_issued: customer.invoices_issued(),
+        transactions_made: u64::from(customer.transactions_made()),
         holds: customer
-            .holds
+            .holds()
             .iter()
             .map(|(id, h)| StoredHold {
                 id,
@@ -233,14 +233,13 @@ pub fn decode_customer(
             plan: stored.plan.to_string(),
         })?;
     let plan = &period_prices.first;
-    let mut customer = Customer {
+    let mut customer = Customer::restore(CustomerParts {
         id: stored.id.as_str().into(),
         plan: Arc::clone(plan),
         seq: stored.seq.to_native(),
         anchor_ms: stored.anchor_ms.to_native(),
         period_start_ms: stored.period_start_ms.to_native(),
         period_end_ms: stored.period_end_ms.to_native(),
-        inline_usage: InlineCounters::default(),
         granted_credits: stored.granted_credits.to_native(),
         purchased_credits: stored.purchased_credits.to_native(),
         balance_units: stored.balance_units.to_native(),
@@ -268,14 +267,13 @@ pub fn decode_customer(
                 ),
             }
         })?,
-    };
-    customer.reset_counters();
+    });
     let usage: Vec<(String, u64)> = stored
         .usage
         .iter()
         .map(|entry| (entry.0.to_string(), entry.1.to_native()))
         .collect();
-    let id = customer.id.to_string();
+    let id = customer.id().to_string();
     customer.enter_prices(period_prices, |since_ms| {
         prices.usage_at(&id, since_ms, &usage)
     });
@@ -525,7 +523,7 @@ mod tests {
             &mut AlignedVec::new(),
         )
         .unwrap();
-        assert_eq!(back.transactions_made, u32::MAX);
+        assert_eq!(back.transactions_made(), u32::MAX);
         stored.transactions_made += 1;
         let row = encode(&stored);
         let error = decode_customer(
@@ -561,15 +559,8 @@ mod tests {
         for (feature, units) in [("tokens", 3), ("embeddings", 11)] {
             assert!(customer.set_used(feature, units));
         }
-        customer.holds.insert(
-            4,
-            Hold {
-                feature: "gpt-4".into(),
-                amount: 2,
-                held: 2,
-                expires_at_ms: 99,
-            },
-        );
+        let terms = customer.usage_terms(&catalogue, "gpt-4").unwrap();
+        customer.open_hold(4, "gpt-4", terms, 2, 0, 99);
         let row = encode_customer(&customer);
         let back = decode_customer(
             &row,
@@ -579,6 +570,6 @@ mod tests {
         .unwrap();
         assert_eq!(back, customer);
         assert_eq!(back.used("embeddings"), 11);
-        assert_eq!(back.holds.len(), 1);
+        assert_eq!(back.holds().len(), 1);
     }
 }

@@ -80,11 +80,11 @@ impl Store {
                 continue;
             }
             let customer = records::decode_customer(&value, prices, &mut scratch)?;
-            recovered.customers[shard_of_customer(&customer.id)].push(customer);
+            recovered.customers[shard_of_customer(customer.id())].push(customer);
         }
         for row in logged_rows.into_values() {
             let customer = records::decode_customer(row, prices, &mut scratch)?;
-            recovered.customers[shard_of_customer(&customer.id)].push(customer);
+            recovered.customers[shard_of_customer(customer.id())].push(customer);
         }
         recovered.log = log;
         tracing::debug!(
