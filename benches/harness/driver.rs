@@ -324,7 +324,7 @@ async fn load(
     seed: u64,
     tally: Arc<Mutex<Tally>>,
 ) -> anyhow::Result<()> {
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::with_seed(seed);
     let measuring_from = started + plan.warmup;
     let end = measuring_from + plan.duration;
     let mut intended = started
@@ -351,7 +351,7 @@ async fn load(
             }
             None => now,
         };
-        let op = plan.mix.pick(rng.draw());
+        let op = plan.mix.pick(rng.u64(..));
         let (ok, reports) = one_request(&client, &plan, op, &mut rng).await;
         if begin >= measuring_from {
             let us = (begin.elapsed().as_micros() as u64).clamp(1, LATENCY_US_MAX);
@@ -369,7 +369,7 @@ async fn load(
 
 /// Sends one operation; returns whether it succeeded and how many reports it carried.
 async fn one_request(client: &Client, plan: &Plan, op: Op, rng: &mut Rng) -> (bool, u64) {
-    let id = customer(plan.dist.pick(rng.draw(), plan.customers));
+    let id = customer(plan.dist.pick(rng.u64(..), plan.customers));
     match op {
         Op::Check => (
             client.entitlements().check(&id, "tokens", 1).await.is_ok(),
@@ -401,7 +401,7 @@ async fn one_request(client: &Client, plan: &Plan, op: Op, rng: &mut Rng) -> (bo
             let items = (0..plan.batch)
                 .map(|_| {
                     ReportItem::new(
-                        customer(plan.dist.pick(rng.draw(), plan.customers)),
+                        customer(plan.dist.pick(rng.u64(..), plan.customers)),
                         "tokens",
                         1,
                     )

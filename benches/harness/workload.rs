@@ -158,18 +158,8 @@ impl Distribution {
     }
 }
 
-/// xorshift64*: fast, deterministic per task.
-pub struct Rng(pub u64);
-
-impl Rng {
-    /// The next draw.
-    pub fn draw(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
+/// The harness's generator: seeded per task, so a run's sequence of requests is reproducible.
+pub type Rng = fastrand::Rng;
 
 #[cfg(test)]
 mod tests {
@@ -178,9 +168,9 @@ mod tests {
     #[test]
     fn the_mix_follows_its_weights() {
         let mix = Mix::parse("check=80,report=20").unwrap();
-        let mut rng = Rng(7);
+        let mut rng = Rng::with_seed(7);
         let checks = (0..10_000)
-            .filter(|_| mix.pick(rng.draw()) == Op::Check)
+            .filter(|_| mix.pick(rng.u64(..)) == Op::Check)
             .count();
         assert!((7_700..8_300).contains(&checks), "{checks}");
         assert!(Mix::parse("check=0").is_err());
@@ -190,9 +180,9 @@ mod tests {
     #[test]
     fn zipf_favours_the_first_customers() {
         let dist = Distribution::parse("zipf:1.1", 1_000).unwrap();
-        let mut rng = Rng(3);
+        let mut rng = Rng::with_seed(3);
         let first = (0..10_000)
-            .filter(|_| dist.pick(rng.draw(), 1_000) == 0)
+            .filter(|_| dist.pick(rng.u64(..), 1_000) == 0)
             .count();
         assert!(
             first > 1_000,

@@ -84,34 +84,23 @@ async fn seed(client: &Client) -> Result<(), Error> {
     Ok(())
 }
 
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Skewed towards small indexes, like real traffic where a few customers are busy.
-    fn skewed(&mut self, n: usize) -> usize {
-        let u = (self.next() % 10_000) as f64 / 10_000.0;
-        ((u * u * u) * n as f64) as usize
-    }
+/// An index below `n`, skewed towards small ones, like real traffic where a few customers are
+/// busy.
+fn skewed(rng: &mut fastrand::Rng, n: usize) -> usize {
+    let u = rng.f64();
+    ((u * u * u) * n as f64) as usize
 }
 
 async fn drive(client: &Client, worker: u64) -> Result<(), Error> {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (worker + 1));
+    let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15 ^ (worker + 1));
     let pause = Duration::from_micros(1_000_000 * WORKERS / DEMO_OPS_PER_SEC);
     loop {
         tokio::time::sleep(pause).await;
-        let n = rng.skewed(CUSTOMERS_PER_PLAN);
-        let result = match rng.next() % 10 {
+        let n = skewed(&mut rng, CUSTOMERS_PER_PLAN);
+        let result = match rng.u64(..10) {
             0..=4 => {
                 let id = customer("pro", n);
-                let tokens = 200 + rng.next() % 4_000;
+                let tokens = 200 + rng.u64(..4_000);
                 if client
                     .entitlements()
                     .check(&id, "tokens", tokens)
@@ -141,8 +130,8 @@ async fn drive(client: &Client, worker: u64) -> Result<(), Error> {
             }
             _ => {
                 let id = customer("wallet", n);
-                let feature = ["gpt-4", "gpt-3.5", "embeddings"][(rng.next() % 3) as usize];
-                let estimate = 1 + rng.next() % 5;
+                let feature = ["gpt-4", "gpt-3.5", "embeddings"][(rng.u64(..3)) as usize];
+                let estimate = 1 + rng.u64(..5);
                 let hold = client
                     .holds()
                     .reserve(&id, feature, estimate, Duration::from_secs(30))
@@ -150,7 +139,7 @@ async fn drive(client: &Client, worker: u64) -> Result<(), Error> {
                 match hold.hold {
                     Some(hold) => client
                         .holds()
-                        .settle(hold, 1 + rng.next() % estimate, None)
+                        .settle(hold, 1 + rng.u64(..estimate), None)
                         .await
                         .map(drop),
                     None => client

@@ -22,21 +22,8 @@ const CUSTOMERS: usize = 8;
 const TASKS: usize = 6;
 const KILL_POINTS: usize = 3;
 
-/// A small deterministic generator (xorshift64*), so a failing run can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+/// The test's generator, seeded from the printed seed so a failing run can be replayed.
+type Rng = fastrand::Rng;
 
 /// One report and whether the daemon acknowledged it.
 #[derive(Clone)]
@@ -57,8 +44,9 @@ fn drive_until_killed(
     let mut tasks = Vec::new();
     for task in 0..TASKS {
         let (client, sent, stop) = (client.clone(), sent.clone(), stop.clone());
-        let mut rng =
-            Rng(seed ^ ((round * TASKS + task) as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut rng = Rng::with_seed(
+            seed ^ ((round * TASKS + task) as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        );
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             while !stop.load(Ordering::SeqCst) {
@@ -66,8 +54,8 @@ fn drive_until_killed(
                 let mut key = [0u8; 16];
                 key[..8].copy_from_slice(&(round as u64 * 1_000 + task as u64).to_be_bytes());
                 key[8..].copy_from_slice(&n.to_be_bytes());
-                let customer = format!("c{}", rng.below(CUSTOMERS as u64));
-                let item = ReportItem::new(customer, "tokens", 1 + rng.below(1_000))
+                let customer = format!("c{}", rng.u64(..CUSTOMERS as u64));
+                let item = ReportItem::new(customer, "tokens", 1 + rng.u64(..1_000))
                     .with_idempotency_key(key);
                 let position = {
                     let mut sent = sent.lock().unwrap();
@@ -119,13 +107,13 @@ fn run_crash_rounds(durability: &str) {
     let dir = folder_with_config(durability, "");
 
     let runtime = runtime();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::with_seed(seed);
     let sent = Arc::new(Mutex::new(Vec::<Sent>::new()));
     let mut daemon = Tallyd::start(dir.path());
     create_customers(&runtime, &daemon, "c", "pro");
     for round in 0..KILL_POINTS {
         let stop = Arc::new(AtomicBool::new(false));
-        let kill_after = Duration::from_millis(50 + rng.below(400));
+        let kill_after = Duration::from_millis(50 + rng.u64(..400));
         let tasks = runtime.block_on(async {
             let client = daemon.client().await;
             let tasks = drive_until_killed(&client, &sent, &stop, seed, round);
@@ -234,12 +222,12 @@ fn period_closes_interrupted_by_kill_9_happen_exactly_once() {
          features.tokens = { included = 10, overage = \"0.01\" }\n",
     );
     let runtime = runtime();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::with_seed(seed);
     let mut daemon = Tallyd::start(dir.path());
     create_customers(&runtime, &daemon, "t", "tick");
     let mut invoices_seen = 0;
     for round in 0..2 {
-        let kill_after = Duration::from_millis(1_200 + rng.below(1_500));
+        let kill_after = Duration::from_millis(1_200 + rng.u64(..1_500));
         runtime.block_on(async {
             let client = daemon.client().await;
             let started = Instant::now();

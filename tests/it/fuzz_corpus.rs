@@ -35,9 +35,9 @@ fn count_daemon_panics() {
     });
 }
 
-/// A draw below `n` from the harness's deterministic generator: the same mutations every run.
+/// A draw below `n` from the harness's seeded generator: the same mutations every run.
 fn below(rng: &mut Rng, n: usize) -> usize {
-    (rng.draw() % n as u64) as usize
+    rng.usize(..n)
 }
 
 fn corpus() -> Vec<Vec<u8>> {
@@ -172,7 +172,7 @@ async fn random_and_mutated_frames_never_crash_the_daemon_or_change_state() {
         corpus.len() >= 18,
         "the corpus has a seed of every message kind"
     );
-    let mut rng = Rng(0x7a11_f022);
+    let mut rng = Rng::with_seed(0x7a11_f022);
     let mut frames: Vec<(bool, Vec<u8>)> = corpus
         .iter()
         .flat_map(|f| [(false, f.clone()), (true, f.clone())])
