@@ -10,27 +10,20 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tally_daemon::config::Config;
-use tally_daemon::{Daemon, SystemClock};
-use tally_protocol::message::{ReportItem, Role};
+use tally::local::{arg_or, LocalDaemon};
+use tally_daemon::SystemClock;
+use tally_protocol::message::ReportItem;
 use tally_protocol::Client;
 
 fn main() -> anyhow::Result<()> {
-    let count: usize = std::env::args()
-        .nth(1)
-        .map(|n| n.parse())
-        .transpose()?
-        .unwrap_or(20_000);
-    let dir = tempfile::tempdir()?;
-    let config = Config::loopback_in(dir.path());
-    let daemon = Daemon::start(config, Arc::new(SystemClock))?;
-    let client_config = daemon
-        .dev_client_config(Role::Admin)
-        .expect("development keys");
-
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let count: usize = arg_or(1, 20_000)?;
+    let LocalDaemon {
+        daemon,
+        admin: client_config,
+        runtime,
+        dir: _dir,
+        ..
+    } = LocalDaemon::start(Arc::new(SystemClock), |_| {})?;
     let mut samples_us = runtime.block_on(async {
         let client = Client::connect(client_config).await?;
         client.admin().create_customer("bench", "pro").await?;

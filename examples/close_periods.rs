@@ -12,32 +12,26 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tally_daemon::config::Config;
+use tally::local::{arg_or, LocalDaemon};
 use tally_daemon::stable_hash::{shard_of, stable_hash};
-use tally_daemon::{Daemon, ManualClock};
-use tally_protocol::message::{ReportItem, Role};
+use tally_daemon::ManualClock;
+use tally_protocol::message::ReportItem;
 use tally_protocol::Client;
 
 const T0_MS: u64 = 1_800_000_000_000;
 const CREATORS: usize = 16;
 
 fn main() -> anyhow::Result<()> {
-    let customers: usize = std::env::args()
-        .nth(1)
-        .map(|n| n.parse())
-        .transpose()?
-        .unwrap_or(100_000);
-    let dir = tempfile::tempdir()?;
-    let config = Config::loopback_in(dir.path());
-    let shards = config.server.shards;
+    let customers: usize = arg_or(1, 100_000)?;
     let clock = ManualClock::new(T0_MS);
-    let daemon = Daemon::start(config, Arc::new(clock.clone()))?;
-    let client_config = daemon
-        .dev_client_config(Role::Admin)
-        .expect("development keys");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let LocalDaemon {
+        daemon,
+        admin: client_config,
+        runtime,
+        dir: _dir,
+        config,
+    } = LocalDaemon::start(Arc::new(clock.clone()), |_| {})?;
+    let shards = config.server.shards;
     runtime.block_on(async {
         let client = Client::connect(client_config).await?;
         let mut creators = Vec::new();

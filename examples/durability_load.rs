@@ -12,9 +12,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tally_daemon::config::{Config, Durability};
-use tally_daemon::{Daemon, SystemClock};
-use tally_protocol::message::{ReportItem, Role};
+use tally::local::LocalDaemon;
+use tally_daemon::config::Durability;
+use tally_daemon::SystemClock;
+use tally_protocol::message::ReportItem;
 use tally_protocol::Client;
 
 fn main() -> anyhow::Result<()> {
@@ -46,16 +47,15 @@ fn run(
     tasks: usize,
     customers: usize,
 ) -> anyhow::Result<(usize, Vec<f64>)> {
-    let dir = tempfile::tempdir()?;
-    let mut config = Config::loopback_in(dir.path());
-    config.storage.durability = durability;
-    let daemon = Daemon::start(config, Arc::new(SystemClock))?;
-    let client_config = daemon
-        .dev_client_config(Role::Admin)
-        .expect("development keys");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let LocalDaemon {
+        daemon,
+        admin: client_config,
+        runtime,
+        dir: _dir,
+        ..
+    } = LocalDaemon::start(Arc::new(SystemClock), |config| {
+        config.storage.durability = durability;
+    })?;
     let result = runtime.block_on(async move {
         let client = Client::connect(client_config).await?;
         for c in 0..customers {

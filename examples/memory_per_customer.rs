@@ -18,10 +18,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tally::driver::{customer, seed_customers};
+use tally::local::LocalDaemon;
 use tally_daemon::allocator::TallyAllocator;
-use tally_daemon::config::{Config, Durability};
-use tally_daemon::{Daemon, SystemClock};
-use tally_protocol::message::{BatchItemResult, ReportItem, Role};
+use tally_daemon::config::Durability;
+use tally_daemon::SystemClock;
+use tally_protocol::message::{BatchItemResult, ReportItem};
 use tally_protocol::Client;
 
 /// The same allocator as `tallyd` (the daemon runs in this process, and its footprint depends
@@ -93,16 +94,15 @@ fn main() -> anyhow::Result<()> {
     if marks.is_empty() {
         marks = vec![5, 65];
     }
-    let dir = tempfile::tempdir()?;
-    let mut config = Config::loopback_in(dir.path());
-    config.storage.durability = Durability::Buffered;
-    let daemon = Daemon::start(config, Arc::new(SystemClock))?;
-    let client_config = daemon
-        .dev_client_config(Role::Admin)
-        .expect("development keys");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let LocalDaemon {
+        daemon,
+        admin: client_config,
+        runtime,
+        dir: _dir,
+        ..
+    } = LocalDaemon::start(Arc::new(SystemClock), |config| {
+        config.storage.durability = Durability::Buffered;
+    })?;
     let client = runtime.block_on(Client::connect(client_config))?;
     // What a quiet daemon does 1 s after its last work (`memory::release_idle`): start-up's
     // freed large blocks are not part of the empty daemon.

@@ -5,8 +5,10 @@
 //! - [`workload`]: operation mix, customer distribution, deterministic sampling.
 //! - [`driver`]: seeding, closed- and open-loop load, hdrhistograms, the report.
 //! - [`pacer`]: releases open-loop requests at their times (finer than tokio's 1-ms timer).
+//! - [`local`]: a daemon in this process, for the examples and probes.
 #![forbid(unsafe_code)]
 
 pub mod driver;
+pub mod local;
 pub mod pacer;
 pub mod workload;
