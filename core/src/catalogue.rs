@@ -376,7 +376,16 @@ impl Catalogue {
         start_ms: u64,
         end_ms: u64,
     ) -> Option<PricesOverPeriod> {
-        let versions: Vec<&Arc<Plan>> = self.versions(slug).collect();
+        let current = self.plans.get(slug)?;
+        let earlier = self.earlier.get(slug).map_or(&[][..], Vec::as_slice);
+        if earlier.is_empty() {
+            // Every plan but a repriced one: no list to build for each customer at recovery.
+            return Some(PricesOverPeriod {
+                first: Arc::clone(current),
+                changes: Vec::new(),
+            });
+        }
+        let versions: Vec<&Arc<Plan>> = earlier.iter().chain([current]).collect();
         let first = versions
             .iter()
             .rev()

@@ -305,13 +305,13 @@ impl<'a> PriceRecovery<'a> {
     }
 
     /// The usage `customer` had when the change at `since_ms` took effect: recorded, or (for a
-    /// change recorded by this start-up) `stored_usage`, or none (the period had no usage
+    /// change recorded by this start-up) its `stored_usage`, or none (the period had no usage
     /// before it: it was closed after the change, with the daemon down in between).
     pub fn usage_at(
         &mut self,
         customer: &str,
         since_ms: u64,
-        stored_usage: &[(String, u64)],
+        stored_usage: impl FnOnce() -> Vec<(String, u64)>,
     ) -> Option<Vec<(String, u64)>> {
         let key = (customer.to_string(), since_ms);
         if let Some(usage) = self.splits.get(&key) {
@@ -322,12 +322,13 @@ impl<'a> PriceRecovery<'a> {
         if since_ms != self.now_ms {
             return None;
         }
+        let usage = stored_usage();
         self.new_splits.push(NewSplit {
             customer: customer.to_string(),
             since_ms,
-            usage: stored_usage.to_vec(),
+            usage: usage.clone(),
         });
-        Some(stored_usage.to_vec())
+        Some(usage)
     }
 
     /// Recorded splits no current period has any more.

@@ -268,18 +268,20 @@ pub fn decode_customer(
             }
         })?,
     });
-    let usage: Vec<(String, u64)> = stored
-        .usage
-        .iter()
-        .map(|entry| (entry.0.to_string(), entry.1.to_native()))
-        .collect();
-    let id = customer.id().to_string();
+    // Only a customer whose period a price change splits needs its usage as a list.
+    let usage = || {
+        stored
+            .usage
+            .iter()
+            .map(|entry| (entry.0.to_string(), entry.1.to_native()))
+            .collect()
+    };
     customer.enter_prices(period_prices, |since_ms| {
-        prices.usage_at(&id, since_ms, &usage)
+        prices.usage_at(stored.id.as_str(), since_ms, usage)
     });
     // A feature the plan no longer has is dropped: nothing could read or bill it any more.
-    for (feature, units) in &usage {
-        customer.set_used(feature, *units);
+    for entry in stored.usage.iter() {
+        customer.set_used(entry.0.as_str(), entry.1.to_native());
     }
     Ok(customer)
 }
