@@ -2,7 +2,6 @@
 //! model, rounding to cents (half away from zero) and the merchant-of-record fee, all with
 //! rust_decimal. Pure: the caller passes the time and the terms.
 
-use rkyv::{Archive, Deserialize, Serialize};
 use rust_decimal::{Decimal, RoundingStrategy};
 use tally_protocol::message::{
     CloseReason, InvoiceLineView, InvoiceView, LineKind, Model, TransactionKind, TransactionView,
@@ -114,7 +113,7 @@ impl BillingTerms {
 }
 
 /// A closed period's invoice, as stored and shown.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Invoice {
     /// The customer.
     pub customer: String,
@@ -122,16 +121,16 @@ pub struct Invoice {
     pub number: u64,
     /// The plan of the period.
     pub plan: String,
-    /// 0 metered, 1 credits, 2 balance.
-    pub model: u8,
+    /// The plan's consumption model.
+    pub model: Model,
     /// Period start.
     pub period_start_ms: u64,
     /// Period end (exclusive).
     pub period_end_ms: u64,
     /// When it closed.
     pub closed_at_ms: u64,
-    /// 0 scheduled, 1 manual, 2 plan change.
-    pub reason: u8,
+    /// Why the period closed.
+    pub reason: CloseReason,
     /// The lines.
     pub lines: Vec<InvoiceLine>,
     /// Sum of the lines rounded to cents.
@@ -143,10 +142,10 @@ pub struct Invoice {
 }
 
 /// One invoice line.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct InvoiceLine {
-    /// 0 base, 1 metered, 2 usage, 3 debt.
-    pub kind: u8,
+    /// What the line is for.
+    pub kind: LineKind,
     /// The feature (see [`InvoiceLineView::feature`]).
     pub feature: String,
     /// Units used.
@@ -166,14 +165,14 @@ pub struct InvoiceLine {
 }
 
 /// A purchase or top-up, as stored and shown.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Transaction {
     /// The customer.
     pub customer: String,
     /// 1, 2, 3, … per customer.
     pub number: u64,
-    /// 0 credit purchase, 1 balance top-up.
-    pub kind: u8,
+    /// A credit purchase or a balance top-up.
+    pub kind: TransactionKind,
     /// When.
     pub at_ms: u64,
     /// Packs or rate units.
@@ -188,12 +187,7 @@ pub struct Transaction {
 
 fn line(kind: LineKind, feature: &str) -> InvoiceLine {
     InvoiceLine {
-        kind: match kind {
-            LineKind::Base => 0,
-            LineKind::Metered => 1,
-            LineKind::Usage => 2,
-            LineKind::Debt => 3,
-        },
+        kind,
         feature: feature.into(),
         used: 0,
         included: 0,
@@ -407,15 +401,6 @@ fn usage_line(feature: &str, terms: UsageTerms, from: u64, to: u64) -> InvoiceLi
     l
 }
 
-/// The reason code stored for a close reason.
-pub fn reason_code(reason: CloseReason) -> u8 {
-    match reason {
-        CloseReason::Scheduled => 0,
-        CloseReason::Manual => 1,
-        CloseReason::PlanChange => 2,
-    }
-}
-
 impl Invoice {
     /// The invoice as the wire shows it.
     pub fn view(&self) -> InvoiceView {
@@ -423,29 +408,16 @@ impl Invoice {
             customer: self.customer.clone(),
             number: self.number,
             plan: self.plan.clone(),
-            model: match self.model {
-                0 => Model::Metered,
-                1 => Model::Credits,
-                _ => Model::Balance,
-            },
+            model: self.model,
             period_start_ms: self.period_start_ms,
             period_end_ms: self.period_end_ms,
             closed_at_ms: self.closed_at_ms,
-            reason: match self.reason {
-                0 => CloseReason::Scheduled,
-                1 => CloseReason::Manual,
-                _ => CloseReason::PlanChange,
-            },
+            reason: self.reason,
             lines: self
                 .lines
                 .iter()
                 .map(|l| InvoiceLineView {
-                    kind: match l.kind {
-                        0 => LineKind::Base,
-                        1 => LineKind::Metered,
-                        2 => LineKind::Usage,
-                        _ => LineKind::Debt,
-                    },
+                    kind: l.kind,
                     feature: l.feature.clone(),
                     used: l.used,
                     included: l.included,
@@ -469,11 +441,7 @@ impl Transaction {
         TransactionView {
             customer: self.customer.clone(),
             number: self.number,
-            kind: if self.kind == 0 {
-                TransactionKind::CreditPurchase
-            } else {
-                TransactionKind::BalanceTopUp
-            },
+            kind: self.kind,
             at_ms: self.at_ms,
             quantity: self.quantity,
             total_units: self.total_units,

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use compact_str::CompactString;
 
 use tally_protocol::message::{
-    CloseReason, CustomerView, FeatureUsage, HoldView, Model, Standing, TallyError,
+    CloseReason, CustomerView, FeatureUsage, HoldView, Standing, TallyError,
 };
 
-use super::billing::{invoice_lines, reason_code, BillingTerms, Invoice};
+use super::billing::{invoice_lines, BillingTerms, Invoice};
 use super::catalogue::{Catalogue, FeatureKind, ModelTerms, Plan, PricesOverPeriod, UsageTerms};
 
 /// A customer's state: everything that survives between requests.
@@ -449,15 +449,11 @@ impl Customer {
             customer: self.id.to_string(),
             number: self.invoices_issued,
             plan: self.plan.slug.clone(),
-            model: match self.plan.model() {
-                Model::Metered => 0,
-                Model::Credits => 1,
-                Model::Balance => 2,
-            },
+            model: self.plan.model(),
             period_start_ms: self.period_start_ms,
             period_end_ms: end_ms,
             closed_at_ms,
-            reason: reason_code(reason),
+            reason,
             lines,
             total_units: settlement.total_units,
             fee_units: settlement.fee_units,

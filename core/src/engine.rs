@@ -666,7 +666,10 @@ impl ShardCore {
         let transaction = Transaction {
             customer: t.customer.clone(),
             number: u64::from(number),
-            kind: u8::from(matches!(t.amount, TopUpAmount::Units(_))),
+            kind: match t.amount {
+                TopUpAmount::Packs(_) => TransactionKind::CreditPurchase,
+                TopUpAmount::Units(_) => TransactionKind::BalanceTopUp,
+            },
             at_ms: now_ms,
             quantity: value,
             total_units: settlement.total_units,

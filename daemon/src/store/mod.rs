@@ -41,9 +41,10 @@
 //! - [`queries`]: listing events, invoices and transactions.
 //! - [`retention`] and [`flush`]: deleting expired segments; flushing memtables.
 //! - [`prices`]: the plans' price versions and the customers' price splits.
-//! - [`records`]: the disk records (rkyv) and key layouts.
+//! - [`records`], [`billing_records`]: the disk records (rkyv) and key layouts.
 //! - [`migrate`], [`faults`]: upgrading an older store; fault injection for tests.
 
+pub mod billing_records;
 pub mod checkpoint;
 pub mod commit_log;
 pub mod faults;

@@ -349,7 +349,7 @@ mod tests {
     use crate::metering::engine::{ShardCore, UsageEvent};
     use crate::store::{writes_for, StoreFaults, Tail};
     use proptest::prelude::*;
-    use tally_protocol::message::{CustomerPlan, CustomerRef, ReportItem, Request};
+    use tally_protocol::message::{CustomerPlan, CustomerRef, LineKind, ReportItem, Request};
 
     #[test]
     fn keys_keep_their_parts_apart() {
@@ -498,14 +498,14 @@ mod tests {
             prop_assert!(books.open.is_empty());
             for (invoice, events) in &books.closed {
                 let mut events = events.iter();
-                for line in invoice.lines.iter().filter(|l| l.kind == 1 || l.kind == 2) {
+                for line in invoice.lines.iter().filter(|l| matches!(l.kind, LineKind::Metered | LineKind::Usage)) {
                     let (mut used, mut charged) = (0, 0);
                     while used < line.used {
                         let event = events.next().expect("events for every unit invoiced");
                         used += event.amount;
                         charged += event.charged;
                     }
-                    let amount = if line.kind == 1 { line.amount_units } else { line.consumed };
+                    let amount = if line.kind == LineKind::Metered { line.amount_units } else { line.consumed };
                     prop_assert_eq!(used, line.used, "{:?}", invoice);
                     prop_assert_eq!(charged, amount, "{:?}", invoice);
                 }

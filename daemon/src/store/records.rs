@@ -146,7 +146,7 @@ pub enum RecordError {
     },
 }
 
-fn encode<T>(value: &T) -> Vec<u8>
+pub(super) fn encode<T>(value: &T) -> Vec<u8>
 where
     T: for<'a> Serialize<
         rkyv::api::high::HighSerializer<
@@ -318,31 +318,9 @@ pub fn transaction_key(transaction: &Transaction) -> Vec<u8> {
     key
 }
 
-/// An invoice as stored.
-pub fn encode_invoice(invoice: &Invoice) -> Vec<u8> {
-    encode(invoice)
-}
-
-/// A stored invoice, checked.
-pub fn decode_invoice(bytes: &[u8]) -> Result<Invoice, RecordError> {
-    decode(bytes).map_err(|e| RecordError::Corrupt {
-        what: "invoice",
-        reason: e.to_string(),
-    })
-}
-
-/// A transaction as stored.
-pub fn encode_transaction(transaction: &Transaction) -> Vec<u8> {
-    encode(transaction)
-}
-
-/// A stored transaction, checked.
-pub fn decode_transaction(bytes: &[u8]) -> Result<Transaction, RecordError> {
-    decode(bytes).map_err(|e| RecordError::Corrupt {
-        what: "transaction",
-        reason: e.to_string(),
-    })
-}
+pub use super::billing_records::{
+    decode_invoice, decode_transaction, encode_invoice, encode_transaction,
+};
 
 /// The key prefix of all of a customer's events (and invoices, and transactions).
 pub fn event_prefix(customer: &str) -> Vec<u8> {
