@@ -286,6 +286,10 @@ async fn a_stalled_committer_refuses_writes_and_keeps_answering_reads() {
         applied,
         "a refused write is not applied"
     );
+    assert!(
+        waiting.try_join_next().is_none(),
+        "nothing is acknowledged before it persists"
+    );
 
     faults.stall_persists(false);
     let mut acknowledged = 0;
