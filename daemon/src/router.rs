@@ -223,17 +223,7 @@ impl Router {
                 store.list_events(&list.customer, (list.from_ms, list.from_seq), list.to_ms)
             })
             .await?;
-        let events = events
-            .into_iter()
-            .map(|e| UsageEventView {
-                at_ms: e.at_ms,
-                seq: e.seq,
-                feature: e.feature,
-                amount: e.amount,
-                charged: e.charged,
-                idempotency_key: e.idempotency_key,
-            })
-            .collect();
+        let events = events.into_iter().map(UsageEventView::from).collect();
         Ok(Response::Events(EventList { events, more }))
     }
 

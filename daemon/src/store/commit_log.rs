@@ -76,7 +76,7 @@ pub fn writes_for(changes: Changes, core: &ShardCore) -> Vec<Write> {
     for mut event in changes.events {
         writes.push(Write::Event {
             customer: std::mem::take(&mut event.customer),
-            event: records::stored_event(event),
+            event: StoredEvent::from(event),
         });
     }
     for (key, record) in &changes.keys_remembered {

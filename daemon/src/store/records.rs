@@ -9,7 +9,7 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 use tally_protocol::codec::decode;
-use tally_protocol::message::{IdempotencyKey, Response, PROTOCOL_VERSION};
+use tally_protocol::message::{IdempotencyKey, Response, UsageEventView, PROTOCOL_VERSION};
 
 use super::prices::PriceRecovery;
 use crate::metering::billing::{Invoice, Transaction};
@@ -332,15 +332,31 @@ pub fn event_prefix(customer: &str) -> Vec<u8> {
     key
 }
 
-/// An event as stored (moves the feature name; an event is stored once).
-pub fn stored_event(event: UsageEvent) -> StoredEvent {
-    StoredEvent {
-        seq: event.seq,
-        at_ms: event.at_ms,
-        feature: event.feature,
-        amount: event.amount,
-        charged: event.charged,
-        idempotency_key: event.idempotency_key,
+/// The core's event as stored (moves the feature name; an event is stored once).
+impl From<UsageEvent> for StoredEvent {
+    fn from(event: UsageEvent) -> Self {
+        StoredEvent {
+            seq: event.seq,
+            at_ms: event.at_ms,
+            feature: event.feature,
+            amount: event.amount,
+            charged: event.charged,
+            idempotency_key: event.idempotency_key,
+        }
+    }
+}
+
+/// A stored event as the wire lists it.
+impl From<StoredEvent> for UsageEventView {
+    fn from(event: StoredEvent) -> Self {
+        UsageEventView {
+            at_ms: event.at_ms,
+            seq: event.seq,
+            feature: event.feature,
+            amount: event.amount,
+            charged: event.charged,
+            idempotency_key: event.idempotency_key,
+        }
     }
 }
 
