@@ -377,23 +377,23 @@ impl Catalogue {
         end_ms: u64,
     ) -> Option<PricesOverPeriod> {
         let current = self.plans.get(slug)?;
-        let earlier = self.earlier.get(slug).map_or(&[][..], Vec::as_slice);
-        if earlier.is_empty() {
+        if self.earlier.get(slug).is_none_or(Vec::is_empty) {
             // Every plan but a repriced one: no list to build for each customer at recovery.
             return Some(PricesOverPeriod {
                 first: Arc::clone(current),
                 changes: Vec::new(),
             });
         }
-        let versions: Vec<&Arc<Plan>> = earlier.iter().chain([current]).collect();
+        // Versions are in `since_ms` order (`set_versions` asserts it), the first since always.
+        let versions: Vec<&Arc<Plan>> = self.versions(slug).collect();
         let first = versions
             .iter()
             .rev()
-            .find(|v| v.version <= 1 || v.effective.since_ms <= start_ms)
-            .or(versions.first())?;
+            .find(|v| v.effective.since_ms <= start_ms)
+            .unwrap_or(&versions[0]);
         let changes = versions
             .iter()
-            .filter(|v| v.version > first.version && v.effective.rule == TakesEffect::Now)
+            .filter(|v| v.effective.rule == TakesEffect::Now)
             .filter(|v| v.effective.since_ms > start_ms && v.effective.since_ms < end_ms)
             .map(|v| (v.effective.since_ms, Arc::clone(v)))
             .collect();
