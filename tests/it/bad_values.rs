@@ -134,6 +134,20 @@ async fn the_client_refuses_bad_values_locally_and_its_other_calls_carry_on() {
     let view = admin.admin().get_customer("w").await.unwrap();
     let gpt4 = view.usage.iter().find(|u| u.feature == "gpt-4").unwrap();
     assert_eq!(gpt4.used, 57, "every good report counted once");
+    // The bad ones never left the process: the daemon counted only what it was sent.
+    let stats = admin.monitor().stats().await.unwrap();
+    let seen = |operation: &str| {
+        stats
+            .operations
+            .iter()
+            .find(|op| op.operation == operation)
+            .map_or(0, |op| op.count)
+    };
+    assert_eq!(seen("report"), 57);
+    assert_eq!(seen("create_customer"), 1, "the wallet's, not the bad one");
+    for operation in ["reserve", "report_batch", "check"] {
+        assert_eq!(seen(operation), 0, "{operation}");
+    }
 }
 
 #[tokio::test]

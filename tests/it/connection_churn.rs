@@ -29,8 +29,8 @@ async fn connections_reach(monitor: &Client, expected: u64, patience: Duration) 
     }
 }
 
-#[tokio::test]
-async fn clients_that_close_free_their_slots_at_once() {
+#[test]
+fn clients_that_close_free_their_slots_at_once() {
     let daemon = TestDaemon::start_with(
         |c| {
             c.server.max_connections = CONNECTIONS_MAX;
@@ -38,26 +38,46 @@ async fn clients_that_close_free_their_slots_at_once() {
         },
         StartOptions::default(),
     );
-    let admin = daemon.client(Role::Admin).await;
-    admin.admin().create_customer("c1", "pro").await.unwrap();
-    admin.close().await;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let admin = daemon.client(Role::Admin).await;
+        admin.admin().create_customer("c1", "pro").await.unwrap();
+        admin.close().await;
+    });
 
+    // As a shell loop of CLI calls: each client's runtime (its process) ends right after close,
+    // so only what `close` sent before returning reaches the daemon.
+    let config = daemon.client_config(daemon.key(Role::Client));
     for n in 0..3 * CONNECTIONS_MAX {
-        let client = Client::connect(daemon.client_config(daemon.key(Role::Client)))
-            .await
-            .unwrap_or_else(|e| panic!("connection {n} of a sequence was refused: {e}"));
-        let outcome = client
-            .entitlements()
-            .check("c1", "tokens", 1)
-            .await
+        let one_call = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
             .unwrap();
-        assert!(outcome.allowed);
-        client.close().await;
+        one_call.block_on(async {
+            let client = Client::connect(config.clone())
+                .await
+                .unwrap_or_else(|e| panic!("connection {n} of a sequence was refused: {e}"));
+            let outcome = client
+                .entitlements()
+                .check("c1", "tokens", 1)
+                .await
+                .unwrap();
+            assert!(outcome.allowed);
+            client.close().await;
+        });
+        drop(one_call);
     }
 
-    let monitor = daemon.client(Role::Monitor).await;
-    let took = connections_reach(&monitor, 1, Duration::from_secs(1)).await;
-    println!("the connections gauge was back to the monitor alone {took:?} after the last close");
+    runtime.block_on(async {
+        let monitor = daemon.client(Role::Monitor).await;
+        let took = connections_reach(&monitor, 1, Duration::from_secs(1)).await;
+        println!(
+            "the connections gauge was back to the monitor alone {took:?} after the last close"
+        );
+    });
 }
 
 #[tokio::test]

@@ -3,7 +3,6 @@
 //! charged; with the default (`next_period`) the current period keeps the old price and the next
 //! one starts at the new. Either way the invoice reconciles with its events, to the rate unit.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use tally_daemon::config::{Config, DEFAULT_CONFIG_TOML};
@@ -41,22 +40,21 @@ async fn report(client: &Client, units: u64) -> ReportOutcome {
         .unwrap()
 }
 
-/// Sets the invoice beside its period's events, as `tally reconcile` does.
+/// The invoice beside its period's events, as `tally reconcile` sets them.
 async fn reconcile(client: &Client, invoice: InvoiceView) -> InvoiceCheck {
-    let events = client
-        .admin()
-        .list_events("p", invoice.period_start_ms, invoice.period_end_ms)
-        .await
-        .unwrap();
-    assert!(!events.more);
-    let mut by_feature: BTreeMap<String, Vec<(u64, i64)>> = BTreeMap::new();
-    for event in events.events {
-        by_feature
-            .entry(event.feature)
-            .or_default()
-            .push((event.amount, event.charged));
-    }
-    InvoiceCheck::new(invoice, &by_feature)
+    tally_tui::run::reconcile(client, invoice).await.unwrap()
+}
+
+/// A daemon with customer `p` on `pro`, 130,000 tokens used at $0.002 (30,000 over), and a
+/// minute gone by: a price change recorded now falls inside its period.
+async fn customer_with_overage() -> TestDaemon {
+    let daemon = TestDaemon::start();
+    let admin = daemon.client(Role::Admin).await;
+    admin.admin().create_customer("p", "pro").await.unwrap();
+    assert_eq!(report(&admin, 130_000).await.charged, 600_000);
+    admin.close().await;
+    daemon.clock.advance_ms(60_000);
+    daemon
 }
 
 fn metered_amounts(invoice: &InvoiceView) -> Vec<(u64, i64)> {
@@ -70,12 +68,7 @@ fn metered_amounts(invoice: &InvoiceView) -> Vec<(u64, i64)> {
 
 #[tokio::test]
 async fn a_price_effective_now_prices_only_later_usage_and_splits_the_line() {
-    let mut daemon = TestDaemon::start();
-    let admin = daemon.client(Role::Admin).await;
-    admin.admin().create_customer("p", "pro").await.unwrap();
-    assert_eq!(report(&admin, 130_000).await.charged, 600_000);
-    drop(admin);
-    daemon.clock.advance_ms(60_000);
+    let mut daemon = customer_with_overage().await;
 
     daemon.restart_with(|config, _| config.catalogue = catalogue_with_new_price(Some("now")));
     let admin = daemon.client(Role::Admin).await;
@@ -124,12 +117,7 @@ async fn a_price_effective_now_prices_only_later_usage_and_splits_the_line() {
 
 #[tokio::test]
 async fn a_price_effective_next_period_leaves_the_current_period_at_the_old_price() {
-    let mut daemon = TestDaemon::start();
-    let admin = daemon.client(Role::Admin).await;
-    admin.admin().create_customer("p", "pro").await.unwrap();
-    assert_eq!(report(&admin, 130_000).await.charged, 600_000);
-    drop(admin);
-    daemon.clock.advance_ms(60_000);
+    let mut daemon = customer_with_overage().await;
 
     daemon.restart_with(|config, _| config.catalogue = catalogue_with_new_price(None));
     let admin = daemon.client(Role::Admin).await;

@@ -179,7 +179,7 @@ async fn execute(client: &Client, command: Command) -> anyhow::Result<Output> {
 
 /// Gathers the invoice period's stored events per feature, page by page, to set beside each
 /// invoice line: units and money, to the rate unit.
-async fn reconcile(client: &Client, invoice: InvoiceView) -> anyhow::Result<InvoiceCheck> {
+pub async fn reconcile(client: &Client, invoice: InvoiceView) -> anyhow::Result<InvoiceCheck> {
     let mut events: BTreeMap<String, Vec<(u64, i64)>> = BTreeMap::new();
     let mut from = (invoice.period_start_ms, 0);
     loop {
