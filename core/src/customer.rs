@@ -985,14 +985,7 @@ pub(crate) fn catalogue_with_a_wide_plan() -> Arc<Catalogue> {
     let toml = format!(
         "{}\n{}",
         crate::shipped::CONFIG_TOML,
-        r#"[plans.wide]
-           model = "metered"
-           period = "1 month"
-           features.tokens = { included = 10 }
-           features.image-gen = { included = 10 }
-           features.gpt-4 = { included = 10 }
-           features."gpt-3.5" = { included = 10 }
-           features.embeddings = { included = 10 }"#
+        include_str!("../testdata/wide_plan.toml")
     );
     crate::shipped::catalogue_of(&toml)
 }

@@ -539,14 +539,7 @@ mod tests {
         let toml = format!(
             "{}\n{}",
             crate::config::DEFAULT_CONFIG_TOML,
-            r#"[plans.wide]
-               model = "metered"
-               period = "1 month"
-               features.tokens = { included = 10 }
-               features.image-gen = { included = 10 }
-               features.gpt-4 = { included = 10 }
-               features."gpt-3.5" = { included = 10 }
-               features.embeddings = { included = 10 }"#
+            include_str!("../../../core/testdata/wide_plan.toml")
         );
         let catalogue = crate::config::Config::parse(&toml, std::path::Path::new("."), "test")
             .expect("the shipped config and a plan of five usage features")
