@@ -180,7 +180,7 @@ impl CommitQueue {
         })
     }
 
-    /// A queue of at most `limit` bursts, and its receiving end (for tests of the shard side).
+    /// A queue that is full at `limit` bursts, and the committer's end of it.
     pub fn with_limit(limit: usize) -> (CommitQueue, QueuedBursts) {
         let (sender, bursts) = std::sync::mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
