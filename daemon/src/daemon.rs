@@ -17,10 +17,10 @@ use crate::committer::{release_answers, Committer, Release, Released, StoreHealt
 use crate::config::Config;
 use crate::credentials::{Credentials, CredentialsError, DevApiKeys};
 use crate::data_dir::{self, DataDirError, DataDirLock};
+use crate::http::ops::{OpsHttp, OpsStatus};
 use crate::janitor::Janitor;
 use crate::metering::engine::ShardCore;
 use crate::metering::table::CustomerRows;
-use crate::ops_http::{OpsHttp, OpsStatus};
 use crate::router::Shards;
 use crate::server::telemetry::Telemetry;
 use crate::server::{self, BindError, ServerContext};

@@ -30,7 +30,10 @@ fn http(addr: SocketAddr, request: &str) -> (u16, String) {
 }
 
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    http(addr, &format!("GET {path} HTTP/1.1\r\nhost: tally\r\n\r\n"))
+    http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nhost: tally\r\nconnection: close\r\n\r\n"),
+    )
 }
 
 #[test]
@@ -118,7 +121,10 @@ fn probes_follow_the_daemon_from_recovery_to_serving_to_a_storage_failure() {
 
     // Junk gets an HTTP error, not a hang or a crash.
     assert_eq!(get(ops, "/nope").0, 404);
-    assert_eq!(http(ops, "POST /metrics HTTP/1.1\r\n\r\n").0, 405);
+    assert_eq!(
+        http(ops, "POST /metrics HTTP/1.1\r\nconnection: close\r\n\r\n").0,
+        405
+    );
     assert_eq!(http(ops, "\u{1}\u{2}garbage\r\n\r\n").0, 400);
     assert_eq!(get(ops, "/livez").0, 200);
     let stopped = daemon.shutdown();

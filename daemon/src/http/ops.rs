@@ -1,8 +1,8 @@
-//! The operations listener: a deliberately tiny HTTP/1.1 server on its own thread for probes and
-//! scrapers. `/livez` (the process answers), `/readyz` (503 until the store is recovered and QUIC
-//! listens; 503 again while draining or after a storage failure) and `/metrics` (Prometheus text,
-//! no per-customer labels). One request per connection; heads over 8 KiB or slower than 5 s are
-//! dropped, so it cannot be used to hold the daemon's resources.
+//! The operations listener, on a thread of its own: `/livez` (the process answers), `/readyz`
+//! (503 until the store is recovered and QUIC listens; 503 again while draining or after a
+//! storage failure) and `/metrics` (Prometheus text, no per-customer labels). Up before recovery,
+//! on the same HTTP stack as the API, with small limits: it cannot be used to hold the daemon's
+//! resources.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -10,20 +10,23 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use tally_protocol::message::StatsSnapshot;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::watch;
 
+use super::serve::{self, Limits};
 use crate::committer::StoreHealth;
 use crate::server::ServerContext;
 
-/// Largest request head read.
-const HEAD_BYTES_MAX: usize = 8 * 1024;
-/// How long a client may take to send its request head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
-/// Requests answered at once; more wait in the kernel's accept queue.
-const CONCURRENT_MAX: usize = 32;
+/// The ops listener's limits: probes and scrapers need little.
+const LIMITS: Limits = Limits {
+    max_connections: 32,
+    header_bytes_max: 8 * 1024,
+    read_timeout: Duration::from_secs(5),
+};
 
 /// What the listener reports on: filled in as start-up progresses.
 #[derive(Default)]
@@ -55,17 +58,16 @@ impl OpsStatus {
 /// The running listener; dropping it stops it.
 pub struct OpsHttp {
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
+    stop: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl OpsHttp {
     /// Binds `addr` and serves on a thread of its own.
     pub fn start(addr: SocketAddr, status: Arc<OpsStatus>) -> std::io::Result<OpsHttp> {
-        let listener = std::net::TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
+        let listener = serve::bind(addr)?;
         let addr = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel();
+        let (stop, stopped) = watch::channel(false);
         let thread = std::thread::Builder::new()
             .name("tallyd-ops".into())
             .spawn(move || {
@@ -73,16 +75,18 @@ impl OpsHttp {
                     .enable_all()
                     .build()
                     .expect("a current-thread runtime");
-                runtime.block_on(async move {
-                    let listener =
-                        TcpListener::from_std(listener).expect("a non-blocking listener");
-                    serve(listener, status, stopped).await;
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&runtime, async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)
+                        .expect("a non-blocking listener");
+                    let app = routes(status);
+                    serve::serve(listener, app, LIMITS, None, stopped, Duration::ZERO).await;
                 });
             })?;
         tracing::info!(%addr, "ops HTTP listener: /livez /readyz /metrics");
         Ok(OpsHttp {
             addr,
-            stop: Some(stop),
+            stop,
             thread: Some(thread),
         })
     }
@@ -95,93 +99,44 @@ impl OpsHttp {
 
 impl Drop for OpsHttp {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        let _ = self.stop.send(true);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
 }
 
-async fn serve(listener: TcpListener, status: Arc<OpsStatus>, mut stop: oneshot::Receiver<()>) {
-    let slots = Arc::new(Semaphore::new(CONCURRENT_MAX));
-    loop {
-        let permit = tokio::select! {
-            _ = &mut stop => return,
-            permit = slots.clone().acquire_owned() => permit.expect("never closed"),
-        };
-        let accepted = tokio::select! {
-            _ = &mut stop => return,
-            accepted = listener.accept() => accepted,
-        };
-        let Ok((stream, _)) = accepted else { continue };
-        let status = status.clone();
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(HEAD_TIMEOUT * 2, answer(stream, &status)).await;
-            drop(permit);
-        });
+fn routes(status: Arc<OpsStatus>) -> axum::Router {
+    axum::Router::new()
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_page))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                "not found; try /livez, /readyz or /metrics\n",
+            )
+        })
+        .with_state(status)
+}
+
+async fn readyz(State(status): State<Arc<OpsStatus>>) -> Response {
+    match status.not_ready() {
+        None => "ready\n".into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        )
+            .into_response(),
     }
 }
 
-async fn answer(mut stream: TcpStream, status: &OpsStatus) -> std::io::Result<()> {
-    let Ok(head) = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await else {
-        return Ok(());
-    };
-    let (code, content_type, body) = match request_target(&head?) {
-        Some(("GET", "/livez")) => (200, "text/plain", "ok\n".to_string()),
-        Some(("GET", "/readyz")) => match status.not_ready() {
-            None => (200, "text/plain", "ready\n".to_string()),
-            Some(reason) => (503, "text/plain", format!("not ready: {reason}\n")),
-        },
-        Some(("GET", "/metrics")) => (200, "text/plain; version=0.0.4", metrics(status).await),
-        Some(("GET", _)) => (
-            404,
-            "text/plain",
-            "not found; try /livez, /readyz or /metrics\n".into(),
-        ),
-        Some(_) => (405, "text/plain", "only GET\n".into()),
-        None => (400, "text/plain", "bad request\n".into()),
-    };
-    let reason = match code {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        _ => "Service Unavailable",
-    };
-    let response = format!(
-        "HTTP/1.1 {code} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
-}
-
-/// Reads until the blank line that ends an HTTP head (or the size limit, or the end).
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
-    let mut head = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < HEAD_BYTES_MAX {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&chunk[..n]);
-    }
-    Ok(head)
-}
-
-/// The method and path of a request line, query string dropped.
-fn request_target(head: &[u8]) -> Option<(&str, &str)> {
-    let line = head.split(|b| *b == b'\n').next()?;
-    let line = std::str::from_utf8(line).ok()?.trim_end();
-    let mut parts = line.split(' ');
-    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
-    if !version.starts_with("HTTP/1.") || parts.next().is_some() {
-        return None;
-    }
-    Some((method, target.split('?').next()?))
+async fn metrics_page(State(status): State<Arc<OpsStatus>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics(&status).await,
+    )
+        .into_response()
 }
 
 async fn metrics(status: &OpsStatus) -> String {
@@ -346,21 +301,6 @@ pub fn render_metrics(
 mod tests {
     use super::*;
     use tally_protocol::message::{LatencySummary, OperationStats, ShardStats};
-
-    #[test]
-    fn request_lines_are_parsed_strictly() {
-        assert_eq!(
-            request_target(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n"),
-            Some(("GET", "/metrics"))
-        );
-        assert_eq!(
-            request_target(b"GET /readyz?verbose HTTP/1.0\r\n\r\n"),
-            Some(("GET", "/readyz"))
-        );
-        assert_eq!(request_target(b"GET /metrics\r\n\r\n"), None);
-        assert_eq!(request_target(b"\xff\xfe\r\n\r\n"), None);
-        assert_eq!(request_target(b"GET / SPDY/3 extra\r\n"), None);
-    }
 
     #[test]
     fn metrics_are_prometheus_text_without_customers() {
