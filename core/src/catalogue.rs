@@ -328,7 +328,14 @@ impl Catalogue {
         self.features.get(slug).copied()
     }
 
-    /// A plan, if the catalogue has it.
+    /// Every feature's slug and kind, by slug.
+    pub fn features(&self) -> impl Iterator<Item = (&str, FeatureKind)> {
+        self.features
+            .iter()
+            .map(|(slug, kind)| (slug.as_str(), *kind))
+    }
+
+    /// A plan by slug.
     pub fn plan(&self, slug: &str) -> Option<&Arc<Plan>> {
         self.plans.get(slug)
     }

@@ -57,6 +57,39 @@ impl Clock for ManualClock {
     }
 }
 
+/// The sandbox's test clock: another clock moved forward by an offset that only grows, so a
+/// product can close a billing period from its SDK without waiting a month.
+pub struct TestClock {
+    inner: Arc<dyn Clock>,
+    offset_ms: AtomicU64,
+}
+
+impl TestClock {
+    /// `inner`, not moved yet.
+    pub fn new(inner: Arc<dyn Clock>) -> Self {
+        Self {
+            inner,
+            offset_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Moves time forward by `ms`.
+    pub fn advance_ms(&self, ms: u64) {
+        self.offset_ms.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    /// How far time has been moved.
+    pub fn offset_ms(&self) -> u64 {
+        self.offset_ms.load(Ordering::SeqCst)
+    }
+}
+
+impl Clock for TestClock {
+    fn now_ms(&self) -> u64 {
+        self.inner.now_ms().saturating_add(self.offset_ms())
+    }
+}
+
 /// A clock that never goes back: it answers the newest time it has seen (or `floor_ms`) when the
 /// wall clock steps backwards. One customer's events then stay in time order — stored segments
 /// and event listings rely on it — and a period, once closed, stays closed.
@@ -86,6 +119,16 @@ impl<C: Clock + ?Sized> Clock for NeverBackwards<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_test_clock_adds_what_it_was_moved() {
+        let wall = Arc::new(ManualClock::new(1_000));
+        let clock = TestClock::new(wall.clone());
+        assert_eq!(clock.now_ms(), 1_000);
+        clock.advance_ms(500);
+        wall.advance_ms(1);
+        assert_eq!((clock.now_ms(), clock.offset_ms()), (1_501, 500));
+    }
 
     #[test]
     fn never_backwards_holds_the_newest_time_and_the_floor() {

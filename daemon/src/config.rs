@@ -75,6 +75,10 @@ struct ConfigToml {
     #[serde(default)]
     ops: OpsToml,
     #[serde(default)]
+    http: HttpToml,
+    #[serde(default)]
+    sandbox: SandboxToml,
+    #[serde(default)]
     features: BTreeMap<String, FeatureToml>,
     #[serde(default)]
     plans: BTreeMap<String, PlanToml>,
@@ -158,6 +162,36 @@ impl Default for OpsToml {
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct HttpToml {
+    listen: String,
+    max_connections: u32,
+    body_bytes_max: u32,
+    header_bytes_max: u32,
+    read_timeout: String,
+    tls: bool,
+}
+
+impl Default for HttpToml {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7072".into(),
+            max_connections: 1_024,
+            body_bytes_max: 64 * 1024,
+            header_bytes_max: 16 * 1024,
+            read_timeout: "10s".into(),
+            tls: false,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SandboxToml {
+    test_clock: bool,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuthToml {
@@ -208,6 +242,10 @@ pub struct Config {
     pub billing: BillingConfig,
     /// `[ops]`.
     pub ops: OpsConfig,
+    /// `[http]`.
+    pub http: HttpConfig,
+    /// `[sandbox]`.
+    pub sandbox: SandboxConfig,
     /// `[features]` and `[plans]`.
     pub catalogue: Arc<Catalogue>,
 }
@@ -302,6 +340,37 @@ pub struct ApiKeyEntry {
     pub sha256: [u8; 32],
 }
 
+/// `[http]`: the HTTP/JSON API (Commet's shapes) and its limits.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Where the API is served; `None` turns it off.
+    pub listen: Option<SocketAddr>,
+    /// Connections served at once.
+    pub max_connections: u32,
+    /// Largest request body.
+    pub body_bytes_max: u32,
+    /// Largest request head.
+    pub header_bytes_max: u32,
+    /// A request's head and body must arrive within this; an idle connection is closed after it.
+    pub read_timeout_ms: u64,
+    /// Serve HTTPS (HTTP/2 or HTTP/1.1 by ALPN) with the server's certificate.
+    pub tls: bool,
+}
+
+/// `[sandbox]`: testing aids that must stay off in production.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxConfig {
+    /// The API's `/test-clock` endpoints may move the daemon's clock forward.
+    pub test_clock: bool,
+}
+
+/// Most connections `[http] max_connections` may allow.
+pub const HTTP_CONNECTIONS_MAX: u32 = 65_536;
+/// Largest `[http] body_bytes_max`.
+pub const HTTP_BODY_BYTES_MAX: u32 = 16 * 1024 * 1024;
+/// `[http] header_bytes_max` bounds.
+pub const HTTP_HEADER_BYTES: std::ops::RangeInclusive<u32> = 8 * 1024..=1024 * 1024;
+
 /// `[ops]`: the HTTP listener for health checks and metrics.
 #[derive(Debug, Clone)]
 pub struct OpsConfig {
@@ -344,6 +413,7 @@ impl Config {
             .expect("the shipped config is valid (tested)");
         config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.ops.http_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        config.http.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         config
     }
 
@@ -420,6 +490,10 @@ impl Config {
         let auth = auth_config(&raw.auth, &mut errors);
         let billing = billing_config(&raw.billing, &mut errors);
         let ops = ops_config(&raw.ops, &mut errors);
+        let http = http_config(&raw.http, &mut errors);
+        let sandbox = SandboxConfig {
+            test_clock: raw.sandbox.test_clock,
+        };
         let catalogue =
             Catalogue::build(&raw.features, &raw.plans).unwrap_or_else(|catalogue_errors| {
                 errors.extend(catalogue_errors);
@@ -450,6 +524,8 @@ impl Config {
             auth,
             billing,
             ops,
+            http,
+            sandbox,
             catalogue: Arc::new(catalogue),
         })
     }
@@ -611,6 +687,50 @@ fn ops_config(raw: &OpsToml, errors: &mut Vec<String>) -> OpsConfig {
         }),
     };
     OpsConfig { http_listen }
+}
+
+fn http_config(raw: &HttpToml, errors: &mut Vec<String>) -> HttpConfig {
+    let listen = match raw.listen.trim() {
+        "" => None,
+        text => text.parse().map(Some).unwrap_or_else(|_| {
+            errors.push(format!(
+                "http.listen: `{text}` is not an address; write IP:PORT, or \"\" to turn the API off"
+            ));
+            None
+        }),
+    };
+    if raw.max_connections == 0 || raw.max_connections > HTTP_CONNECTIONS_MAX {
+        errors.push(format!(
+            "http.max_connections: is {}; it must be 1 to {HTTP_CONNECTIONS_MAX}",
+            raw.max_connections
+        ));
+    }
+    if raw.body_bytes_max < 1024 || raw.body_bytes_max > HTTP_BODY_BYTES_MAX {
+        errors.push(format!(
+            "http.body_bytes_max: is {}; it must be 1024 to {HTTP_BODY_BYTES_MAX}",
+            raw.body_bytes_max
+        ));
+    }
+    if !HTTP_HEADER_BYTES.contains(&raw.header_bytes_max) {
+        errors.push(format!(
+            "http.header_bytes_max: is {}; it must be {} to {}",
+            raw.header_bytes_max,
+            HTTP_HEADER_BYTES.start(),
+            HTTP_HEADER_BYTES.end()
+        ));
+    }
+    let read_timeout_ms = duration("http.read_timeout", &raw.read_timeout, errors);
+    if read_timeout_ms == 0 {
+        errors.push("http.read_timeout: must be longer than 0".into());
+    }
+    HttpConfig {
+        listen,
+        max_connections: raw.max_connections,
+        body_bytes_max: raw.body_bytes_max,
+        header_bytes_max: raw.header_bytes_max,
+        read_timeout_ms,
+        tls: raw.tls,
+    }
 }
 
 fn storage_config(raw: &StorageToml, base: &Path, errors: &mut Vec<String>) -> StorageConfig {

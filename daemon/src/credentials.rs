@@ -196,7 +196,8 @@ fn random_key(role: &str) -> Result<String, CredentialsError> {
         path: PathBuf::from("(random source)"),
         reason: e.to_string(),
     })?;
-    Ok(format!("tally_{role}_{}", hex::encode(bytes)))
+    // `ck_` because Commet's SDKs refuse keys without it; keys made before are still read.
+    Ok(format!("ck_tally_{role}_{}", hex::encode(bytes)))
 }
 
 fn write_private(dir: &Path, path: &Path, text: &str) -> Result<(), CredentialsError> {

@@ -12,7 +12,8 @@ use tally_protocol::message::Role;
 use tally_protocol::ClientConfig;
 use tokio::sync::oneshot;
 
-use crate::clock::{Clock, NeverBackwards};
+use crate::api::{self, ApiState};
+use crate::clock::{Clock, NeverBackwards, TestClock};
 use crate::committer::{release_answers, Committer, Release, Released, StoreHealth};
 use crate::config::Config;
 use crate::credentials::{Credentials, CredentialsError, DevApiKeys};
@@ -60,6 +61,17 @@ pub enum StartError {
     /// The server thread could not be started.
     #[error("cannot start the server thread: {0}")]
     Thread(String),
+    /// The API's HTTP listener could not start.
+    #[error("cannot serve [http] listen on {addr}: {source}")]
+    HttpListen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The API's TLS could not be set up from the server's certificate.
+    #[error("[http] tls: {0}")]
+    HttpTls(String),
     /// The ops HTTP listener could not start.
     #[error("cannot serve [ops] http_listen on {addr}: {source}")]
     OpsListen {
@@ -126,6 +138,7 @@ impl std::fmt::Debug for StartOptions {
 /// A running daemon. Dropping it shuts it down.
 pub struct Daemon {
     addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     cert_pem: String,
     dev_api_keys: Option<DevApiKeys>,
     stop: Option<oneshot::Sender<()>>,
@@ -148,11 +161,55 @@ impl Daemon {
     ) -> Result<Daemon, StartError> {
         let data_dir_lock = data_dir::open(&config.storage)?;
         let credentials = Credentials::prepare(&config)?;
-        if credentials.is_development() && !config.server.listen.ip().is_loopback() {
-            return Err(StartError::DevelopmentCredentialsOffLoopback {
-                addr: config.server.listen,
-            });
+        if credentials.is_development() {
+            let http = config.http.listen.into_iter();
+            if let Some(addr) = std::iter::once(config.server.listen)
+                .chain(http)
+                .find(|addr| !addr.ip().is_loopback())
+            {
+                return Err(StartError::DevelopmentCredentialsOffLoopback { addr });
+            }
         }
+        // The API's listener is bound now, so a taken port fails start-up before recovery.
+        let http_listener = match config.http.listen {
+            Some(addr) => Some(
+                crate::http::serve::bind(addr)
+                    .map_err(|source| StartError::HttpListen { addr, source })?,
+            ),
+            None => None,
+        };
+        let http_addr = match &http_listener {
+            Some(listener) => {
+                Some(
+                    listener
+                        .local_addr()
+                        .map_err(|source| StartError::HttpListen {
+                            addr: config.http.listen.expect("bound from it"),
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let http_tls = if config.http.tls {
+            Some(
+                crate::http::serve::tls_acceptor(
+                    credentials.cert_chain.clone(),
+                    credentials.key.clone_key(),
+                )
+                .map_err(|e| StartError::HttpTls(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let test_clock = config
+            .sandbox
+            .test_clock
+            .then(|| Arc::new(TestClock::new(clock.clone())));
+        let clock: Arc<dyn Clock> = match &test_clock {
+            Some(test_clock) => test_clock.clone(),
+            None => clock,
+        };
         let health = StoreHealth::default();
         let status = Arc::new(OpsStatus {
             server: OnceLock::new(),
@@ -212,6 +269,9 @@ impl Daemon {
             health,
             data_dir_lock,
             status,
+            http_listener,
+            http_tls,
+            test_clock,
         };
         let thread = std::thread::Builder::new()
             .name("tallyd-server".into())
@@ -222,6 +282,7 @@ impl Daemon {
             .map_err(|_| StartError::Thread("the server thread ended during start-up".into()))??;
         Ok(Daemon {
             addr,
+            http_addr,
             cert_pem,
             dev_api_keys,
             stop: Some(stop),
@@ -233,6 +294,11 @@ impl Daemon {
     /// Where `/livez`, `/readyz` and `/metrics` are served, when `[ops] http_listen` is set.
     pub fn ops_addr(&self) -> Option<SocketAddr> {
         self.ops.as_ref().map(OpsHttp::local_addr)
+    }
+
+    /// Where the HTTP/JSON API is served (`/api/v1`), when `[http] listen` is set.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// The address the daemon listens on.
@@ -307,6 +373,10 @@ struct Parts {
     /// Held until the store is flushed and closed, so a successor never opens it early.
     data_dir_lock: DataDirLock,
     status: Arc<OpsStatus>,
+    /// The API's bound listener, if any.
+    http_listener: Option<std::net::TcpListener>,
+    http_tls: Option<tokio_rustls::TlsAcceptor>,
+    test_clock: Option<Arc<TestClock>>,
 }
 
 fn serve_on_this_thread(
@@ -326,12 +396,17 @@ fn serve_on_this_thread(
         health,
         data_dir_lock,
         status,
+        http_listener,
+        http_tls,
+        test_clock,
     } = parts;
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let system = actix::System::new();
     let commits = committer.sender();
     let shard_store = store.clone();
     let shard_health = health.clone();
+    let api_store = store.clone();
+    let (http_stop_sender, http_stop) = tokio::sync::watch::channel(false);
     system.block_on(async move {
         actix_rt::spawn(release_answers(released));
         if config.server.busy_poll_us > 0 {
@@ -376,8 +451,43 @@ fn serve_on_this_thread(
             tracing::warn!(path = %addr_file.display(), error = %e, "cannot write the address file");
         }
         tracing::info!(%addr, shards = config.server.shards, "tallyd is listening");
+        let api = http_listener.map(|listener| {
+            let state = ApiState::new(api::Shared {
+                router: shards.router.clone(),
+                store: api_store.clone(),
+                keys: credentials.keys.clone(),
+                catalogue: config.catalogue.clone(),
+                clock: context.clock.clone(),
+                test_clock,
+                limits: api::BodyLimits {
+                    body_bytes_max: config.http.body_bytes_max as usize,
+                    read_timeout: Duration::from_millis(config.http.read_timeout_ms),
+                },
+            });
+            let limits = crate::http::serve::Limits {
+                max_connections: config.http.max_connections as usize,
+                header_bytes_max: config.http.header_bytes_max as usize,
+                read_timeout: Duration::from_millis(config.http.read_timeout_ms),
+            };
+            let listener =
+                tokio::net::TcpListener::from_std(listener).expect("a non-blocking listener");
+            tracing::info!(addr = ?listener.local_addr().ok(), "HTTP API listening under /api/v1");
+            actix_rt::spawn(crate::http::serve::serve(
+                listener,
+                api::routes(state),
+                limits,
+                http_tls,
+                http_stop.clone(),
+                grace,
+            ))
+        });
         let _ = ready.send(Ok(addr));
         server::serve(endpoint, context, drain, stop).await;
+        // The API stops with QUIC: what it read is answered before the shards hand over.
+        let _ = http_stop_sender.send(true);
+        if let Some(api) = api {
+            let _ = api.await;
+        }
         shards.stop_after_hand_over().await;
     });
     // Shards on the server thread live in the System until it is dropped; dropping it ends them

@@ -15,6 +15,7 @@
 
 pub mod activity;
 pub mod allocator;
+pub mod api;
 pub mod clock;
 pub mod committer;
 pub mod config;

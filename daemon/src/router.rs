@@ -19,7 +19,8 @@ use crate::committer::{CommitQueue, StoreHealth};
 use crate::metering::billing::{Invoice, Transaction};
 use crate::metering::engine::ShardCore;
 use crate::shard::{
-    ApplyBatch, ApplyRequest, Checkpoint, CollectStats, Collector, HandOver, Shard, ShardReport,
+    ApplyBatch, ApplyRequest, Checkpoint, CloseDuePeriods, CollectStats, Collector, HandOver,
+    Shard, ShardReport,
 };
 use crate::stable_hash::{shard_of, stable_hash};
 use crate::store::{Store, StoreError};
@@ -269,6 +270,15 @@ impl Router {
             .into_iter()
             .map(|r| r.expect("every position is answered by its shard or marked failed"))
             .collect()
+    }
+
+    /// Has every shard close its customers' ended periods now rather than at its next sweep;
+    /// returns how many shards were asked (a full mailbox is skipped: its sweep comes anyway).
+    pub fn close_due_periods(&self) -> usize {
+        self.shards
+            .iter()
+            .filter(|shard| shard.try_send(CloseDuePeriods).is_ok())
+            .count()
     }
 
     /// Every shard's figures, in shard order, and the store's size. A shard whose mailbox is

@@ -237,10 +237,11 @@ impl Handler<HandOver> for Shard {
     }
 }
 
-/// Continue closing due periods (sent by the shard to itself).
+/// Continue closing due periods (sent by the shard to itself, and by the sandbox's test clock
+/// after moving time forward).
 #[derive(Message)]
 #[rtype(result = "()")]
-struct CloseDuePeriods;
+pub struct CloseDuePeriods;
 
 impl Handler<CloseDuePeriods> for Shard {
     type Result = ();

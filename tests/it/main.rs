@@ -10,6 +10,7 @@ mod concurrency;
 mod connection_churn;
 mod fuzz_corpus;
 mod holds;
+mod http_api;
 mod idempotency;
 mod limits;
 mod ops_http;

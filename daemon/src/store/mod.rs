@@ -51,6 +51,7 @@ pub mod faults;
 pub mod flush;
 pub mod migrate;
 pub mod prices;
+pub mod profiles;
 pub mod queries;
 pub mod records;
 pub mod recovery;
@@ -174,6 +175,8 @@ pub struct Store {
     keys: Keyspace,
     invoices: Keyspace,
     transactions: Keyspace,
+    /// Customers' contact details (the HTTP API's), by id; the engine never reads them.
+    profiles: Keyspace,
     faults: StoreFaults,
 }
 
@@ -217,6 +220,7 @@ impl Store {
             keys: db.keyspace("keys", data_keyspace)?,
             invoices: db.keyspace("invoices", data_keyspace)?,
             transactions: db.keyspace("transactions", data_keyspace)?,
+            profiles: db.keyspace("profiles", KeyspaceCreateOptions::default)?,
             meta,
             db,
             faults,

@@ -1,0 +1,147 @@
+//! `/x-tally/holds`: Tally's own extension (Commet has no holds). Reserve an estimate before
+//! variable-cost work, settle what it used, or release it; the engine's `reserve`, `settle` and
+//! `release`.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use tally_protocol::message::{
+    ReleaseRequest, Request, ReserveRequest, Response as Answer, SettleRequest, AMOUNT_MAX,
+    HOLD_TTL_MS_MAX,
+};
+
+use super::error::ApiError;
+use super::extract::{idempotency_key, whole, Caller, Json};
+use super::views::{iso, ok};
+use super::{unexpected, ApiState};
+
+/// `POST /x-tally/holds` body.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ReserveBody {
+    customer_id: String,
+    feature_code: Option<String>,
+    feature: Option<String>,
+    quantity: serde_json::Number,
+    ttl_seconds: serde_json::Number,
+}
+
+/// `POST /x-tally/holds/{id}/settle` body.
+#[derive(Debug, Deserialize)]
+pub(super) struct SettleBody {
+    actual: serde_json::Number,
+}
+
+fn hold_id(hold: u64) -> String {
+    format!("hold_{hold:016x}")
+}
+
+fn parse_hold(id: &str) -> Result<u64, ApiError> {
+    id.strip_prefix("hold_")
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .ok_or_else(|| {
+            ApiError::not_found("hold_not_found", "id", format!("`{id}` is not a hold id"))
+        })
+}
+
+/// `POST /x-tally/holds`: holds `quantity` units' worth for `ttlSeconds`.
+pub(super) async fn reserve(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Json(body): Json<ReserveBody>,
+) -> Result<Response, ApiError> {
+    let feature = body
+        .feature_code
+        .or(body.feature)
+        .ok_or_else(|| ApiError::invalid("featureCode", "give the feature's code"))?;
+    let amount = whole("quantity", &body.quantity, AMOUNT_MAX)?;
+    let ttl_s = whole("ttlSeconds", &body.ttl_seconds, HOLD_TTL_MS_MAX / 1000)?;
+    if ttl_s == 0 {
+        return Err(ApiError::invalid("ttlSeconds", "must be at least 1"));
+    }
+    let request = Request::Reserve(ReserveRequest {
+        customer: body.customer_id.clone(),
+        feature: feature.clone(),
+        amount,
+        ttl_ms: ttl_s * 1000,
+    });
+    let outcome = match state.call(caller, request).await? {
+        Answer::Reserve(outcome) => outcome,
+        other => return Err(unexpected(&other)),
+    };
+    let status = if outcome.allowed {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let answer = json!({
+        "id": outcome.hold.map(hold_id),
+        "allowed": outcome.allowed,
+        "customerId": body.customer_id,
+        "featureCode": feature,
+        "quantity": amount,
+        "held": outcome.held,
+        "expiresAt": (outcome.expires_at_ms > 0).then(|| iso(outcome.expires_at_ms)),
+        "seq": outcome.seq,
+        "object": "hold",
+        "livemode": false,
+    });
+    Ok((status, ok(answer)).into_response())
+}
+
+/// `POST /x-tally/holds/{id}/settle {actual}`: charges `actual` units and frees the rest;
+/// idempotent by `Idempotency-Key`.
+pub(super) async fn settle(
+    State(state): State<ApiState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<SettleBody>,
+) -> Result<Response, ApiError> {
+    let hold = parse_hold(&id)?;
+    let request = Request::Settle(SettleRequest {
+        hold,
+        actual: whole("actual", &body.actual, AMOUNT_MAX)?,
+        idempotency_key: idempotency_key(&headers, None)?,
+    });
+    let outcome = match state.call(caller, request).await? {
+        Answer::Report(outcome) => outcome,
+        other => return Err(unexpected(&other)),
+    };
+    Ok(ok(json!({
+        "id": id,
+        "settled": outcome.amount,
+        "charged": outcome.charged,
+        "duplicate": outcome.duplicate,
+        "seq": outcome.seq,
+        "object": "hold",
+        "livemode": false,
+    }))
+    .into_response())
+}
+
+/// `POST /x-tally/holds/{id}/release`: frees the hold without charging.
+pub(super) async fn release(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let hold = parse_hold(&id)?;
+    let outcome = match state
+        .call(caller, Request::Release(ReleaseRequest { hold }))
+        .await?
+    {
+        Answer::Release(outcome) => outcome,
+        other => return Err(unexpected(&other)),
+    };
+    Ok(ok(json!({
+        "id": id,
+        "released": outcome.released,
+        "seq": outcome.seq,
+        "object": "hold",
+        "livemode": false,
+    }))
+    .into_response())
+}

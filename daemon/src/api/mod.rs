@@ -1,0 +1,222 @@
+//! The HTTP/JSON API under `/api/v1`, in the shapes Commet's official SDKs (`@commet/node`,
+//! `commet-sdk`) send and parse, so they work against Tally unmodified. Every request becomes the
+//! same [`Request`] the QUIC door sends, through the same [`Router`] and shards: a read is
+//! answered from memory, a write after its group commit. What is Tally's own (holds) lives under
+//! `/api/v1/x-tally`; what Tally does not have answers `not_supported`.
+
+mod billing;
+mod catalogue;
+mod customers;
+pub mod error;
+mod extract;
+mod holds;
+mod sandbox;
+mod subscriptions;
+mod usage;
+mod views;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request as HttpRequest, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response as HttpResponse};
+use axum::routing::{get, post, put};
+use tally_protocol::message::{CustomerRef, Request, Response, Role, TallyError};
+
+use crate::clock::{Clock, TestClock};
+use crate::credentials::ApiKeys;
+use crate::metering::catalogue::Catalogue;
+use crate::router::Router;
+use crate::store::Store;
+use error::ApiError;
+use extract::Caller;
+
+/// What the API's handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState(Arc<Shared>);
+
+/// The parts of the daemon the API uses.
+pub struct Shared {
+    /// The same router the QUIC server uses.
+    pub router: Router,
+    /// For customers' profiles (the engine's own state is only reached through `router`).
+    pub store: Arc<Store>,
+    /// Accepted keys and their roles.
+    pub keys: ApiKeys,
+    /// Plans and features, for the catalogue endpoints and to describe features.
+    pub catalogue: Arc<Catalogue>,
+    /// The daemon's clock (timestamps of profiles).
+    pub clock: Arc<dyn Clock>,
+    /// The sandbox's test clock, when `[sandbox] test_clock` is on.
+    pub test_clock: Option<Arc<TestClock>>,
+    /// Body limits.
+    pub limits: BodyLimits,
+}
+
+/// How much of a body is read, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// `[http] body_bytes_max`.
+    pub body_bytes_max: usize,
+    /// `[http] read_timeout`.
+    pub read_timeout: Duration,
+}
+
+impl std::ops::Deref for ApiState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl ApiState {
+    /// Wraps the shared parts.
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+
+    /// Sends `request` to its shard as `caller`, with the QUIC door's role rule and validation.
+    async fn call(&self, caller: Caller, request: Request) -> Result<Response, ApiError> {
+        if !request.role_required().is_granted_to(caller.0) {
+            return Err(TallyError::Forbidden {
+                role: caller.0,
+                operation: request.operation_name().into(),
+            }
+            .into());
+        }
+        tally_protocol::message::validate_request(&request)?;
+        Ok(self.router.route(request).await?)
+    }
+
+    /// The customer as its shard holds it now (closing its ended periods first). No role check:
+    /// handlers that show it check theirs.
+    async fn customer(
+        &self,
+        _: Caller,
+        customer: &str,
+    ) -> Result<tally_protocol::message::CustomerView, ApiError> {
+        let request = Request::GetCustomer(CustomerRef {
+            customer: customer.into(),
+        });
+        tally_protocol::message::validate_request(&request)?;
+        match self.router.route(request).await? {
+            Response::Customer(view) => Ok(view),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Runs a store read or write on the blocking pool (profile writes fsync).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || job(&store))
+            .await
+            .map_err(|e| ApiError::internal(format!("store task: {e}")))?
+            .map_err(|e| ApiError::internal(format!("store: {e}")))
+    }
+}
+
+/// A response of the wrong kind for its request: a bug, reported rather than panicked on.
+fn unexpected(response: &Response) -> ApiError {
+    ApiError::internal(format!(
+        "unexpected answer from the shard: {:?}",
+        std::mem::discriminant(response)
+    ))
+}
+
+/// Requires an admin key (for what only an operator does: customers' details, plans, money in).
+fn admin_only(caller: Caller, operation: &str) -> Result<(), ApiError> {
+    match caller.0 {
+        Role::Admin => Ok(()),
+        role => Err(TallyError::Forbidden {
+            role,
+            operation: operation.into(),
+        }
+        .into()),
+    }
+}
+
+/// The API's routes, under `/api/v1`.
+pub fn routes(state: ApiState) -> axum::Router {
+    let api = axum::Router::new()
+        .route("/customers", get(customers::list).post(customers::create))
+        .route(
+            "/customers/{id}",
+            get(customers::get).put(customers::update),
+        )
+        .route("/subscriptions", post(subscriptions::create))
+        .route("/subscriptions/active", get(subscriptions::active))
+        .route("/subscriptions/{id}", get(subscriptions::get))
+        .route(
+            "/subscriptions/{id}/change-plan",
+            post(subscriptions::change_plan),
+        )
+        .route("/subscriptions/{id}/cancel", post(subscriptions::cancel))
+        .route(
+            "/subscriptions/{id}/balance/topup",
+            post(subscriptions::top_up),
+        )
+        .route(
+            "/subscriptions/{id}/credits",
+            post(subscriptions::purchase_credits),
+        )
+        .route("/usage/events", post(usage::track))
+        .route("/usage/check", post(usage::check))
+        .route("/usage", put(usage::set))
+        .route("/feature-access", get(usage::access_list))
+        .route("/feature-access/{code}", get(usage::access_one))
+        .route("/credit-packs", get(catalogue::credit_packs))
+        .route("/plans", get(catalogue::plans))
+        .route("/plans/{id}", get(catalogue::plan))
+        .route("/features", get(catalogue::features))
+        .route("/features/{code}", get(catalogue::feature))
+        .route("/invoices", get(billing::invoices))
+        .route("/invoices/{id}", get(billing::invoice))
+        .route("/transactions", get(billing::transactions))
+        .route("/transactions/{id}", get(billing::transaction))
+        .route("/test-clock", get(sandbox::get).post(sandbox::advance))
+        .route(
+            "/test-clock/process-billing",
+            post(sandbox::process_billing),
+        )
+        .route("/x-tally/holds", post(holds::reserve))
+        .route("/x-tally/holds/{id}/settle", post(holds::settle))
+        .route("/x-tally/holds/{id}/release", post(holds::release))
+        .fallback(not_supported)
+        .method_not_allowed_fallback(not_supported)
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .with_state(state);
+    axum::Router::new().nest("/api/v1", api).fallback(|| async {
+        ApiError::not_found(
+            "not_found",
+            "path",
+            "Tally's API is under /api/v1 (Commet's paths); see docs/http-api.md",
+        )
+    })
+}
+
+/// Checks `x-api-key` against the configured keys (constant time, like the QUIC handshake).
+async fn authenticate(
+    State(state): State<ApiState>,
+    mut request: HttpRequest,
+    next: Next,
+) -> HttpResponse {
+    let role = match request.headers().get("x-api-key").map(|key| key.to_str()) {
+        None => return ApiError::unauthorized("missing x-api-key header").into_response(),
+        Some(Err(_)) => return ApiError::unauthorized("the API key is not valid").into_response(),
+        Some(Ok(key)) => match state.keys.role_of(key) {
+            Some(role) => role,
+            None => return ApiError::unauthorized("the API key is not valid").into_response(),
+        },
+    };
+    request.extensions_mut().insert(Caller(role));
+    next.run(request).await
+}
+
+async fn not_supported(request: HttpRequest) -> ApiError {
+    ApiError::not_supported(format!("{} {}", request.method(), request.uri().path()))
+}
