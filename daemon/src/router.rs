@@ -162,6 +162,8 @@ impl Router {
                 return self.list_events(list).await;
             }
             Request::ListInvoices(c) => {
+                // A close the sweep made may still be on its way to disk: wait for it.
+                self.persisted(&c.customer).await?;
                 let customer = c.customer.clone();
                 let invoices = self
                     .read_store(move |store| store.list_invoices(&customer, LIST_INVOICES_MAX))
@@ -171,6 +173,7 @@ impl Router {
                 ));
             }
             Request::ListTransactions(c) => {
+                self.persisted(&c.customer).await?;
                 let customer = c.customer.clone();
                 let transactions = self
                     .read_store(move |store| {
@@ -211,14 +214,19 @@ impl Router {
             .map_err(|e| failed(e.to_string()))
     }
 
-    async fn list_events(&self, list: ListEventsRequest) -> Result<Response, TallyError> {
-        // Events reach their segments at a checkpoint; the owning shard asks for one behind
-        // everything it handed over, so every acknowledged event is listed.
+    /// Returns once everything the customer's shard has applied so far is persisted and
+    /// checkpointed (the shard asks the committer for a checkpoint behind all it handed over).
+    async fn persisted(&self, customer: &str) -> Result<(), TallyError> {
         let (reply, checkpointed) = oneshot::channel();
-        self.shards[self.shard_for_customer(&list.customer)]
+        self.shards[self.shard_for_customer(customer)]
             .try_send(Checkpoint { reply })
             .map_err(send_error)?;
-        checkpointed.await.map_err(|_| shard_gone())??;
+        checkpointed.await.map_err(|_| shard_gone())?
+    }
+
+    async fn list_events(&self, list: ListEventsRequest) -> Result<Response, TallyError> {
+        // Events reach their segments at a checkpoint, so every acknowledged event is listed.
+        self.persisted(&list.customer).await?;
         let (events, more) = self
             .read_store(move |store| {
                 store.list_events(&list.customer, (list.from_ms, list.from_seq), list.to_ms)

@@ -19,6 +19,7 @@ mod price_changes;
 mod raw_peer;
 mod reconnect;
 mod recovery;
+mod sdks;
 mod seed_examples;
 mod startup;
 mod stats;

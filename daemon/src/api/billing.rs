@@ -10,7 +10,7 @@ use tally_protocol::message::{
 };
 
 use super::error::ApiError;
-use super::extract::{Caller, Query};
+use super::extract::{Caller, ListShape, Query};
 use super::views::{self, ok, page, parse_numbered_id};
 use super::{admin_only, unexpected, ApiState};
 
@@ -63,12 +63,13 @@ async fn transactions_of(
 pub(super) async fn invoices(
     State(state): State<ApiState>,
     caller: Caller,
+    shape: ListShape,
     Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     admin_only(caller, "list_invoices")?;
     let customer = customer_required(query)?;
     let invoices = invoices_of(&state, caller, &customer).await?;
-    Ok(page(invoices.iter().map(views::invoice).collect(), None).into_response())
+    Ok(page(invoices.iter().map(views::invoice).collect(), None, shape).into_response())
 }
 
 /// `GET /invoices/{id}`.
@@ -92,12 +93,13 @@ pub(super) async fn invoice(
 pub(super) async fn transactions(
     State(state): State<ApiState>,
     caller: Caller,
+    shape: ListShape,
     Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     admin_only(caller, "list_transactions")?;
     let customer = customer_required(query)?;
     let found = transactions_of(&state, caller, &customer).await?;
-    Ok(page(found.iter().map(views::transaction).collect(), None).into_response())
+    Ok(page(found.iter().map(views::transaction).collect(), None, shape).into_response())
 }
 
 /// `GET /transactions/{id}`.

@@ -5,19 +5,19 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use super::extract::Caller;
-use super::views::{self, ok};
+use super::extract::{Caller, ListShape};
+use super::views::{self, ok, page};
 use super::ApiState;
 
 /// `GET /plans`.
-pub(super) async fn plans(State(state): State<ApiState>, _: Caller) -> Response {
+pub(super) async fn plans(State(state): State<ApiState>, _: Caller, shape: ListShape) -> Response {
     let plans = state
         .catalogue
         .plans()
         .enumerate()
         .map(|(order, plan)| views::plan(plan, order))
         .collect();
-    ok(serde_json::Value::Array(plans)).into_response()
+    page(plans, None, shape).into_response()
 }
 
 /// `GET /plans/{id}` (the id is the plan's code).
@@ -38,13 +38,17 @@ pub(super) async fn plan(
 }
 
 /// `GET /features`.
-pub(super) async fn features(State(state): State<ApiState>, _: Caller) -> Response {
+pub(super) async fn features(
+    State(state): State<ApiState>,
+    _: Caller,
+    shape: ListShape,
+) -> Response {
     let features = state
         .catalogue
         .features()
         .map(|(code, kind)| views::feature(code, kind))
         .collect();
-    ok(serde_json::Value::Array(features)).into_response()
+    page(features, None, shape).into_response()
 }
 
 /// `GET /features/{code}`.
@@ -64,11 +68,15 @@ pub(super) async fn feature(
 }
 
 /// `GET /credit-packs`: each credits plan's pack.
-pub(super) async fn credit_packs(State(state): State<ApiState>, _: Caller) -> Response {
+pub(super) async fn credit_packs(
+    State(state): State<ApiState>,
+    _: Caller,
+    shape: ListShape,
+) -> Response {
     let packs = state
         .catalogue
         .plans()
         .filter_map(|plan| views::credit_pack(plan))
         .collect();
-    ok(serde_json::Value::Array(packs)).into_response()
+    page(packs, None, shape).into_response()
 }

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use tally_protocol::message::CUSTOMER_ID_BYTES_MAX;
 
 use super::error::ApiError;
-use super::extract::{Caller, Json, Query};
+use super::extract::{Caller, Json, ListShape, Query};
 use super::views::{iso, ok, page};
 use super::{admin_only, ApiState};
 
@@ -208,6 +208,7 @@ pub(super) async fn update(
 pub(super) async fn list(
     State(state): State<ApiState>,
     caller: Caller,
+    shape: ListShape,
     Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     admin_only(caller, "list_customers")?;
@@ -223,7 +224,7 @@ pub(super) async fn list(
         let data = found
             .map(|p| vec![customer_json(&external, &p)])
             .unwrap_or_default();
-        return Ok(page(data, None).into_response());
+        return Ok(page(data, None, shape).into_response());
     }
     let cursor = query.cursor.clone();
     let mut rows = state
@@ -240,5 +241,5 @@ pub(super) async fn list(
     let next = more
         .then(|| rows.last().map(|(id, _)| id.clone()))
         .flatten();
-    Ok(page(data, next).into_response())
+    Ok(page(data, next, shape).into_response())
 }

@@ -31,6 +31,33 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
+/// The first `commet-version` whose lists are objects (`{object: "list", data, hasMore}` inside
+/// `data`); earlier versions (and requests without the header) get the array in `data`.
+pub(super) const LIST_OBJECTS_SINCE: &str = "2026-08-27";
+
+/// How the caller's API version shapes lists.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ListShape {
+    /// Lists are objects inside `data`.
+    pub nested: bool,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ListShape {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let version = parts
+            .headers
+            .get("commet-version")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        // ISO dates compare as strings.
+        Ok(ListShape {
+            nested: version >= LIST_OBJECTS_SINCE,
+        })
+    }
+}
+
 /// A JSON body, read within `[http] body_bytes_max` and `read_timeout`; an empty body reads as
 /// `{}` (the SDKs send none on some POSTs).
 #[derive(Debug)]

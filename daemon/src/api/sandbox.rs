@@ -5,7 +5,7 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::extract::{whole, Caller, Json};
@@ -92,9 +92,29 @@ pub(super) async fn advance(
             ))
         }
     };
+    let started = iso(now);
     clock.advance_ms(by_ms);
     state.router.close_due_periods();
-    Ok(ok(clock_json(&state, clock)).into_response())
+    // Both SDKs' answers in one: the clock (Node's `TestClock`) and the run (Python's
+    // `TestClockRun`; Tally's is done when this returns, the periods closing behind it).
+    let mut answer = clock_json(&state, clock);
+    if let Some(fields) = answer.as_object_mut() {
+        fields.extend([
+            (
+                "id".to_string(),
+                json!(format!("run_{}", clock.offset_ms())),
+            ),
+            ("status".into(), json!("completed")),
+            ("startedAtTime".into(), json!(started)),
+            ("targetTime".into(), json!(iso(now + by_ms))),
+            ("estimatedDeadlineCount".into(), json!(0)),
+            ("completedDeadlineCount".into(), json!(0)),
+            ("failedDeadlineCount".into(), json!(0)),
+            ("error".into(), Value::Null),
+            ("items".into(), json!([])),
+        ]);
+    }
+    Ok(ok(answer).into_response())
 }
 
 /// `POST /test-clock/process-billing`: closes due periods now rather than at each shard's next

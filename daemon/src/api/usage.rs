@@ -14,8 +14,8 @@ use tally_protocol::message::{
 
 use super::customers::profile;
 use super::error::ApiError;
-use super::extract::{idempotency_key, whole, Caller, Json, Query};
-use super::views::{iso, model_name, ok};
+use super::extract::{idempotency_key, whole, Caller, Json, ListShape, Query};
+use super::views::{iso, model_name, ok, page};
 use super::{unexpected, ApiState};
 use crate::metering::catalogue::FeatureKind;
 
@@ -425,6 +425,7 @@ pub(super) async fn access_one(
 pub(super) async fn access_list(
     State(state): State<ApiState>,
     caller: Caller,
+    shape: ListShape,
     Query(query): Query<AccessQuery>,
 ) -> Result<Response, ApiError> {
     let view = match state.customer(caller, &query.customer_id).await {
@@ -433,7 +434,7 @@ pub(super) async fn access_list(
             if e.code == "customer_not_found"
                 && profile(&state, &query.customer_id).await?.is_some() =>
         {
-            return Ok(ok(json!([])).into_response());
+            return Ok(page(Vec::new(), None, shape).into_response());
         }
         Err(e) => return Err(e),
     };
@@ -449,5 +450,5 @@ pub(super) async fn access_list(
             features.push(access_json(&state, feature, &outcome, &view.plan));
         }
     }
-    Ok(ok(Value::Array(features)).into_response())
+    Ok(page(features, None, shape).into_response())
 }

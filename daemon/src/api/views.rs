@@ -8,6 +8,7 @@ use tally_protocol::message::{
     RATE_UNITS_PER_DOLLAR,
 };
 
+use super::extract::ListShape;
 use crate::metering::catalogue::{Catalogue, FeatureKind, ModelTerms, Plan, UsageTerms};
 use crate::metering::period::Period;
 
@@ -388,12 +389,27 @@ pub(super) fn ok(data: Value) -> axum::Json<Value> {
     axum::Json(json!({"success": true, "data": data}))
 }
 
-/// A page of a list: `{success, data, hasMore, nextCursor}`.
-pub(super) fn page(data: Vec<Value>, next_cursor: Option<String>) -> axum::Json<Value> {
+/// A page of a list, shaped for the caller's API version: `{success, data: [...], hasMore,
+/// nextCursor}`, or (since 2026-08-27) `{success, data: {object: "list", data: [...], hasMore,
+/// nextCursor}}`.
+pub(super) fn page(
+    data: Vec<Value>,
+    next_cursor: Option<String>,
+    shape: ListShape,
+) -> axum::Json<Value> {
+    let has_more = next_cursor.is_some();
+    if shape.nested {
+        return ok(json!({
+            "object": "list",
+            "data": data,
+            "hasMore": has_more,
+            "nextCursor": next_cursor,
+        }));
+    }
     axum::Json(json!({
         "success": true,
         "data": data,
-        "hasMore": next_cursor.is_some(),
+        "hasMore": has_more,
         "nextCursor": next_cursor,
     }))
 }
