@@ -22,6 +22,7 @@ use tally_daemon::{Daemon, SystemClock};
 use tally_protocol::message::{BatchItemResult, OperationStats, ReportItem, Role, TallyError};
 use tally_protocol::{Client, ClientConfig, Error};
 
+use crate::http::HttpClient;
 use crate::pacer::Pacer;
 use crate::workload::{Distribution, Mix, Op, Rng};
 
@@ -92,6 +93,24 @@ pub struct Args {
     /// Config file to discover the daemon from (default ./config.toml).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Drive the HTTP/JSON API instead of QUIC: `--connections` keep-alive HTTP/1.1
+    /// connections, one request in flight on each (`--inflight` must be 1). Needs `--spawn` or
+    /// `--http-addr`. Mix: check (POST /usage/check), report (POST /usage/events) and
+    /// reserve-settle (Tally's /x-tally/holds).
+    #[arg(long)]
+    pub http: bool,
+    /// The daemon's `[http] listen` address, for `--http` without `--spawn`.
+    #[arg(long, requires = "http")]
+    pub http_addr: Option<SocketAddr>,
+}
+
+/// How the load reaches the daemon.
+#[derive(Clone)]
+enum Door {
+    /// The client library over QUIC.
+    Quic(Client),
+    /// The HTTP/JSON API, one keep-alive connection per client.
+    Http(HttpClient),
 }
 
 /// What a run measured.
@@ -135,6 +154,9 @@ pub fn run(args: Args) -> anyhow::Result<Report> {
     if args.connections == 0 || args.inflight == 0 || args.customers == 0 || args.batch == 0 {
         bail!("--connections, --inflight, --customers and --batch must be at least 1");
     }
+    if args.http && args.inflight != 1 {
+        bail!("--http: an HTTP/1.1 connection has one request in flight; give --inflight 1 and more --connections");
+    }
     let tasks = args.connections * args.inflight;
     let plan = Plan {
         mix: Mix::parse(&args.mix)?,
@@ -150,6 +172,22 @@ pub fn run(args: Args) -> anyhow::Result<Report> {
         },
     };
     let (daemon, _dir, client_config) = target(&args)?;
+    let http = match (args.http, &daemon, args.http_addr) {
+        (false, _, _) => None,
+        (true, _, Some(addr)) => Some(addr),
+        (true, Some(daemon), None) => Some(
+            daemon
+                .http_addr()
+                .context("the spawned daemon has no [http] listener")?,
+        ),
+        (true, None, None) => bail!("--http needs --spawn or --http-addr"),
+    };
+    if args.http {
+        let mix = Mix::parse(&args.mix)?;
+        if mix.ops().any(|op| matches!(op, Op::Consume | Op::Batch)) {
+            bail!("--http: the mix may have check, report and reserve-settle (the API has no consume or batch)");
+        }
+    }
     let runtime = if args.client_threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -163,6 +201,7 @@ pub fn run(args: Args) -> anyhow::Result<Report> {
     let plan = Arc::new(plan);
     let tally = runtime.block_on(drive(
         client_config,
+        http,
         args.connections,
         args.inflight,
         plan.clone(),
@@ -221,6 +260,7 @@ pub fn customer(index: usize) -> String {
 
 async fn drive(
     config: ClientConfig,
+    http: Option<SocketAddr>,
     connections: usize,
     inflight: usize,
     plan: Arc<Plan>,
@@ -238,7 +278,13 @@ async fn drive(
     let pacer = plan.per_task_interval.map(|_| Arc::new(Pacer::start()));
     let mut tasks = Vec::new();
     let mut tallies = Vec::new();
-    for (c, client) in clients.iter().enumerate() {
+    let doors: Vec<Door> = match http {
+        None => clients.iter().cloned().map(Door::Quic).collect(),
+        Some(addr) => (0..connections)
+            .map(|_| Door::Http(HttpClient::new(addr, Some(config.api_key.clone()))))
+            .collect(),
+    };
+    for (c, door) in doors.iter().enumerate() {
         // One set of histograms per connection, not per task: 256 tasks' histograms (~140 KiB
         // each) made every record a cache miss on the machine the daemon shares.
         let tally = Arc::new(Mutex::new(Tally::default()));
@@ -252,7 +298,7 @@ async fn drive(
                 interval.mul_f64(task as f64 / (connections * inflight) as f64)
             });
             tasks.push(tokio::spawn(load(
-                client.clone(),
+                door.clone(),
                 plan.clone(),
                 pacer.clone(),
                 started + offset,
@@ -317,7 +363,7 @@ pub async fn seed_customers(client: &Client, customers: usize, plan: &str) -> an
 }
 
 async fn load(
-    client: Client,
+    door: Door,
     plan: Arc<Plan>,
     pacer: Option<Arc<Pacer>>,
     started: Instant,
@@ -352,7 +398,10 @@ async fn load(
             None => now,
         };
         let op = plan.mix.pick(rng.u64(..));
-        let (ok, reports) = one_request(&client, &plan, op, &mut rng).await;
+        let (ok, reports) = match &door {
+            Door::Quic(client) => one_request(client, &plan, op, &mut rng).await,
+            Door::Http(client) => one_http_request(client, &plan, op, &mut rng).await,
+        };
         if begin >= measuring_from {
             let us = (begin.elapsed().as_micros() as u64).clamp(1, LATENCY_US_MAX);
             let mut tally = tally.lock().expect("tally lock");
@@ -418,6 +467,42 @@ async fn one_request(client: &Client, plan: &Plan, op: Op, rng: &mut Rng) -> (bo
                 Err(_) => (false, 0),
             }
         }
+    }
+}
+
+/// Sends one operation over HTTP; returns whether it succeeded and how many reports it carried.
+async fn one_http_request(client: &HttpClient, plan: &Plan, op: Op, rng: &mut Rng) -> (bool, u64) {
+    let id = customer(plan.dist.pick(rng.u64(..), plan.customers));
+    let success =
+        |answer: anyhow::Result<crate::http::Answer>| answer.is_ok_and(|a| a.status < 300);
+    match op {
+        Op::Check => {
+            let body =
+                serde_json::json!({"customerId": id, "featureCode": "tokens", "quantity": 1});
+            (success(client.post("/usage/check", &body).await), 0)
+        }
+        Op::Report => {
+            let body = serde_json::json!({"customerId": id, "feature": "tokens", "value": 1});
+            (success(client.post("/usage/events", &body).await), 1)
+        }
+        Op::ReserveSettle => {
+            let body = serde_json::json!({
+                "customerId": id, "featureCode": "tokens", "quantity": 10, "ttlSeconds": 30,
+            });
+            let held = client.post("/x-tally/holds", &body).await;
+            let hold = held
+                .ok()
+                .and_then(|a| a.data()["id"].as_str().map(str::to_owned));
+            match hold {
+                Some(hold) => {
+                    let settle = serde_json::json!({"actual": 7});
+                    let path = format!("/x-tally/holds/{hold}/settle");
+                    (success(client.post(&path, &settle).await), 1)
+                }
+                None => (false, 0),
+            }
+        }
+        Op::Consume | Op::Batch => (false, 0),
     }
 }
 
@@ -506,6 +591,10 @@ fn report(args: &Args, plan: &Plan, tally: Tally) -> Report {
         .into(),
     );
     json.insert("spawn".into(), args.spawn.into());
+    json.insert(
+        "door".into(),
+        (if args.http { "http" } else { "quic" }).into(),
+    );
     if !tally.daemon_side.is_empty() {
         table.push_str("daemon-side, decode to answer, since the daemon started:\n");
         let mut daemon = serde_json::Map::new();

@@ -5,7 +5,7 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tally_protocol::message::{
     CheckOutcome, CheckRequest, ReportItem, ReportOutcome, Request, Response as Answer, Standing,
@@ -110,74 +110,130 @@ fn no_subscription(customer: &str, feature: &str, quantity: u64) -> Value {
     })
 }
 
-/// A check's answer in the SDK's per-model shape. Unit prices are what `quantity` costs per
-/// unit (rate units or credits), so one shard round trip answers it all.
-fn check_json(feature: &str, quantity: u64, outcome: &CheckOutcome) -> Value {
+/// A check's answer in the SDK's per-model shape (the fields of the other models left out).
+/// Unit prices are what `quantity` costs per unit (rate units or credits), so one shard round
+/// trip answers it all. Typed rather than built as a JSON map: it is the hot path.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CheckAnswer<'a> {
+    allowed: bool,
+    feature: &'a str,
+    feature_code: &'a str,
+    quantity: u64,
+    subscription_status: &'static str,
+    consumption_model: Option<&'static str>,
+    seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    included: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    held: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remaining: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unlimited: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overage_enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credits_per_unit: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    estimated_credits: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plan_credits: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    purchased_credits: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total_credits: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit_price: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    estimated_amount: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current_balance: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    currency: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    block_on_exhaustion: Option<bool>,
+    object: &'static str,
+    livemode: bool,
+}
+
+/// `{success: true, data: CheckAnswer}`.
+#[derive(Debug, Serialize)]
+struct CheckEnvelope<'a> {
+    success: bool,
+    data: CheckAnswer<'a>,
+}
+
+fn check_answer<'a>(feature: &'a str, quantity: u64, outcome: &CheckOutcome) -> CheckAnswer<'a> {
     let per_unit = (quantity > 0).then(|| outcome.cost as f64 / quantity as f64);
-    let mut answer = json!({
-        "allowed": outcome.allowed,
-        "feature": feature,
-        "featureCode": feature,
-        "quantity": quantity,
-        "subscriptionStatus": "active",
-        "seq": outcome.seq,
-        "object": "usage_check",
-        "livemode": false,
-    });
-    let fields = match &outcome.standing {
+    let denied = |reason| (!outcome.allowed).then_some(reason);
+    let mut answer = CheckAnswer {
+        allowed: outcome.allowed,
+        feature,
+        feature_code: feature,
+        quantity,
+        subscription_status: "active",
+        seq: outcome.seq,
+        object: "usage_check",
+        ..CheckAnswer::default()
+    };
+    match outcome.standing {
         Standing::Metered {
             used,
             included,
             held,
             has_overage,
             ..
-        } => json!({
-            "consumptionModel": "metered",
-            "current": used,
-            "included": included,
-            "held": held,
-            "remaining": included.saturating_sub(used + held),
-            "unlimited": false,
-            "overageEnabled": has_overage,
-            "estimatedAmount": outcome.cost,
-            "currency": "USD",
-            "blockOnExhaustion": !has_overage,
-            "reason": (!outcome.allowed).then_some("included_limit_reached"),
-        }),
+        } => {
+            answer.consumption_model = Some("metered");
+            answer.current = Some(used);
+            answer.included = Some(included);
+            answer.held = Some(held as i64);
+            answer.remaining = Some(included.saturating_sub(used + held));
+            answer.unlimited = Some(false);
+            answer.overage_enabled = Some(has_overage);
+            answer.estimated_amount = Some(outcome.cost);
+            answer.currency = Some("USD");
+            answer.block_on_exhaustion = Some(!has_overage);
+            answer.reason = denied("included_limit_reached");
+        }
         Standing::Credits {
             available,
             granted,
             purchased,
             held,
-        } => json!({
-            "consumptionModel": "credits",
-            "creditsPerUnit": per_unit,
-            "estimatedCredits": outcome.cost,
-            "planCredits": granted,
-            "purchasedCredits": purchased,
-            "heldCredits": held,
-            "totalCredits": available,
-            "blockOnExhaustion": true,
-            "reason": (!outcome.allowed).then_some("insufficient_credits"),
-        }),
+        } => {
+            answer.consumption_model = Some("credits");
+            answer.credits_per_unit = per_unit;
+            answer.estimated_credits = Some(outcome.cost);
+            answer.plan_credits = Some(granted);
+            answer.purchased_credits = Some(purchased);
+            answer.held = Some(held);
+            answer.total_credits = Some(available);
+            answer.block_on_exhaustion = Some(true);
+            answer.reason = denied("insufficient_credits");
+        }
         Standing::Balance {
             available_units,
             held_units,
             ..
-        } => json!({
-            "consumptionModel": "balance",
-            "unitPrice": per_unit,
-            "estimatedAmount": outcome.cost,
-            "currentBalance": available_units,
-            "heldBalance": held_units,
-            "currency": "USD",
-            "blockOnExhaustion": true,
-            "reason": (!outcome.allowed).then_some("insufficient_balance"),
-        }),
-        Standing::Flag { enabled } => json!({ "enabled": enabled }),
-    };
-    if let (Some(answer), Value::Object(fields)) = (answer.as_object_mut(), fields) {
-        answer.extend(fields.into_iter().filter(|(_, v)| !v.is_null()));
+        } => {
+            answer.consumption_model = Some("balance");
+            answer.unit_price = per_unit;
+            answer.estimated_amount = Some(outcome.cost);
+            answer.current_balance = Some(available_units);
+            answer.held = Some(held_units);
+            answer.currency = Some("USD");
+            answer.block_on_exhaustion = Some(true);
+            answer.reason = denied("insufficient_balance");
+        }
+        Standing::Flag { enabled } => answer.enabled = Some(enabled),
     }
     answer
 }
@@ -193,11 +249,14 @@ pub(super) async fn check(
         Some(number) => whole("quantity", number, AMOUNT_MAX)?,
         None => 1,
     };
-    let answer = match check_of(&state, caller, &body.customer_id, &feature, quantity).await? {
-        None => no_subscription(&body.customer_id, &feature, quantity),
-        Some(outcome) => check_json(&feature, quantity, &outcome),
-    };
-    Ok(ok(answer).into_response())
+    match check_of(&state, caller, &body.customer_id, &feature, quantity).await? {
+        None => Ok(ok(no_subscription(&body.customer_id, &feature, quantity)).into_response()),
+        Some(outcome) => Ok(axum::Json(CheckEnvelope {
+            success: true,
+            data: check_answer(&feature, quantity, &outcome),
+        })
+        .into_response()),
+    }
 }
 
 async fn report(
