@@ -110,7 +110,7 @@ enum Door {
     /// The client library over QUIC.
     Quic(Client),
     /// The HTTP/JSON API, one keep-alive connection per client.
-    Http(HttpClient),
+    Http(Box<HttpClient>),
 }
 
 /// What a run measured.
@@ -281,7 +281,7 @@ async fn drive(
     let doors: Vec<Door> = match http {
         None => clients.iter().cloned().map(Door::Quic).collect(),
         Some(addr) => (0..connections)
-            .map(|_| Door::Http(HttpClient::new(addr, Some(config.api_key.clone()))))
+            .map(|_| Door::Http(Box::new(HttpClient::new(addr, Some(config.api_key.clone())))))
             .collect(),
     };
     for (c, door) in doors.iter().enumerate() {

@@ -118,6 +118,7 @@ pub(crate) fn folder_with_config(durability: &str, extra: &str) -> tempfile::Tem
     let config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config.toml"))
         .unwrap()
         .replace("listen = \"127.0.0.1:7070\"", "listen = \"127.0.0.1:0\"")
+        .replace("listen = \"127.0.0.1:7072\"", "listen = \"127.0.0.1:0\"")
         .replace(
             "http_listen = \"127.0.0.1:7071\"",
             "http_listen = \"127.0.0.1:0\"",
