@@ -281,7 +281,12 @@ async fn drive(
     let doors: Vec<Door> = match http {
         None => clients.iter().cloned().map(Door::Quic).collect(),
         Some(addr) => (0..connections)
-            .map(|_| Door::Http(Box::new(HttpClient::new(addr, Some(config.api_key.clone())))))
+            .map(|_| {
+                Door::Http(Box::new(HttpClient::new(
+                    addr,
+                    Some(config.api_key.clone()),
+                )))
+            })
             .collect(),
     };
     for (c, door) in doors.iter().enumerate() {

@@ -436,7 +436,10 @@ async fn the_test_clock_closes_a_period_and_its_invoice_is_listed_in_cents() {
     assert_eq!(back.code(), "validation_error");
 }
 
-#[tokio::test]
+// Multi-threaded: the client's HTTP/2 connection must answer the daemon's GOAWAY while the test's
+// thread waits in the daemon's shutdown (on one thread it could not, and the daemon would wait
+// out its shutdown grace).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_without_tls_and_holds_work() {
     let daemon = TestDaemon::start();
     let admin = api(&daemon, Role::Admin);
@@ -477,4 +480,76 @@ async fn http2_without_tls_and_holds_work() {
         .await
         .unwrap();
     assert_eq!(gone.code(), "hold_not_found");
+}
+
+/// Reads from `stream` until the peer closes it; returns what arrived.
+fn read_to_close(stream: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    // A bound, so a daemon that never closes fails the test instead of hanging it.
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text
+}
+
+#[test]
+fn slow_idle_and_oversized_peers_are_refused_or_cut_off_without_holding_slots() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    let daemon = TestDaemon::start_with(
+        |config| {
+            config.http.max_connections = 1;
+            config.http.read_timeout_ms = 300;
+        },
+        Default::default(),
+    );
+    let addr = daemon.daemon().http_addr().unwrap();
+    let key = daemon.key(Role::Admin);
+
+    // An idle connection holds the only slot until the read timeout closes it; the next one is
+    // served after that, not refused.
+    let mut idle = TcpStream::connect(addr).unwrap();
+    let began = Instant::now();
+    let mut next = TcpStream::connect(addr).unwrap();
+    write!(
+        next,
+        "GET /api/v1/plans HTTP/1.1\r\nhost: t\r\nx-api-key: {key}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let answer = read_to_close(&mut next);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        began.elapsed() >= Duration::from_millis(250),
+        "served only once the idle connection's slot was freed"
+    );
+    assert_eq!(
+        read_to_close(&mut idle),
+        "",
+        "the idle connection was closed"
+    );
+
+    // A body that never arrives: 408 in Commet's shape.
+    let mut slow = TcpStream::connect(addr).unwrap();
+    write!(
+        slow,
+        "POST /api/v1/usage/check HTTP/1.1\r\nhost: t\r\nx-api-key: {key}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{"
+    )
+    .unwrap();
+    let answer = read_to_close(&mut slow);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"request_timeout\""), "{answer}");
+
+    // A head larger than header_bytes_max: 431, and the connection ends.
+    let mut huge = TcpStream::connect(addr).unwrap();
+    let padding = "x".repeat(40_000);
+    let _ = write!(
+        huge,
+        "GET /api/v1/plans HTTP/1.1\r\nhost: t\r\nx-api-key: {key}\r\nx-pad: {padding}\r\n\r\n"
+    );
+    let answer = read_to_close(&mut huge);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
 }

@@ -4,6 +4,7 @@
 //! listener lives on the server thread beside the shards and a request never crosses threads.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,13 +70,17 @@ pub async fn serve(
         );
         let read_timeout = limits.read_timeout;
         tokio::task::spawn_local(async move {
-            let service = TowerToHyperService::new(app);
+            let service = FirstRequest::new(TowerToHyperService::new(app));
             match tls {
-                None => serve_connection(&builder, TokioIo::new(stream), service, stop).await,
+                None => {
+                    let io = TokioIo::new(stream);
+                    serve_connection(&builder, io, service, stop, read_timeout).await;
+                }
                 Some(acceptor) => {
                     match tokio::time::timeout(read_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
-                            serve_connection(&builder, TokioIo::new(stream), service, stop).await;
+                            let io = TokioIo::new(stream);
+                            serve_connection(&builder, io, service, stop, read_timeout).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -107,19 +112,68 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// Notes that a connection's first request arrived: until then hyper's own deadlines do not
+/// run (it is still reading the bytes that tell HTTP/1.1 from HTTP/2), so the connection is
+/// dropped if none arrives within the read timeout.
+#[derive(Clone)]
+struct FirstRequest {
+    inner: TowerToHyperService<Router>,
+    arrived: Arc<AtomicBool>,
+}
+
+impl FirstRequest {
+    fn new(inner: TowerToHyperService<Router>) -> Self {
+        Self {
+            inner,
+            arrived: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for FirstRequest {
+    type Response = <TowerToHyperService<Router> as hyper::service::Service<
+        hyper::Request<hyper::body::Incoming>,
+    >>::Response;
+    type Error = <TowerToHyperService<Router> as hyper::service::Service<
+        hyper::Request<hyper::body::Incoming>,
+    >>::Error;
+    type Future = <TowerToHyperService<Router> as hyper::service::Service<
+        hyper::Request<hyper::body::Incoming>,
+    >>::Future;
+
+    fn call(&self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        self.arrived.store(true, Ordering::Relaxed);
+        self.inner.call(request)
+    }
+}
+
 async fn serve_connection<I>(
     builder: &auto::Builder<TokioExecutor>,
     io: I,
-    service: TowerToHyperService<Router>,
+    service: FirstRequest,
     mut stop: watch::Receiver<bool>,
+    read_timeout: Duration,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let arrived = service.arrived.clone();
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
-    tokio::select! {
-        _ = connection.as_mut() => return,
-        _ = stop.wait_for(|stopped| *stopped) => {}
+    let first_deadline = tokio::time::sleep(read_timeout);
+    tokio::pin!(first_deadline);
+    let mut watching = true;
+    loop {
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = stop.wait_for(|stopped| *stopped) => break,
+            _ = &mut first_deadline, if watching => {
+                if !arrived.load(Ordering::Relaxed) {
+                    return;
+                }
+                // The first request is in: hyper's deadlines take over.
+                watching = false;
+            }
+        }
     }
     connection.as_mut().graceful_shutdown();
     let _ = connection.await;
