@@ -433,11 +433,12 @@ fn serve_on_this_thread(
         };
         let addr = endpoint.local_addr().expect("a bound endpoint has an address");
         let (drain, draining) = tokio::sync::watch::channel(false);
+        let telemetry = Arc::new(Mutex::new(Telemetry::new(STATS_INTERVAL)));
         let context = Arc::new(ServerContext {
             router: shards.router.clone(),
             keys: credentials.keys.clone(),
             limits: config.server.clone(),
-            telemetry: Mutex::new(Telemetry::new(STATS_INTERVAL)),
+            telemetry: telemetry.clone(),
             clock: server_clock,
             draining,
             open_connections: AtomicU32::new(0),
@@ -458,6 +459,7 @@ fn serve_on_this_thread(
                 keys: credentials.keys.clone(),
                 catalogue: config.catalogue.clone(),
                 clock: context.clock.clone(),
+                telemetry,
                 test_clock,
                 limits: api::BodyLimits {
                     body_bytes_max: config.http.body_bytes_max as usize,

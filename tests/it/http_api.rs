@@ -553,3 +553,21 @@ fn slow_idle_and_oversized_peers_are_refused_or_cut_off_without_holding_slots() 
     let answer = read_to_close(&mut huge);
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
 }
+
+#[tokio::test]
+async fn requests_of_both_doors_are_counted_together_in_stats() {
+    let daemon = TestDaemon::start();
+    let admin = api(&daemon, Role::Admin);
+    subscribe(&admin, "w", "wallet").await;
+    check(&admin, "w", "gpt-4", 1).await;
+    let quic = daemon.client(Role::Admin).await;
+    quic.entitlements().check("w", "gpt-4", 1).await.unwrap();
+    let stats = quic.monitor().stats().await.unwrap();
+    let checks = stats
+        .operations
+        .iter()
+        .find(|op| op.operation == "check")
+        .unwrap();
+    assert_eq!(checks.count, 2);
+    assert_eq!(stats.checks_denied, 2);
+}

@@ -16,7 +16,7 @@ mod usage;
 mod views;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request as HttpRequest, State};
 use axum::middleware::{self, Next};
@@ -48,6 +48,9 @@ pub struct Shared {
     pub catalogue: Arc<Catalogue>,
     /// The daemon's clock (timestamps of profiles).
     pub clock: Arc<dyn Clock>,
+    /// The QUIC server's counters, which `stats`, `tally top` and `/metrics` read: requests of
+    /// both doors are counted together, by operation.
+    pub telemetry: Arc<std::sync::Mutex<crate::server::telemetry::Telemetry>>,
     /// The sandbox's test clock, when `[sandbox] test_clock` is on.
     pub test_clock: Option<Arc<TestClock>>,
     /// Body limits.
@@ -87,7 +90,20 @@ impl ApiState {
             .into());
         }
         tally_protocol::message::validate_request(&request)?;
-        Ok(self.router.route(request).await?)
+        let operation = request.operation_name();
+        let started = Instant::now();
+        let result = self.router.route(request).await;
+        let now = Instant::now();
+        let mut telemetry = self.telemetry.lock().expect("telemetry lock poisoned");
+        telemetry.record(operation, now - started, now, result.is_err());
+        if let Ok(Response::Check(check)) = &result {
+            if check.allowed {
+                telemetry.checks_allowed += 1;
+            } else {
+                telemetry.checks_denied += 1;
+            }
+        }
+        Ok(result?)
     }
 
     /// The customer as its shard holds it now (closing its ended periods first). No role check:

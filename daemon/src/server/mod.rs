@@ -43,7 +43,7 @@ pub struct ServerContext {
     /// Limits from `[server]`.
     pub limits: ServerConfig,
     /// Counters for `stats` (the server thread records; `/metrics` reads now and then).
-    pub telemetry: Mutex<telemetry::Telemetry>,
+    pub telemetry: Arc<Mutex<telemetry::Telemetry>>,
     /// The daemon's clock (for `stats` timestamps).
     pub clock: Arc<dyn Clock>,
     /// Becomes `true` when the daemon starts shutting down: streams stop reading requests,
