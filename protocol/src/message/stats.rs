@@ -1,0 +1,111 @@
+//! What `stats` reports: the operator console's snapshot.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use super::*;
+
+/// Everything the operator console shows, gathered without stalling the shards.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct StatsSnapshot {
+    /// The daemon's clock when the snapshot was taken.
+    pub at_ms: u64,
+    /// Milliseconds since the daemon started.
+    pub uptime_ms: u64,
+    /// Per operation: counts since start, latency since start and over the last interval.
+    pub operations: Vec<OperationStats>,
+    /// `check` answers with `allowed: true` since start.
+    pub checks_allowed: u64,
+    /// `check` answers with `allowed: false` since start.
+    pub checks_denied: u64,
+    /// Open QUIC connections.
+    pub connections: u64,
+    /// Per shard.
+    pub shards: Vec<ShardStats>,
+    /// Bytes the store takes on disk.
+    pub storage_bytes: u64,
+    /// Invoices and transactions of the current calendar month (UTC) since the daemon started.
+    pub revenue: RevenueStats,
+    /// Customers with the most usage units in the last interval, most first.
+    pub top_by_usage: Vec<TopCustomer>,
+    /// Customers with the most spend in the last interval, most first.
+    pub top_by_spend: Vec<TopCustomer>,
+    /// The latest invoices, newest first.
+    pub recent_invoices: Vec<InvoiceView>,
+    /// The latest transactions, newest first.
+    pub recent_transactions: Vec<TransactionView>,
+    /// Length of the "last interval" that `recent` figures cover.
+    pub interval_ms: u64,
+}
+
+/// One operation's counters.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct OperationStats {
+    /// `report`, `check`, … (see `Request::operation_name`).
+    pub operation: String,
+    /// Requests answered since start.
+    pub count: u64,
+    /// Of which answered with an error.
+    pub errors: u64,
+    /// Server-side latency (decode to answer) since start.
+    pub latency: LatencySummary,
+    /// Server-side latency over the last completed interval.
+    pub recent: LatencySummary,
+}
+
+/// Latency percentiles from an hdrhistogram, in microseconds.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default)]
+pub struct LatencySummary {
+    /// Samples.
+    pub count: u64,
+    /// Median.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Largest.
+    pub max_us: u64,
+}
+
+/// One shard's load.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default)]
+pub struct ShardStats {
+    /// Shard index.
+    pub shard: u32,
+    /// Customers it owns.
+    pub customers: u64,
+    /// Messages waiting in its mailbox.
+    pub mailbox_depth: u64,
+    /// Messages it has handled since start (the console turns this into ops/s).
+    pub handled: u64,
+}
+
+/// Money of the current month.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default)]
+pub struct RevenueStats {
+    /// Start of the month, milliseconds since the Unix epoch.
+    pub month_start_ms: u64,
+    /// Invoice and transaction totals, rate units.
+    pub gross_units: i64,
+    /// Fees.
+    pub fee_units: i64,
+    /// Payouts.
+    pub net_units: i64,
+    /// Invoices counted.
+    pub invoices: u64,
+    /// Transactions counted.
+    pub transactions: u64,
+}
+
+/// A customer's usage and spend over the last interval.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct TopCustomer {
+    /// The customer.
+    pub customer: String,
+    /// Usage units reported.
+    pub units: u64,
+    /// What that usage cost, in rate units (credits valued at the pack's per-credit price).
+    pub spend_units: i64,
+}
