@@ -119,7 +119,7 @@ impl ShardCore {
             .unwrap_or_else(|id| panic!("the store holds one row per customer; `{id}` twice"));
         core.period_ends = period_ends_of(&customers);
         for (slot, customer) in customers.iter() {
-            for (hold, h) in customer.holds().iter() {
+            for (&hold, h) in customer.holds() {
                 core.hold_owners.insert(hold, slot);
                 core.hold_expiry.insert((h.expires_at_ms, hold));
             }
@@ -460,7 +460,7 @@ impl ShardCore {
             seq: customer.seq(),
             held: customer
                 .holds()
-                .get(hold)
+                .get(&hold)
                 .expect("the hold was just opened")
                 .held,
             expires_at_ms,

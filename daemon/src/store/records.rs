@@ -188,7 +188,7 @@ fn stored_customer(customer: &Customer) -> StoredCustomer {
         holds: customer
             .holds()
             .iter()
-            .map(|(id, h)| StoredHold {
+            .map(|(&id, h)| StoredHold {
                 id,
                 feature: h.feature.clone(),
                 amount: h.amount,

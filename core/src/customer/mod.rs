@@ -6,9 +6,13 @@ use std::sync::Arc;
 
 use compact_str::CompactString;
 
-use tally_protocol::message::{
-    CloseReason, CustomerView, FeatureUsage, HoldView, Standing, TallyError,
-};
+use tally_protocol::message::{CloseReason, TallyError};
+
+mod extras;
+mod rules;
+
+pub use extras::{Extras, Hold, PriceSplit};
+pub use rules::metered_cost_between;
 
 use super::billing::{invoice_lines, BillingTerms, Invoice};
 use super::catalogue::{Catalogue, FeatureKind, ModelTerms, Plan, PricesOverPeriod, UsageTerms};
@@ -39,7 +43,9 @@ pub struct Customer {
     /// Dollar balance in rate units; may go negative after plain reports.
     balance_units: i64,
     /// Open holds by id.
-    holds: Holds,
+    /// What few customers have: open holds, the counters of a plan with more usage features than
+    /// fit inline, price changes inside the period.
+    extras: Extras,
     /// Low 32 bits of the next hold id.
     next_hold: u32,
     /// Invoices issued so far (the last invoice's number).
@@ -52,7 +58,7 @@ pub struct Customer {
 // Most of a customer's memory is this struct (the memory target is ≤ 200 bytes per customer in
 // all, docs/performance.md): growing it is a decision, not an accident.
 const _: () = assert!(std::mem::size_of::<Customer>() <= 136);
-const _: () = assert!(std::mem::size_of::<Holds>() == 8);
+const _: () = assert!(std::mem::size_of::<Extras>() == 8);
 
 /// A customer's state as the store keeps it, to restore it: every field but the usage counters,
 /// which follow the plan ([`Customer::set_used`] after [`Customer::restore`]).
@@ -77,7 +83,7 @@ pub struct CustomerParts {
     /// Dollar balance in rate units.
     pub balance_units: i64,
     /// Open holds by id.
-    pub holds: Holds,
+    pub holds: BTreeMap<u64, Hold>,
     /// Low 32 bits of the next hold id.
     pub next_hold: u32,
     /// Invoices issued so far.
@@ -94,166 +100,8 @@ const INLINE_COUNTERS: usize = 3;
 /// overhead and, allocated among short-lived request buffers, pin partly empty pages. Why not an
 /// enum of these and a boxed slice: its tag took 8 bytes of every customer (of the memory target's
 /// budget) to say what the plan already says; a plan with more usage features keeps all its
-/// counters in the [`Holds`] box instead, which most customers never allocate.
+/// counters in its [`Extras`] box instead, which most customers never allocate.
 pub type InlineCounters = [u64; INLINE_COUNTERS];
-
-/// A customer's open holds by id and, in the same box, the usage counters of a plan with more
-/// than [`INLINE_COUNTERS`] usage features. Most customers have neither, so both cost one null
-/// pointer rather than an empty map's three words and a slice's two (a million customers' worth).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Holds(Option<Box<Spare>>);
-
-/// What [`Holds`] boxes; never all empty.
-#[derive(Debug, Clone, Default, PartialEq)]
-struct Spare {
-    holds: BTreeMap<u64, Hold>,
-    /// A many-feature plan's counters; empty for a plan whose counters fit inline.
-    counters: Box<[u64]>,
-    /// Price changes that took effect inside the current period (rare: most customers never
-    /// have one, so they live in this box too).
-    splits: Vec<PriceSplit>,
-}
-
-/// A price change inside a period: the usage before it, and the prices it was used at.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PriceSplit {
-    /// The plan's prices before the change.
-    pub plan: Arc<Plan>,
-    /// When the change took effect.
-    pub at_ms: u64,
-    /// Units of each usage feature used in the period before it (cumulative).
-    pub usage: Vec<(String, u64)>,
-}
-
-impl PriceSplit {
-    /// Units of `feature` used before the change.
-    pub fn used(&self, feature: &str) -> u64 {
-        self.usage
-            .iter()
-            .find(|(f, _)| f == feature)
-            .map_or(0, |(_, units)| *units)
-    }
-}
-
-impl Holds {
-    /// How many are open.
-    pub fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |spare| spare.holds.len())
-    }
-
-    /// Whether none is open.
-    pub fn is_empty(&self) -> bool {
-        self.0.as_ref().is_none_or(|spare| spare.holds.is_empty())
-    }
-
-    /// The hold `id`.
-    pub fn get(&self, id: u64) -> Option<&Hold> {
-        self.0.as_ref()?.holds.get(&id)
-    }
-
-    /// Opens `hold` as `id`; returns a hold it replaced.
-    pub fn insert(&mut self, id: u64, hold: Hold) -> Option<Hold> {
-        self.0.get_or_insert_default().holds.insert(id, hold)
-    }
-
-    /// Removes the hold `id`.
-    pub fn remove(&mut self, id: u64) -> Option<Hold> {
-        let removed = self.0.as_mut()?.holds.remove(&id);
-        self.drop_box_if_empty();
-        removed
-    }
-
-    /// Drops every hold (a many-feature plan's counters stay).
-    pub fn clear(&mut self) {
-        if let Some(spare) = self.0.as_mut() {
-            spare.holds.clear();
-        }
-        self.drop_box_if_empty();
-    }
-
-    /// The open holds by id, in id order.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, &Hold)> {
-        self.0
-            .iter()
-            .flat_map(|spare| spare.holds.iter().map(|(&id, hold)| (id, hold)))
-    }
-
-    /// The open holds, in id order.
-    pub fn values(&self) -> impl Iterator<Item = &Hold> {
-        self.iter().map(|(_, hold)| hold)
-    }
-
-    /// A many-feature plan's counters, if they live here.
-    fn counters(&self) -> Option<&[u64]> {
-        self.0
-            .as_deref()
-            .map(|spare| &*spare.counters)
-            .filter(|counters| !counters.is_empty())
-    }
-
-    fn counters_mut(&mut self) -> Option<&mut [u64]> {
-        self.0
-            .as_deref_mut()
-            .map(|spare| &mut *spare.counters)
-            .filter(|counters| !counters.is_empty())
-    }
-
-    /// Keeps `counters` here (a plan with more usage features than fit inline), or none (an
-    /// empty slice).
-    fn set_counters(&mut self, counters: Box<[u64]>) {
-        if counters.is_empty() && self.0.is_none() {
-            return;
-        }
-        self.0.get_or_insert_default().counters = counters;
-        self.drop_box_if_empty();
-    }
-
-    /// The price changes inside the current period, oldest first.
-    fn splits(&self) -> &[PriceSplit] {
-        self.0.as_deref().map_or(&[], |spare| &spare.splits)
-    }
-
-    fn set_splits(&mut self, splits: Vec<PriceSplit>) {
-        if splits.is_empty() && self.0.is_none() {
-            return;
-        }
-        self.0.get_or_insert_default().splits = splits;
-        self.drop_box_if_empty();
-    }
-
-    fn drop_box_if_empty(&mut self) {
-        if self.0.as_ref().is_some_and(|spare| {
-            spare.holds.is_empty() && spare.counters.is_empty() && spare.splits.is_empty()
-        }) {
-            self.0 = None;
-        }
-    }
-}
-
-impl FromIterator<(u64, Hold)> for Holds {
-    fn from_iter<I: IntoIterator<Item = (u64, Hold)>>(iter: I) -> Self {
-        let holds: BTreeMap<u64, Hold> = iter.into_iter().collect();
-        Holds((!holds.is_empty()).then(|| {
-            Box::new(Spare {
-                holds,
-                ..Spare::default()
-            })
-        }))
-    }
-}
-
-/// An open reservation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hold {
-    /// The usage feature held for.
-    pub feature: String,
-    /// Units held.
-    pub amount: u64,
-    /// What is held: units (metered), credits (credits) or rate units (balance).
-    pub held: i64,
-    /// When it releases itself.
-    pub expires_at_ms: u64,
-}
 
 /// How a plan treats one feature.
 #[derive(Debug, Clone, Copy)]
@@ -301,7 +149,7 @@ impl Customer {
             granted_credits: 0,
             purchased_credits: 0,
             balance_units: 0,
-            holds: Holds::default(),
+            extras: Extras::default(),
             next_hold: 0,
             invoices_issued: 0,
             transactions_made: 0,
@@ -323,7 +171,7 @@ impl Customer {
             granted_credits: parts.granted_credits,
             purchased_credits: parts.purchased_credits,
             balance_units: parts.balance_units,
-            holds: parts.holds,
+            extras: Extras::with_holds(parts.holds),
             next_hold: parts.next_hold,
             invoices_issued: parts.invoices_issued,
             transactions_made: parts.transactions_made,
@@ -378,8 +226,8 @@ impl Customer {
     }
 
     /// Open holds by id.
-    pub fn holds(&self) -> &Holds {
-        &self.holds
+    pub fn holds(&self) -> &BTreeMap<u64, Hold> {
+        self.extras.holds()
     }
 
     /// Low 32 bits of the next hold id.
@@ -413,9 +261,9 @@ impl Customer {
         self.period_end_ms = plan.period.end_containing(now_ms, now_ms);
         self.plan = plan;
         self.reset_counters();
-        self.holds.set_splits(Vec::new());
-        let dropped = self.holds.iter().map(|(id, _)| id).collect();
-        self.holds.clear();
+        self.extras.set_splits(Vec::new());
+        let dropped = self.extras.holds().keys().copied().collect();
+        self.extras.clear_holds();
         self.seq += 1;
         dropped
     }
@@ -460,7 +308,7 @@ impl Customer {
             net_units: settlement.net_units,
         };
         self.counters_mut().fill(0);
-        self.holds.set_splits(Vec::new());
+        self.extras.set_splits(Vec::new());
         match self.plan.terms {
             ModelTerms::Credits { .. } => self.purchased_credits = self.purchased_credits.max(0),
             ModelTerms::Balance { .. } => self.balance_units = self.balance_units.max(0),
@@ -527,11 +375,11 @@ impl Customer {
 
     /// The usage counters, indexed by the plan's usage slots ([`Plan::usage_slot`]).
     pub fn counters(&self) -> &[u64] {
-        self.holds.counters().unwrap_or(&self.inline_usage)
+        self.extras.wide_counters().unwrap_or(&self.inline_usage)
     }
 
     fn counters_mut(&mut self) -> &mut [u64] {
-        match self.holds.counters_mut() {
+        match self.extras.wide_counters_mut() {
             Some(counters) => counters,
             None => &mut self.inline_usage,
         }
@@ -542,7 +390,7 @@ impl Customer {
     pub fn reset_counters(&mut self) {
         self.inline_usage = InlineCounters::default();
         let count = self.plan.usage.len();
-        self.holds.set_counters(if count > INLINE_COUNTERS {
+        self.extras.set_wide_counters(if count > INLINE_COUNTERS {
             vec![0; count].into_boxed_slice()
         } else {
             Box::default()
@@ -585,8 +433,8 @@ impl Customer {
         actual: u64,
     ) -> Result<(Hold, UsageTerms, i64), TallyError> {
         let hold = self
-            .holds
-            .remove(id)
+            .extras
+            .remove_hold(id)
             .ok_or(TallyError::UnknownHold { hold: id })?;
         let terms = self
             .usage_terms(catalogue, &hold.feature)
@@ -603,8 +451,8 @@ impl Customer {
     /// Releases hold `id` without charging.
     pub fn release_hold(&mut self, id: u64) -> Result<Hold, TallyError> {
         let hold = self
-            .holds
-            .remove(id)
+            .extras
+            .remove_hold(id)
             .ok_or(TallyError::UnknownHold { hold: id })?;
         self.seq += 1;
         Ok(hold)
@@ -644,7 +492,7 @@ impl Customer {
 
     /// The price changes that took effect inside the current period, oldest first.
     pub fn price_splits(&self) -> &[PriceSplit] {
-        self.holds.splits()
+        self.extras.splits()
     }
 
     /// Prices the current period as `prices` says: the customer moves to the last version, and
@@ -666,7 +514,7 @@ impl Customer {
             });
         }
         self.adopt_prices(before);
-        self.holds.set_splits(splits);
+        self.extras.set_splits(splits);
     }
 
     /// Moves to another version of the same plan's prices, keeping the period and its usage.
@@ -684,298 +532,6 @@ impl Customer {
             self.set_used(&feature, units);
         }
     }
-
-    /// What `units` of metered `feature` cost in overage this period, each unit at the price in
-    /// force when it was used (the splits' prices, then the current one).
-    fn overage_cost_to(&self, feature: &str, units: u64) -> i64 {
-        let mut cost = 0;
-        let mut from = 0;
-        for split in self.price_splits() {
-            let to = split.used(feature).max(from).min(units.max(from));
-            cost += metered_cost_between(split.plan.usage.get(feature), from, to);
-            from = to;
-        }
-        cost + metered_cost_between(self.plan.usage.get(feature), from, units.max(from))
-    }
-
-    /// Sets the units of `feature` used this period (restoring stored state); `false` if the
-    /// plan has no such usage feature.
-    pub fn set_used(&mut self, feature: &str, units: u64) -> bool {
-        match self.plan.usage_slot(feature) {
-            Some(slot) => {
-                self.counters_mut()[slot] = units;
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn held_amount(&self, feature: &str) -> u64 {
-        self.holds
-            .values()
-            .filter(|h| h.feature == feature)
-            .map(|h| h.amount)
-            .sum()
-    }
-
-    fn held_total(&self) -> i64 {
-        self.holds.values().map(|h| h.held).sum()
-    }
-
-    fn available_credits(&self) -> i64 {
-        self.granted_credits + self.purchased_credits - self.held_total()
-    }
-
-    /// Overage cost so far across every metered feature, counting held units as used.
-    fn overage_cost_with_holds(&self) -> i64 {
-        self.plan
-            .usage
-            .iter()
-            .map(|(feature, terms)| match terms {
-                UsageTerms::Metered {
-                    overage: Some(_), ..
-                } => self.overage_cost_to(feature, self.used(feature) + self.held_amount(feature)),
-                _ => 0,
-            })
-            .sum()
-    }
-
-    /// Whether `amount` more of `feature` may be used now, counting open holds as used.
-    pub fn assess(&self, feature: &str, terms: UsageTerms, amount: u64) -> Assessment {
-        if amount == 0 {
-            // Nothing costs nothing, even to a customer in debt.
-            return allowed(0);
-        }
-        match terms {
-            UsageTerms::Metered { included, overage } => {
-                let committed = self.used(feature) + self.held_amount(feature);
-                let within = committed + amount <= included;
-                let cost = overage.map_or(0, |price| {
-                    let over = |u: u64| u.saturating_sub(included);
-                    price.cost(over(committed + amount)) - price.cost(over(committed))
-                });
-                let ModelTerms::Metered { spending_cap_units } = self.plan.terms else {
-                    unreachable!("metered terms only exist in metered plans")
-                };
-                match (within, overage, spending_cap_units) {
-                    (true, _, _) | (false, Some(_), None) => allowed(cost),
-                    (false, Some(_), Some(cap)) => {
-                        let spent = self.overage_cost_with_holds();
-                        Assessment {
-                            is_allowed: spent + cost <= cap,
-                            cost,
-                            limit_cost: cost,
-                            limit_available: cap - spent,
-                        }
-                    }
-                    (false, None, _) => Assessment {
-                        is_allowed: false,
-                        cost,
-                        limit_cost: amount as i64,
-                        limit_available: included.saturating_sub(committed) as i64,
-                    },
-                }
-            }
-            UsageTerms::Credits { credits_per_unit } => {
-                let cost = amount as i64 * credits_per_unit;
-                let available = self.available_credits();
-                Assessment {
-                    is_allowed: available >= cost,
-                    cost,
-                    limit_cost: cost,
-                    limit_available: available,
-                }
-            }
-            UsageTerms::Balance { price } => {
-                let cost = price.cost_of_increase(self.used(feature), amount);
-                let ModelTerms::Balance { overdraft_units } = self.plan.terms else {
-                    unreachable!("balance terms only exist in balance plans")
-                };
-                let available = self.balance_units - self.held_total();
-                Assessment {
-                    is_allowed: available - cost >= -overdraft_units,
-                    cost,
-                    limit_cost: cost,
-                    limit_available: available + overdraft_units,
-                }
-            }
-        }
-    }
-
-    /// Records `amount` of `feature` unconditionally (the work has happened) and returns what it
-    /// cost. Credits are taken from the period's grant first; credits and balance may go negative.
-    pub fn record(&mut self, feature: &str, terms: UsageTerms, amount: u64) -> i64 {
-        let slot = self
-            .plan
-            .usage_slot(feature)
-            .expect("usage terms come from the customer's plan");
-        let used = self.counters()[slot];
-        let charged = match terms {
-            UsageTerms::Metered { included, overage } => overage.map_or(0, |price| {
-                let over = |u: u64| u.saturating_sub(included);
-                price.cost(over(used + amount)) - price.cost(over(used))
-            }),
-            UsageTerms::Credits { credits_per_unit } => {
-                let cost = amount as i64 * credits_per_unit;
-                let from_grant = cost.min(self.granted_credits.max(0));
-                self.granted_credits -= from_grant;
-                self.purchased_credits -= cost - from_grant;
-                cost
-            }
-            UsageTerms::Balance { price } => {
-                let cost = price.cost_of_increase(used, amount);
-                self.balance_units -= cost;
-                cost
-            }
-        };
-        self.counters_mut()[slot] = used + amount;
-        self.seq += 1;
-        charged
-    }
-
-    /// Where the customer stands on `feature`.
-    pub fn standing(&self, feature: &str, rule: FeatureRule) -> Standing {
-        match rule {
-            FeatureRule::Flag(enabled) => Standing::Flag { enabled },
-            FeatureRule::Usage(UsageTerms::Metered { included, overage }) => {
-                let used = self.used(feature);
-                let overage_units = used.saturating_sub(included);
-                Standing::Metered {
-                    used,
-                    included,
-                    held: self.held_amount(feature),
-                    overage_units,
-                    overage_cost_units: match overage {
-                        Some(_) => self.overage_cost_to(feature, used),
-                        None => 0,
-                    },
-                    has_overage: overage.is_some(),
-                }
-            }
-            FeatureRule::Usage(UsageTerms::Credits { .. }) => Standing::Credits {
-                available: self.available_credits(),
-                granted: self.granted_credits,
-                purchased: self.purchased_credits,
-                held: self.held_total(),
-            },
-            FeatureRule::Usage(UsageTerms::Balance { .. }) => {
-                let ModelTerms::Balance { overdraft_units } = self.plan.terms else {
-                    unreachable!("balance terms only exist in balance plans")
-                };
-                Standing::Balance {
-                    available_units: self.balance_units - self.held_total(),
-                    balance_units: self.balance_units,
-                    held_units: self.held_total(),
-                    overdraft_units,
-                }
-            }
-        }
-    }
-
-    /// Opens a hold (the caller has assessed it as allowed). `hold_id` must be unused.
-    pub fn open_hold(
-        &mut self,
-        hold_id: u64,
-        feature: &str,
-        terms: UsageTerms,
-        amount: u64,
-        cost: i64,
-        expires_at_ms: u64,
-    ) {
-        let held = match terms {
-            UsageTerms::Metered { .. } => amount as i64,
-            UsageTerms::Credits { .. } | UsageTerms::Balance { .. } => cost,
-        };
-        let previous = self.holds.insert(
-            hold_id,
-            Hold {
-                feature: feature.into(),
-                amount,
-                held,
-                expires_at_ms,
-            },
-        );
-        assert!(previous.is_none(), "hold id {hold_id:#x} reused");
-        self.seq += 1;
-    }
-
-    /// Removes the holds that expired at or before `now_ms`; returns their ids.
-    pub fn expire_holds(&mut self, now_ms: u64) -> Vec<u64> {
-        let expired: Vec<u64> = self
-            .holds
-            .iter()
-            .filter(|(_, h)| h.expires_at_ms <= now_ms)
-            .map(|(id, _)| id)
-            .collect();
-        for &id in &expired {
-            self.holds.remove(id);
-            self.seq += 1;
-        }
-        expired
-    }
-
-    /// The admin view.
-    pub fn view(&self) -> CustomerView {
-        CustomerView {
-            customer: self.id.to_string(),
-            plan: self.plan.slug.clone(),
-            model: self.plan.model(),
-            seq: self.seq,
-            period_start_ms: self.period_start_ms,
-            period_end_ms: self.period_end_ms,
-            usage: self
-                .plan
-                .usage
-                .iter()
-                .map(|(feature, terms)| FeatureUsage {
-                    feature: feature.clone(),
-                    used: self.used(feature),
-                    included: match terms {
-                        UsageTerms::Metered { included, .. } => *included,
-                        _ => 0,
-                    },
-                })
-                .collect(),
-            granted_credits: self.granted_credits,
-            purchased_credits: self.purchased_credits,
-            balance_units: self.balance_units,
-            holds: self
-                .holds
-                .iter()
-                .map(|(hold, h)| HoldView {
-                    hold,
-                    feature: h.feature.clone(),
-                    amount: h.amount,
-                    held: h.held,
-                    expires_at_ms: h.expires_at_ms,
-                })
-                .collect(),
-        }
-    }
-}
-
-/// The overage cost of the usage from `from` to `to` units under `terms` (cumulative, so the
-/// costs of consecutive ranges add up to the cost of their union); 0 for non-metered terms.
-pub fn metered_cost_between(terms: Option<&UsageTerms>, from: u64, to: u64) -> i64 {
-    match terms {
-        Some(UsageTerms::Metered {
-            included,
-            overage: Some(price),
-        }) => {
-            let over = |units: u64| units.saturating_sub(*included);
-            price.cost(over(to)) - price.cost(over(from))
-        }
-        _ => 0,
-    }
-}
-
-fn allowed(cost: i64) -> Assessment {
-    Assessment {
-        is_allowed: true,
-        cost,
-        limit_cost: cost,
-        limit_available: 0,
-    }
 }
 
 /// The shipped catalogue and a plan `wide` with five metered usage features (more than fit
@@ -985,7 +541,7 @@ pub(crate) fn catalogue_with_a_wide_plan() -> Arc<Catalogue> {
     let toml = format!(
         "{}\n{}",
         crate::shipped::CONFIG_TOML,
-        include_str!("../testdata/wide_plan.toml")
+        include_str!("../../testdata/wide_plan.toml")
     );
     crate::shipped::catalogue_of(&toml)
 }
@@ -1001,15 +557,11 @@ mod tests {
     }
 
     #[test]
-    fn counters_live_inline_for_few_features_and_beside_the_holds_for_many() {
+    fn counters_live_inline_for_few_features_and_in_the_extras_for_many() {
         let (pro, wide) = plans();
         let mut customer = Customer::new("acme", pro.clone(), 0);
         assert_eq!(customer.counters(), [0; INLINE_COUNTERS]);
-        assert_eq!(
-            customer.holds,
-            Holds::default(),
-            "no box for a few-feature plan"
-        );
+        assert!(!customer.extras.is_boxed(), "no box for a few-feature plan");
 
         customer.start_plan(wide.clone(), 1);
         assert_eq!(customer.counters().len(), 5);
@@ -1023,11 +575,11 @@ mod tests {
             held: 1,
             expires_at_ms: 10,
         };
-        customer.holds.insert(1, hold.clone());
-        assert_eq!(customer.holds.remove(1), Some(hold.clone()));
-        customer.holds.insert(2, hold);
-        customer.holds.clear();
-        assert!(customer.holds.is_empty());
+        customer.extras.insert_hold(1, hold.clone());
+        assert_eq!(customer.extras.remove_hold(1), Some(hold.clone()));
+        customer.extras.insert_hold(2, hold);
+        customer.extras.clear_holds();
+        assert!(customer.holds().is_empty());
         assert_eq!(
             customer.used("embeddings"),
             7,
@@ -1048,30 +600,26 @@ mod tests {
         customer.start_plan(pro, 2);
         customer.record("tokens", customer.plan.usage["tokens"], 3);
         assert_eq!(customer.counters(), [3, 0, 0]);
-        assert_eq!(
-            customer.holds,
-            Holds::default(),
-            "the box goes with the plan"
-        );
+        assert!(!customer.extras.is_boxed(), "the box goes with the plan");
     }
 
     #[test]
-    fn holds_drop_their_map_when_the_last_one_goes() {
-        let mut holds = Holds::default();
+    fn the_extras_box_goes_when_its_last_hold_goes() {
+        let mut extras = Extras::default();
         let hold = |amount| Hold {
             feature: "tokens".into(),
             amount,
             held: amount as i64,
             expires_at_ms: 10,
         };
-        assert!(holds.insert(2, hold(5)).is_none());
-        assert!(holds.insert(1, hold(3)).is_none());
-        assert_eq!(holds.iter().map(|(id, _)| id).collect::<Vec<_>>(), [1, 2]);
-        assert_eq!(holds.remove(1).map(|h| h.amount), Some(3));
-        assert_eq!(holds.len(), 1);
-        assert_eq!(holds.remove(2).map(|h| h.amount), Some(5));
-        assert!(holds.is_empty());
-        assert_eq!(holds, Holds::default());
-        assert!(holds.remove(2).is_none());
+        assert!(extras.insert_hold(2, hold(5)).is_none());
+        assert!(extras.insert_hold(1, hold(3)).is_none());
+        assert_eq!(extras.holds().keys().copied().collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(extras.remove_hold(1).map(|h| h.amount), Some(3));
+        assert_eq!(extras.holds().len(), 1);
+        assert_eq!(extras.remove_hold(2).map(|h| h.amount), Some(5));
+        assert!(extras.holds().is_empty());
+        assert!(!extras.is_boxed());
+        assert!(extras.remove_hold(2).is_none());
     }
 }
