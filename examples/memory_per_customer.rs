@@ -19,8 +19,8 @@ use std::time::Instant;
 
 use tally::driver::{customer, seed_customers};
 use tally::local::LocalDaemon;
-use tally_daemon::allocator::TallyAllocator;
 use tally_daemon::config::Durability;
+use tally_daemon::platform::allocator::TallyAllocator;
 use tally_daemon::SystemClock;
 use tally_protocol::message::{BatchItemResult, ReportItem};
 use tally_protocol::Client;
@@ -83,7 +83,7 @@ fn resident_bytes() -> anyhow::Result<u64> {
 }
 
 fn main() -> anyhow::Result<()> {
-    tally_daemon::memory::configure_for_mimalloc()?;
+    tally_daemon::platform::memory::configure_for_mimalloc()?;
     let mut args = std::env::args().skip(1);
     let customers: usize = args
         .next()
@@ -106,7 +106,7 @@ fn main() -> anyhow::Result<()> {
     let client = runtime.block_on(Client::connect(client_config))?;
     // What a quiet daemon does 1 s after its last work (`memory::release_idle`): start-up's
     // freed large blocks are not part of the empty daemon.
-    tally_daemon::allocator::release_cached();
+    tally_daemon::platform::allocator::release_cached();
     let empty = resident_bytes()?;
     let empty_live = live_bytes();
     let loading = Instant::now();

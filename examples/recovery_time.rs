@@ -18,12 +18,13 @@ use tally_protocol::Client;
 
 /// The same allocator as `tallyd`: recovery allocates a customer's state per row.
 #[global_allocator]
-static ALLOCATOR: tally_daemon::allocator::TallyAllocator = tally_daemon::allocator::TallyAllocator;
+static ALLOCATOR: tally_daemon::platform::allocator::TallyAllocator =
+    tally_daemon::platform::allocator::TallyAllocator;
 
 const BATCH: usize = 1_000;
 
 fn main() -> anyhow::Result<()> {
-    tally_daemon::memory::configure_for_mimalloc()?;
+    tally_daemon::platform::memory::configure_for_mimalloc()?;
     tracing_subscriber::fmt()
         .with_env_filter("tally_daemon=info")
         .with_writer(std::io::stderr)

@@ -18,7 +18,7 @@ use tally_protocol::message::{BatchItemResult, Response, TallyError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Durability;
-use crate::memory;
+use crate::platform::memory;
 use crate::store::{Store, Tail, Write, CHECKPOINT_BYTES, QUIET_FLUSH_MIN_BYTES};
 
 /// Bursts that may wait for the committer before shards refuse writes (`Overloaded`, nothing

@@ -411,7 +411,7 @@ fn serve_on_this_thread(
         actix_rt::spawn(release_answers(released));
         if config.server.busy_poll_us > 0 {
             let window = Duration::from_micros(config.server.busy_poll_us.into());
-            actix_rt::spawn(server::busy_poll::poll_while_busy(window));
+            actix_rt::spawn(crate::platform::busy_poll::poll_while_busy(window));
         }
         let server_clock = clock.clone();
         let shards = Shards::start(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::committer::StoreHealth;
-use crate::memory;
+use crate::platform::memory;
 use crate::store::Store;
 
 /// Pause between chunks.

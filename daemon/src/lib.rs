@@ -14,7 +14,6 @@
 //! recovers every customer, hold and idempotency key from the store before serving.
 
 pub mod activity;
-pub mod allocator;
 pub mod api;
 pub mod clock;
 pub mod committer;
@@ -25,7 +24,7 @@ pub mod data_dir;
 pub mod demo;
 pub mod http;
 pub mod janitor;
-pub mod memory;
+pub mod platform;
 pub mod router;
 pub mod server;
 pub mod shard;

@@ -14,7 +14,8 @@ use tally_protocol::message::Role;
 /// several threads, where glibc spent more time than the daemon's own code (docs/performance.md);
 /// large blocks get mappings of their own (`allocator`: what stays resident is what is in use).
 #[global_allocator]
-static ALLOCATOR: tally_daemon::allocator::TallyAllocator = tally_daemon::allocator::TallyAllocator;
+static ALLOCATOR: tally_daemon::platform::allocator::TallyAllocator =
+    tally_daemon::platform::allocator::TallyAllocator;
 
 /// Tally: usage metering and entitlements for AI products.
 #[derive(Parser)]
@@ -56,7 +57,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let memory_setup = tally_daemon::memory::configure_for_mimalloc();
+    let memory_setup = tally_daemon::platform::memory::configure_for_mimalloc();
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

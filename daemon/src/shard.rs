@@ -20,8 +20,8 @@ use tokio::sync::oneshot;
 use crate::activity::{Activity, ActivityReport};
 use crate::clock::Clock;
 use crate::committer::{Burst, CommitQueue, PendingReply, StoreHealth};
-use crate::memory::{self, QuietWatch};
 use crate::metering::engine::ShardCore;
+use crate::platform::memory::{self, QuietWatch};
 use crate::store::{writes_for, Write};
 
 /// How often a shard releases expired holds and forgets expired keys that no request touched.
@@ -148,7 +148,7 @@ impl Shard {
     /// Counts a message taken off the mailbox.
     fn took_message(&mut self) {
         self.handled += 1;
-        memory::note_work();
+        crate::platform::worked();
         self.depth.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -206,7 +206,7 @@ impl Actor for Shard {
                 shard.core.expire_holds(now_ms);
                 shard.close_due_periods(ctx);
             }
-            if shard.quiet.tick(memory::thread_work()) {
+            if shard.quiet.tick(crate::platform::work_done()) {
                 memory::release_idle();
             }
         });

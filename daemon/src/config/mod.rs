@@ -98,7 +98,7 @@ pub struct ServerConfig {
     /// Run the shard actors on the QUIC server's thread instead of one thread each.
     pub shards_on_server_thread: bool,
     /// How long the server thread keeps polling its sockets after its last work before it
-    /// sleeps (0: never polls); see `server::busy_poll`.
+    /// sleeps (0: never polls); see `platform::busy_poll`.
     pub busy_poll_us: u32,
     /// Messages a shard's mailbox holds before requests are answered `Overloaded`.
     pub mailbox_capacity: usize,

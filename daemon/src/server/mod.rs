@@ -1,7 +1,6 @@
 //! The QUIC edge: accept connections, authenticate each stream, decode requests, route them to
 //! shards, encode answers. It never touches customer state or storage directly.
 
-pub mod busy_poll;
 mod stream;
 pub mod telemetry;
 

@@ -109,7 +109,7 @@ pub(super) async fn serve_stream(
                 )))
             }
         }
-        super::busy_poll::saw_activity();
+        crate::platform::worked();
         let request = match decode_client_frame(&body) {
             Ok(ClientFrame::Request(request)) => request,
             Ok(ClientFrame::Hello(_)) => {
@@ -133,7 +133,7 @@ pub(super) async fn serve_stream(
                 id: request.id,
                 reply,
             }));
-            super::busy_poll::saw_activity();
+            crate::platform::worked();
         });
     };
     outbox.stop_reading();

@@ -19,7 +19,6 @@
 //! 3) against 394 (one run, same sitting), and no throughput lost in same-sitting A/Bs
 //! (docs/performance.md).
 
-use std::cell::Cell;
 use std::sync::mpsc::{Receiver, RecvError, RecvTimeoutError};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -36,7 +35,7 @@ pub fn release_idle() {
     }
 }
 
-/// For processes whose `#[global_allocator]` is [`crate::allocator::TallyAllocator`] (mimalloc
+/// For processes whose `#[global_allocator]` is [`super::allocator::TallyAllocator`] (mimalloc
 /// below its large blocks): makes [`release_idle`] ask mimalloc to collect the calling thread's
 /// heap (without forcing: pages still in use stay) and unmap the freed large mappings kept for
 /// reuse, and turns transparent huge pages off for the process (call it first thing in `main`).
@@ -63,7 +62,7 @@ extern "C" {
 fn mimalloc_collect() {
     // SAFETY: `mi_collect` takes no pointers and may be called from any thread at any time.
     unsafe { mi_collect(false) }
-    crate::allocator::release_cached();
+    super::allocator::release_cached();
 }
 
 /// The next message on `channel`; if none comes within [`QUIET_AFTER`], gives the thread's free
@@ -89,23 +88,6 @@ pub fn recv_or_when_quiet<T>(
     }
 }
 
-thread_local! {
-    /// Messages handled on this thread so far, by any of its shards.
-    static THREAD_WORK: Cell<u64> = const { Cell::new(0) };
-}
-
-/// Counts a message handled on the calling thread.
-pub fn note_work() {
-    THREAD_WORK.with(|work| work.set(work.get() + 1));
-}
-
-/// Messages handled on the calling thread so far ([`note_work`]): what a shard's [`QuietWatch`]
-/// reads, so that a quiet shard beside a busy one on the same thread does not collect the busy
-/// thread's pages.
-pub fn thread_work() -> u64 {
-    THREAD_WORK.with(Cell::get)
-}
-
 /// Tells a periodic task whether its thread was quiet since the task's last tick.
 #[derive(Debug, Default)]
 pub struct QuietWatch {
@@ -113,7 +95,7 @@ pub struct QuietWatch {
 }
 
 impl QuietWatch {
-    /// `handled` is the count of messages handled so far ([`thread_work`]): `true` if it did
+    /// `handled` is the thread's work so far ([`super::work_done`]): `true` if it did
     /// not move since the previous tick.
     pub fn tick(&mut self, handled: u64) -> bool {
         let quiet = handled == self.handled_at_last_tick;
@@ -135,20 +117,6 @@ mod tests {
         assert!(watch.tick(3));
         assert!(!watch.tick(4));
         assert!(watch.tick(4));
-    }
-
-    #[test]
-    fn work_is_counted_per_thread() {
-        let before = thread_work();
-        note_work();
-        note_work();
-        assert_eq!(thread_work(), before + 2);
-        let elsewhere = std::thread::spawn(|| {
-            note_work();
-            thread_work()
-        });
-        assert_eq!(elsewhere.join().unwrap(), 1);
-        assert_eq!(thread_work(), before + 2);
     }
 
     #[test]

@@ -16,43 +16,15 @@
 //! polls only within `[server] busy_poll_us` of the thread's last work, then parks until new
 //! work wakes it, so a quiet daemon costs nothing.
 
-use std::cell::Cell;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
-
-use tokio::sync::Notify;
 
 /// How long the poller stays away once other threads wait for a core (tokio's timer resolution).
 const STEP_ASIDE: Duration = Duration::from_millis(1);
 /// How often, while polling, the poller asks whether other threads wait for a core (a `pread`
 /// of `/proc/loadavg`, ~2 µs).
 const CONTENTION_CHECK_EVERY: Duration = Duration::from_micros(20);
-
-/// The server thread's work, as the poller sees it: a counter bumped per piece of work, and
-/// whether the poller sleeps until the next one.
-#[derive(Default)]
-struct Activity {
-    seen: Cell<u64>,
-    parked: Cell<bool>,
-    wake: Notify,
-}
-
-thread_local! {
-    static ACTIVITY: Rc<Activity> = Rc::default();
-}
-
-/// Notes that this thread had work (a request read, an answer queued). Cheap: a counter, and a
-/// wake-up only for a parked poller.
-pub fn saw_activity() {
-    ACTIVITY.with(|activity| {
-        activity.seen.set(activity.seen.get().wrapping_add(1));
-        if activity.parked.replace(false) {
-            activity.wake.notify_one();
-        }
-    });
-}
 
 /// What the poller does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,7 +124,7 @@ pub async fn poll_while_busy(window: Duration) {
             return;
         }
     };
-    let activity = ACTIVITY.with(Rc::clone);
+    let activity = super::thread_activity();
     let mut poller = Poller::new(window, Instant::now(), activity.seen.get());
     loop {
         match poller.next(Instant::now(), activity.seen.get(), || {
@@ -175,6 +147,8 @@ pub async fn poll_while_busy(window: Duration) {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+
     use super::*;
 
     const WINDOW: Duration = Duration::from_micros(300);
@@ -240,13 +214,13 @@ mod tests {
 
     #[test]
     fn work_wakes_a_parked_poller_and_only_a_parked_one() {
-        let activity = ACTIVITY.with(Rc::clone);
+        let activity = crate::platform::thread_activity();
         let before = activity.seen.get();
-        saw_activity();
+        crate::platform::worked();
         assert_eq!(activity.seen.get(), before + 1);
         assert!(!activity.parked.get());
         activity.parked.set(true);
-        saw_activity();
+        crate::platform::worked();
         assert!(!activity.parked.get(), "the wake-up clears the flag");
         // The wake-up was stored for the poller's next wait (tokio's Notify keeps one permit).
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -258,7 +232,7 @@ mod tests {
                 .await
                 .expect("the stored wake-up");
             // Work while the poller is not parked stores no wake-up.
-            saw_activity();
+            crate::platform::worked();
             let waited = tokio::time::timeout(Duration::ZERO, activity.wake.notified()).await;
             assert!(
                 waited.is_err(),
