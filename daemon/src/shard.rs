@@ -38,8 +38,7 @@ pub const CLOSES_PER_STEP_MAX: usize = 2_000;
 
 /// Where the shards of one thread put their bursts. What they add during one turn of the
 /// thread's task queue reaches the committer as one burst: two shards on the server thread that
-/// each handed their own burst over made two commits (and two wake-ups) where one would do —
-/// with one shard instead of two, durable reports at 4×64 ran ~7% faster (3 pairs).
+/// each handed their own burst over made two commits (and two wake-ups) where one would do.
 pub struct Collector {
     commits: CommitQueue,
     collected: Mutex<Collected>,

@@ -22,8 +22,7 @@ pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../../config.toml");
 pub const SHARDS_MAX: usize = 256;
 /// Largest shard mailbox, in messages.
 pub const MAILBOX_CAPACITY_MAX: usize = 1 << 20;
-/// Longest busy-poll window, in microseconds (1,000 gained nothing over 300 in the A/Bs of
-/// docs/performance.md; longer only keeps a core busy longer).
+/// Longest busy-poll window, in microseconds: longer only keeps a core busy longer.
 pub const BUSY_POLL_US_MAX: u32 = 10_000;
 /// Most connections the daemon may be configured to serve at once.
 pub const MAX_CONNECTIONS_MAX: u32 = 1 << 20;

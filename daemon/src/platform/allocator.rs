@@ -1,20 +1,13 @@
 //! The allocator `tallyd` installs: mimalloc, except that large blocks get a mapping of their own.
 //!
-//! mimalloc keeps blocks over ~84 KiB in 4-MiB pages, one page per size class per thread, and
-//! gives a page back only once every block in it is free. A load leaves a few long-lived large
-//! blocks (fjall's pinned filter and index blocks, a reused serialization buffer, a table chunk)
-//! among the page's short-lived ones (commit records, batch frames, flush buffers), so each such
-//! page stays resident whole. Measured with mimalloc's own page census 20 s after loading 1M
-//! customers: ~70 MiB of large-class pages resident around ~17 MiB in use, over 50 B per
-//! customer of the 200 the daemon may spend (docs/performance.md). A block of
+//! mimalloc keeps blocks over ~84 KiB in 4-MiB pages and gives a page back only once every block
+//! in it is free, so a few long-lived large blocks among short-lived ones kept whole pages
+//! resident (docs/performance.md, "large blocks on mappings of their own"). A block of
 //! [`OWN_MAPPING_MIN`] or more is mapped on its own, so what stays resident is what is in use;
-//! smaller blocks, most of the hot path's, stay with mimalloc.
-//!
-//! A batch of 1,000 reports passes through several large short-lived buffers; mapping and
-//! unmapping each (and faulting its pages in afresh) cost a fifth of the batch throughput. So a
-//! freed mapping is kept for reuse by the next block of its size class, up to
-//! [`CACHE_BYTES_MAX`] in all, and the cache is emptied when the daemon goes quiet
-//! ([`release_cached`], from `memory::release_idle`).
+//! the hot path's smaller blocks stay with mimalloc. Freed mappings are kept for reuse by the
+//! next block of their size class, up to [`CACHE_BYTES_MAX`] (mapping afresh each time cost
+//! batches a fifth of their throughput), until the daemon goes quiet ([`release_cached`], from
+//! `memory::release_idle`).
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::{Mutex, MutexGuard};

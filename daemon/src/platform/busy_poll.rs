@@ -1,20 +1,13 @@
 //! Busy-polling the server thread for a short while after it had work, so the next datagram or
 //! released answer is picked up at once instead of after a wake-up.
 //!
-//! Why: an idle thread blocks in `epoll_wait`, its core halts, and on this KVM guest waking it
-//! costs ~20–40 µs — a large share of a 60-µs check. While polling, the thread's runtime keeps
-//! asking the kernel for ready sockets with a zero timeout. In same-sitting A/Bs checks one at a
-//! time went from p50 90–125 to 50–81 µs, and 64 in flight from 196–275k to 253–332k/s
-//! (docs/performance.md).
-//!
-//! The cost is a core kept busy, which on a small host another thread may need (the committer,
-//! fjall's workers, a client on the same machine): a first version that always polled moved
-//! the client's p50 for durable reports at 100k/s open loop from 1.2–1.6 to 1.9–2.6 ms. So the
-//! poller steps aside for `STEP_ASIDE` whenever the kernel counts more runnable threads than
-//! cores (`/proc/loadavg`), looked at every `CONTENTION_CHECK_EVERY` of polling; with that,
-//! the same load stayed within its noise (medians 1.49 ms off, 1.56 on, over ten pairs). It
-//! polls only within `[server] busy_poll_us` of the thread's last work, then parks until new
-//! work wakes it, so a quiet daemon costs nothing.
+//! Why: an idle thread blocks in `epoll_wait`, its core halts, and waking it costs ~20–40 µs on
+//! this kind of VM — a large share of a 60-µs check. While polling, the runtime asks the kernel
+//! for ready sockets with a zero timeout. The cost is a core kept busy, which a small host's
+//! other threads may need, so the poller steps aside for `STEP_ASIDE` whenever more threads are
+//! runnable than there are cores (`/proc/loadavg`, read every `CONTENTION_CHECK_EVERY`), and
+//! polls only within `[server] busy_poll_us` of the thread's last work (docs/performance.md,
+//! "a server thread that does not sleep between requests").
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;

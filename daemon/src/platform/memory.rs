@@ -6,18 +6,14 @@
 //! after a pass — would keep its pages resident for as long as it stays quiet. So each of them
 //! calls [`release_idle`] once it has been quiet for [`QUIET_AFTER`] (the server thread at each
 //! shard sweep that found nothing handled on the thread since the last). A busy thread never
-//! calls it: its pages are reused, and purging them would only fault them back in
-//! (docs/performance.md, the purge delay).
+//! calls it: its pages are reused, and purging them would only fault them back in.
 //!
 //! What `release_idle` does is installed by the process that chose the allocator
 //! ([`configure_for_mimalloc`]); without one it does nothing (tests, other allocators).
 //!
-//! The same call turns transparent huge pages off for the process. mimalloc asks for them on
-//! its arenas, and a 2 MiB page stays resident whole however little of it is in use; with
-//! `khugepaged` collapsing sparse ranges back (max_ptes_none 511 here) the resident set crept up
-//! while the daemon sat idle. 1M customers, 65 s after loading: 362 B per customer (median of
-//! 3) against 394 (one run, same sitting), and no throughput lost in same-sitting A/Bs
-//! (docs/performance.md).
+//! The same call turns transparent huge pages off for the process: a 2 MiB page stays resident
+//! whole however little of it is used, and `khugepaged` collapsed sparse ranges back while the
+//! daemon sat idle (docs/performance.md, "a quiet daemon's memory").
 
 use std::sync::mpsc::{Receiver, RecvError, RecvTimeoutError};
 use std::sync::OnceLock;

@@ -10,23 +10,15 @@ use super::records::{self, StoredSegment, SEGMENT_EVENTS_MAX};
 use super::{Store, StoreError};
 
 /// Above this many bytes of log since the last checkpoint, the committer hands its tail to the
-/// checkpoint thread. It bounds the tails in memory, and the log a restart after a crash has to
-/// replay. Larger tails find more changes of the same customer to fold into one row and one
-/// segment: with 100,000 customers under uniform reports (one 5-s run each), 8 / 16 / 32 MiB
-/// gave 103k / 106k / 119k reports/s at p99 15.9 / 11.4 / 9.2 ms; the memory probe (1M
-/// customers, one run each) read 476 B at 8 and 513 B at 32 MiB, within its run-to-run spread.
+/// checkpoint thread: it bounds the tails in memory and the log to replay after a crash, and a
+/// larger tail folds more changes of a customer into one row (docs/performance.md, checkpoints).
 pub const CHECKPOINT_BYTES: usize = 16 * 1024 * 1024;
 
 /// A checkpoint writes its rows and segments in about this many batches, none smaller than
-/// [`CHECKPOINT_BATCH_ITEMS`] items or [`CHECKPOINT_BATCH_BYTES`] bytes, until it falls behind.
-/// fjall holds its journal's lock while it writes a batch and inserts it into the memtables, and
-/// also through a commit's fsync, so a commit waits behind a checkpoint's batch and each batch
-/// behind the commit under way. In one batch, a checkpoint of the zipf mix's tails (100,000
-/// customers) made the daemon's slowest 0.1% of durable answers wait 40–220 ms; in batches,
-/// 13–22 ms in all but one of six runs (40 ms). Batches of a fixed 256 items, with no catching up, made a checkpoint of reports
-/// spread over 100,000 customers ~550 batches, each waiting for a commit: 0.9–1.5 s instead of
-/// 0.25–0.3 s, the committer waited for it, and reports fell from 85k to 34k/s. A floor of 256
-/// items cost sustained reports over 1,000 customers ~3% (three pairs); 1,024 is within noise.
+/// [`CHECKPOINT_BATCH_ITEMS`] items or [`CHECKPOINT_BATCH_BYTES`] bytes, until it falls behind:
+/// fjall holds its journal's lock through a batch and through a commit's fsync, so one big batch
+/// stalls commits and many small ones each wait for a commit (docs/performance.md, "checkpoints
+/// that let commits through").
 const CHECKPOINT_BATCHES: usize = 32;
 
 const CHECKPOINT_BATCH_ITEMS: usize = 1024;

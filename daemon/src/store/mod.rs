@@ -11,9 +11,9 @@
 //!
 //! # Commit log and checkpoints
 //! A group commit's customer rows and events go into **one** record of the `log` keyspace, under
-//! the next commit number: one insert per commit instead of one per row and per event (inserting
-//! into fjall's memtable and compacting keys spread over every customer cost ~3 µs per record on
-//! this machine, most of a durable report's cost). The committer keeps what the log holds since
+//! the next commit number: one insert per commit instead of one per row and per event (records
+//! spread over every customer were most of a durable report's cost; docs/performance.md, store
+//! format 3). The committer keeps what the log holds since
 //! the last checkpoint in a [`Tail`]; [`Store::checkpoint`] writes it out — each customer's newest
 //! row into `customers`, its events as segments into `segments`, in small batches — and then
 //! deletes those log records in one last batch (a crash part-way leaves them all, and the replay
@@ -79,46 +79,30 @@ pub const STORE_DIR: &str = "store";
 /// opening the store replays at most this much journal, which bounds recovery time.
 pub const JOURNAL_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
-/// Most bytes one keyspace's memtable holds before it is sealed and flushed (fjall's default is
-/// 64 MiB). Smaller memtables flush sooner, so after a crash fewer journal entries are unflushed
-/// and replayed (10M reports over 1M customers: 265 ms of replay against 0.7–1.4 s at 64 MiB),
-/// and less is resident (419 against 628 bytes per customer at 1M), for a higher tail under
-/// sustained writes (p99 12 against 9 ms at 4×64 reports in flight, with 2 fjall workers). fjall keeps the size a
-/// keyspace was created with: stores created before this setting keep 64 MiB.
+/// Most bytes one keyspace's memtable holds before it is flushed (fjall's default: 64 MiB).
+/// Smaller: less journal to replay after a crash and less resident, for a somewhat higher tail
+/// under sustained writes (figures in ARCHITECTURE.md, "Threads and time"). Fixed when a
+/// keyspace is created.
 pub const MEMTABLE_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
-/// The commit log's memtable: three checkpoints' worth ([`CHECKPOINT_BYTES`]). A log record is
-/// deleted by its checkpoint about one tail after it was written, so in a memtable this size most
-/// records die before it is flushed, and a flush keeps only their tombstones (lsm-tree drops a
-/// value shadowed in the same flush); the log is also flushed a third as often, and each flush
-/// of any keyspace has fjall fsync its journal under the lock that commits wait for. Reports at
-/// 100,000/s open loop over 1,000 customers (alternating, 12 pairs): daemon-side p99 3.9–5.2 →
-/// 2.5–3.5 ms, 30% fewer bytes written to the disk; 32 MiB gained less than half of that, 64 and
-/// 96 MiB no more. The cost: ~10 B more per customer resident a minute after loading 1M (189
-/// against 179 B, medians of 5), and up to 32 MiB more journal to replay after a crash (restarts
-/// within the same spread). Fixed when the keyspace is created, like [`MEMTABLE_BYTES_MAX`].
+/// The commit log's memtable: three checkpoints' worth ([`CHECKPOINT_BYTES`]), so most log
+/// records are deleted by their checkpoint before a flush and the flush writes their tombstones
+/// only; fewer flushes, fewer journal fsyncs under the commit lock (docs/performance.md, "a
+/// commit log that dies in memory"). Fixed when the keyspace is created.
 pub const LOG_MEMTABLE_BYTES_MAX: u64 = 3 * CHECKPOINT_BYTES as u64;
 
 /// Memtable bytes (all keyspaces) below which a quiet daemon keeps its memtables: see
 /// [`Store::flush_memtables_over`]. Flushing less would only make small tables to compact.
 pub const QUIET_FLUSH_MIN_BYTES: u64 = 4 * 1024 * 1024;
 
-/// fjall's block cache (its default is 32 MiB). The daemon serves from memory and reads the
-/// store only to recover (once, in order), to list events and invoices (admin calls) and in the
-/// janitor's passes over every segment key — scans that only fill the cache with blocks read
-/// once (9.5 MB of it 8 s after loading 1M customers; 65 s after, past what was then the
-/// janitor's first pass, the live heap was 27 MB larger with the default than with this cap).
+/// fjall's block cache (its default: 32 MiB). The daemon serves from memory; the store is read
+/// in scans (recovery, listings, the janitor) whose blocks are read once, so a larger cache only
+/// holds memory (docs/performance.md, "where resident memory goes after a load").
 pub const CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
-/// fjall's flush/compaction threads. Its default is min(cores, 4), 2 here, and its worker 0
-/// leaves compactions to the others by putting them back on the queue — so while the one other
-/// worker compacts, worker 0 spins taking and re-queueing the same message (`worker_tick` and
-/// `flume` send: 8.6% of all samples, self time, in a profile of sustained reports on 2 cores).
-/// More workers take those messages sooner: with 4, sustained reports gained ~8% and lost ~30%
-/// of their p99, batches ~5% (same-sitting A/B, 2 runs each). Compared across two sittings, the
-/// row read after a crash went from 726–1,583 to 417–541 ms (1M customers) and resident memory
-/// from 379 to 434 bytes per customer. One worker would not spin but deadlocked under load (it
-/// blocks sending to its own full queue).
+/// fjall's flush/compaction threads (its default here: 2). With 2, its worker 0 spins re-queueing
+/// compactions while the other compacts; 4 gave more sustained reports and a lower p99; 1
+/// deadlocked under load (figures in ARCHITECTURE.md, "Threads and time").
 pub const FJALL_WORKERS: usize = 4;
 
 /// Why the store failed.
