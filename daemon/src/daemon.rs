@@ -461,6 +461,7 @@ fn serve_on_this_thread(
                 clock: context.clock.clone(),
                 telemetry,
                 test_clock,
+                set_locks: api::SetLocks::default(),
                 limits: api::BodyLimits {
                     body_bytes_max: config.http.body_bytes_max as usize,
                     read_timeout: Duration::from_millis(config.http.read_timeout_ms),

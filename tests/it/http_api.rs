@@ -571,3 +571,35 @@ async fn requests_of_both_doors_are_counted_together_in_stats() {
     assert_eq!(checks.count, 2);
     assert_eq!(stats.checks_denied, 2);
 }
+
+#[tokio::test]
+async fn concurrent_sets_of_a_feature_add_its_difference_once() {
+    let daemon = TestDaemon::start();
+    let admin = api(&daemon, Role::Admin);
+    subscribe(&admin, "p", "pro").await;
+    let sets = (0..8).map(|_| {
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            admin
+                .send(
+                    hyper::Method::PUT,
+                    "/api/v1/usage",
+                    Some(&json!({"customerId": "p", "featureCode": "tokens", "value": 100})),
+                    &[],
+                )
+                .await
+                .unwrap()
+        })
+    });
+    let mut added = 0;
+    for set in sets {
+        let answer = set.await.unwrap();
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        added += answer.data()["adjustment"].as_u64().unwrap();
+    }
+    assert_eq!(
+        added, 100,
+        "one set added the difference, the others found it there"
+    );
+    assert_eq!(check(&admin, "p", "tokens", 1).await["current"], 100);
+}

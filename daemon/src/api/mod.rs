@@ -15,7 +15,8 @@ mod subscriptions;
 mod usage;
 mod views;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request as HttpRequest, State};
@@ -55,6 +56,33 @@ pub struct Shared {
     pub test_clock: Option<Arc<TestClock>>,
     /// Body limits.
     pub limits: BodyLimits,
+    /// `PUT /usage` reads a counter and then records the difference: one at a time per
+    /// customer and feature, so two concurrent sets cannot both add it.
+    pub set_locks: SetLocks,
+}
+
+/// One lock per (customer, feature) being set; entries go when no set holds them.
+#[derive(Default)]
+pub struct SetLocks(std::sync::Mutex<HashMap<(String, String), Weak<SetLock>>>);
+
+/// Held through one `PUT /usage`.
+type SetLock = tokio::sync::Mutex<()>;
+
+impl SetLocks {
+    /// The lock of `customer`'s `feature`.
+    fn of(&self, customer: &str, feature: &str) -> Arc<SetLock> {
+        let mut locks = self.0.lock().expect("set locks poisoned");
+        let key = (customer.to_string(), feature.to_string());
+        if let Some(lock) = locks.get(&key).and_then(Weak::upgrade) {
+            return lock;
+        }
+        if locks.len() >= 1024 {
+            locks.retain(|_, lock| lock.strong_count() > 0);
+        }
+        let lock = Arc::new(SetLock::new(()));
+        locks.insert(key, Arc::downgrade(&lock));
+        lock
+    }
 }
 
 /// How much of a body is read, and for how long.
@@ -235,4 +263,25 @@ async fn authenticate(
 
 async fn not_supported(request: HttpRequest) -> ApiError {
     ApiError::not_supported(format!("{} {}", request.method(), request.uri().path()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_customer_feature_has_one_set_lock_while_anyone_holds_it() {
+        let locks = SetLocks::default();
+        let first = locks.of("c", "tokens");
+        assert!(Arc::ptr_eq(&first, &locks.of("c", "tokens")));
+        assert!(!Arc::ptr_eq(&first, &locks.of("c", "images")));
+        assert!(!Arc::ptr_eq(&first, &locks.of("d", "tokens")));
+        let held = first.try_lock().unwrap();
+        assert!(locks.of("c", "tokens").try_lock().is_err(), "the same lock");
+        drop(held);
+        drop(first);
+        // Nobody holds it: a new one is made (the old entry is only a dead Weak).
+        let again = locks.of("c", "tokens");
+        assert_eq!(Arc::strong_count(&again), 1);
+    }
 }

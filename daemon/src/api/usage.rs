@@ -349,6 +349,8 @@ pub(super) async fn set(
 ) -> Result<Response, ApiError> {
     let feature = feature_of(body.feature_code, body.feature)?;
     let value = whole("value", &body.value, AMOUNT_MAX)?;
+    let lock = state.set_locks.of(&body.customer_id, &feature);
+    let _one_set_at_a_time = lock.lock().await;
     let view = state.customer(caller, &body.customer_id).await?;
     let Some(usage) = view.usage.iter().find(|u| u.feature == feature) else {
         return Err(ApiError::billing(
