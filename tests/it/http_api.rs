@@ -250,6 +250,10 @@ async fn bad_requests_get_commet_shaped_errors_and_change_nothing() {
     };
     let no_key = HttpClient::new(addr, None).get("/plans").await.unwrap();
     shape(&no_key, 401, "unauthorized");
+    assert!(no_key.headers["x-request-id"]
+        .to_str()
+        .unwrap()
+        .starts_with("req_"));
     let wrong_key = HttpClient::new(addr, Some("ck_guess".into()))
         .get("/plans")
         .await

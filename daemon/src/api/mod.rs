@@ -16,10 +16,12 @@ mod usage;
 mod views;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request as HttpRequest, State};
+use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{get, post, put};
@@ -243,22 +245,34 @@ pub fn routes(state: ApiState) -> axum::Router {
     })
 }
 
-/// Checks `x-api-key` against the configured keys (constant time, like the QUIC handshake).
+/// Checks `x-api-key` against the configured keys (constant time, like the QUIC handshake), and
+/// gives every answer an `x-request-id` (the SDKs keep it with their errors and telemetry).
 async fn authenticate(
     State(state): State<ApiState>,
     mut request: HttpRequest,
     next: Next,
 ) -> HttpResponse {
+    static REQUESTS: AtomicU64 = AtomicU64::new(0);
+    let id = REQUESTS.fetch_add(1, Ordering::Relaxed);
     let role = match request.headers().get("x-api-key").map(|key| key.to_str()) {
-        None => return ApiError::unauthorized("missing x-api-key header").into_response(),
-        Some(Err(_)) => return ApiError::unauthorized("the API key is not valid").into_response(),
-        Some(Ok(key)) => match state.keys.role_of(key) {
-            Some(role) => role,
-            None => return ApiError::unauthorized("the API key is not valid").into_response(),
-        },
+        None => Err(ApiError::unauthorized("missing x-api-key header")),
+        Some(Err(_)) => Err(ApiError::unauthorized("the API key is not valid")),
+        Some(Ok(key)) => state
+            .keys
+            .role_of(key)
+            .ok_or_else(|| ApiError::unauthorized("the API key is not valid")),
     };
-    request.extensions_mut().insert(Caller(role));
-    next.run(request).await
+    let mut response = match role {
+        Ok(role) => {
+            request.extensions_mut().insert(Caller(role));
+            next.run(request).await
+        }
+        Err(error) => error.into_response(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&format!("req_{id:x}")) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
 }
 
 async fn not_supported(request: HttpRequest) -> ApiError {
