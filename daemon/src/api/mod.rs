@@ -194,7 +194,10 @@ pub fn routes(state: ApiState) -> axum::Router {
             "/customers/{id}",
             get(customers::get).put(customers::update),
         )
-        .route("/subscriptions", post(subscriptions::create))
+        .route(
+            "/subscriptions",
+            get(subscriptions::list).post(subscriptions::create),
+        )
         .route("/subscriptions/active", get(subscriptions::active))
         .route("/subscriptions/{id}", get(subscriptions::get))
         .route(

@@ -14,8 +14,8 @@ use tally_protocol::message::{
 
 use super::customers::{check_id, profile};
 use super::error::ApiError;
-use super::extract::{idempotency_key, whole, Caller, Json, Query};
-use super::views::{ok, subscription, UNITS_PER_CENT};
+use super::extract::{idempotency_key, whole, Caller, Json, ListShape, Query};
+use super::views::{ok, page, subscription, UNITS_PER_CENT};
 use super::{admin_only, unexpected, ApiState};
 
 /// `POST /subscriptions` body.
@@ -152,6 +152,42 @@ pub(super) async fn active(
         }
         Err(e) => Err(e),
     }
+}
+
+/// `GET /subscriptions` query.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ListQuery {
+    customer_id: Option<String>,
+    status: Option<String>,
+}
+
+/// `GET /subscriptions?customerId=[&status=]`: the customer's subscription, if it has one
+/// (Tally lists per customer; every subscription is `active`).
+pub(super) async fn list(
+    State(state): State<ApiState>,
+    caller: Caller,
+    shape: ListShape,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    admin_only(caller, "list_subscriptions")?;
+    let customer = query.customer_id.ok_or_else(|| {
+        ApiError::invalid(
+            "customerId",
+            "Tally lists subscriptions per customer; give customerId",
+        )
+    })?;
+    let wanted = query
+        .status
+        .as_deref()
+        .is_none_or(|status| status == "active");
+    let found = match state.customer(caller, &customer).await {
+        Ok(view) if wanted => vec![answer(&state, &view)],
+        Ok(_) => Vec::new(),
+        Err(e) if e.code == "customer_not_found" => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    Ok(page(found, None, shape).into_response())
 }
 
 /// `GET /subscriptions/{id}`.
