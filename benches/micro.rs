@@ -37,6 +37,7 @@ fn frame(request: Request) -> Vec<u8> {
 
 fn check() -> Request {
     Request::Check(CheckRequest {
+        model: None,
         customer: "customer-000042".into(),
         feature: "tokens".into(),
         amount: 1,
@@ -127,6 +128,7 @@ mod core {
             .with_inputs(|| {
                 let customer = format!("customer-{:06}", rng.u64(..500_000));
                 Request::Check(CheckRequest {
+                    model: None,
                     customer,
                     feature: "tokens".into(),
                     amount: 1,

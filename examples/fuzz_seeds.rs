@@ -51,6 +51,7 @@ fn main() -> anyhow::Result<()> {
             request(
                 4,
                 Request::Check(CheckRequest {
+                    model: None,
                     customer: "acme".into(),
                     feature: "tokens".into(),
                     amount: 10,
@@ -62,6 +63,7 @@ fn main() -> anyhow::Result<()> {
             request(
                 5,
                 Request::Reserve(ReserveRequest {
+                    model: None,
                     customer: "acme".into(),
                     feature: "gpt-4".into(),
                     amount: 2,
@@ -74,6 +76,7 @@ fn main() -> anyhow::Result<()> {
             request(
                 6,
                 Request::Settle(SettleRequest {
+                    model: None,
                     hold: 0x1234,
                     actual: 1,
                     idempotency_key: Some([3; 16]),

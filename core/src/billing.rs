@@ -383,10 +383,11 @@ fn usage_line(feature: &str, terms: UsageTerms, from: u64, to: u64) -> InvoiceLi
             }
             l
         }
-        UsageTerms::Credits { credits_per_unit } => {
+        UsageTerms::Credits { price } => {
             let mut l = line(LineKind::Usage, feature);
-            l.price_units = credits_per_unit;
-            l.consumed = (to - from) as i64 * credits_per_unit;
+            l.price_units = price.units;
+            l.per = price.per;
+            l.consumed = price.cost(to) - price.cost(from);
             l
         }
         UsageTerms::Balance { price } => {

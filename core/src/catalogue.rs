@@ -7,6 +7,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tally_protocol::message::{Model, SLUG_BYTES_MAX};
 
+use super::models::{
+    allowance_cost_units, charged_price, credits_price, margin_basis_points, AiTerms, ModelPrice,
+    ModelToml, Models,
+};
 use super::money::{parse_dollars, Price};
 use super::period::Period;
 
@@ -81,6 +85,22 @@ pub struct PlanFeatureToml {
     /// The quantity `overage` or `price` is for (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per: Option<i64>,
+    /// `"fixed"` (the default: a price per unit) or `"ai_model"` (priced from the model and its
+    /// tokens, at the provider's cost plus `margin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<String>,
+    /// AI model pricing: the models accepted (default: every model of `[models]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
+    /// AI model pricing: the margin on the provider's cost, e.g. `"0.20"` (cost × 1.20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub margin: Option<String>,
+    /// AI model pricing, metered: dollars of usage (at the plan's prices) included per period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowance: Option<String>,
+    /// AI model pricing, credits: credits per dollar of usage (at the plan's prices).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credits_per_dollar: Option<i64>,
 }
 
 /// Whether a feature takes usage.
@@ -102,6 +122,8 @@ pub struct Catalogue {
     /// Each plan as config.toml wrote it, with the features it names: what the store records
     /// for a version of its prices.
     sources: BTreeMap<String, PlanSource>,
+    /// AI models' prices by name (`[models]`).
+    models: Models,
 }
 
 /// A plan as written, with the `[features]` entries it names: enough to build it again.
@@ -179,6 +201,9 @@ pub struct Plan {
     pub usage: BTreeMap<String, UsageTerms>,
     /// Flag features the plan turns on.
     pub flags: BTreeSet<String>,
+    /// Usage features priced by AI model (`pricing = "ai_model"`): the models each accepts. Their
+    /// counters hold the provider's cost in cost units ([`crate::models`]).
+    pub ai: BTreeMap<String, AiTerms>,
     /// Which version of the plan's prices this is: 1, 2, … as recorded in the store (0 for a
     /// plan read from config.toml and not yet compared with the store).
     pub version: u32,
@@ -195,6 +220,7 @@ impl Plan {
             && self.base_price_units == other.base_price_units
             && self.usage == other.usage
             && self.flags == other.flags
+            && self.ai == other.ai
     }
 
     /// This plan as version `version`, in effect from `since_ms`.
@@ -252,8 +278,8 @@ pub enum UsageTerms {
     },
     /// Credits plans.
     Credits {
-        /// Credits per unit.
-        credits_per_unit: i64,
+        /// Credits per `per` units (`credits = n` is n per unit), charged cumulatively.
+        price: Price,
     },
     /// Balance plans.
     Balance {
@@ -317,6 +343,7 @@ impl Catalogue {
                 plans: validated,
                 earlier: BTreeMap::new(),
                 sources,
+                models: Models::new(),
             })
         } else {
             Err(errors)
@@ -326,6 +353,41 @@ impl Catalogue {
     /// A feature's kind, if the catalogue has it.
     pub fn feature(&self, slug: &str) -> Option<FeatureKind> {
         self.features.get(slug).copied()
+    }
+
+    /// Sets the AI model catalogue (`[models]`), after checking that every model a plan's
+    /// feature names is in it; errors name their key.
+    pub fn set_models(&mut self, toml: &BTreeMap<String, ModelToml>) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        let mut models = Models::new();
+        for (name, model) in toml {
+            match ModelPrice::build(name, model) {
+                Ok(price) => drop(models.insert(name.clone(), price)),
+                Err(found) => errors.extend(found),
+            }
+        }
+        for plan in self.plans.values() {
+            for (feature, terms) in &plan.ai {
+                for model in terms.models.iter().flatten() {
+                    if !toml.contains_key(model) {
+                        errors.push(format!(
+                            "plans.{}.features.{feature}.models: unknown model `{model}`; declare it under [models]",
+                            plan.slug
+                        ));
+                    }
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        self.models = models;
+        Ok(())
+    }
+
+    /// AI models' prices by name.
+    pub fn models(&self) -> &Models {
+        &self.models
     }
 
     /// Every feature's slug and kind, by slug.
@@ -532,6 +594,7 @@ fn build_plan(
 
     let mut usage = BTreeMap::new();
     let mut flags = BTreeSet::new();
+    let mut ai = BTreeMap::new();
     for (feature, terms_toml) in &plan.features {
         let at = format!("{at}.features.{feature}");
         match kinds.get(feature) {
@@ -546,11 +609,23 @@ fn build_plan(
                 }
                 flags.insert(feature.clone());
             }
-            Some(FeatureKind::Usage) => {
-                if let Some(terms) = build_usage_terms(&at, slug, model, terms_toml, errors) {
-                    usage.insert(feature.clone(), terms);
+            Some(FeatureKind::Usage) => match terms_toml.pricing.as_deref() {
+                None | Some("fixed") => {
+                    if let Some(terms) = build_usage_terms(&at, slug, model, terms_toml, errors) {
+                        usage.insert(feature.clone(), terms);
+                    }
                 }
-            }
+                Some("ai_model") => {
+                    if let Some((terms, ai_terms)) = build_ai_terms(&at, model, terms_toml, errors)
+                    {
+                        usage.insert(feature.clone(), terms);
+                        ai.insert(feature.clone(), ai_terms);
+                    }
+                }
+                Some(other) => errors.push(format!(
+                    "{at}.pricing: `{other}` is not a pricing; use \"fixed\" or \"ai_model\""
+                )),
+            },
         }
     }
     let rule = match plan.effective.as_deref() {
@@ -573,6 +648,7 @@ fn build_plan(
         base_price_units,
         usage,
         flags,
+        ai,
         version: 0,
         effective: Effective { since_ms: 0, rule },
     })
@@ -584,6 +660,11 @@ fn has_any_term(t: &PlanFeatureToml) -> bool {
         || t.credits.is_some()
         || t.price.is_some()
         || t.per.is_some()
+        || t.pricing.is_some()
+        || t.models.is_some()
+        || t.margin.is_some()
+        || t.allowance.is_some()
+        || t.credits_per_dollar.is_some()
 }
 
 fn build_usage_terms(
@@ -641,12 +722,15 @@ fn build_usage_terms(
                 return None;
             };
             UsageTerms::Credits {
-                credits_per_unit: count(
-                    &format!("{at}.credits"),
-                    credits,
-                    CREDITS_PER_UNIT_MAX,
-                    errors,
-                ),
+                price: Price {
+                    units: count(
+                        &format!("{at}.credits"),
+                        credits,
+                        CREDITS_PER_UNIT_MAX,
+                        errors,
+                    ),
+                    per: 1,
+                },
             }
         }
         _ => {
@@ -662,6 +746,88 @@ fn build_usage_terms(
         }
     };
     (errors.len() == before).then_some(terms)
+}
+
+/// A usage feature priced by AI model: its counter is the provider's cost in cost units, and its
+/// price the margin on it, in the plan's model.
+fn build_ai_terms(
+    at: &str,
+    model: &str,
+    t: &PlanFeatureToml,
+    errors: &mut Vec<String>,
+) -> Option<(UsageTerms, AiTerms)> {
+    let before = errors.len();
+    for (field, present) in [
+        ("included", t.included.is_some()),
+        ("overage", t.overage.is_some()),
+        ("credits", t.credits.is_some()),
+        ("price", t.price.is_some()),
+        ("per", t.per.is_some()),
+    ] {
+        if present {
+            errors.push(format!(
+                "{at}.{field}: a feature priced by AI model takes its prices from [models]; give margin (and allowance for metered, credits_per_dollar for credits)"
+            ));
+        }
+    }
+    let margin = match t.margin.as_deref().map(margin_basis_points) {
+        None => 0,
+        Some(Ok(points)) => points,
+        Some(Err(reason)) => {
+            errors.push(format!("{at}.margin: {reason}"));
+            0
+        }
+    };
+    if t.allowance.is_some() && model != "metered" {
+        errors.push(format!(
+            "{at}.allowance: only a metered plan includes an allowance"
+        ));
+    }
+    if t.credits_per_dollar.is_some() && model != "credits" {
+        errors.push(format!(
+            "{at}.credits_per_dollar: only a credits plan spends credits"
+        ));
+    }
+    let terms = match model {
+        "metered" => UsageTerms::Metered {
+            included: allowance_cost_units(
+                dollars(&format!("{at}.allowance"), t.allowance.as_deref(), errors),
+                margin,
+            ),
+            overage: Some(charged_price(margin)),
+        },
+        "credits" => {
+            let Some(per_dollar) = t.credits_per_dollar else {
+                errors.push(format!(
+                    "{at}.credits_per_dollar: a credits plan needs the credits a dollar of usage costs"
+                ));
+                return None;
+            };
+            let per_dollar = count(
+                &format!("{at}.credits_per_dollar"),
+                per_dollar,
+                CREDITS_PER_UNIT_MAX,
+                errors,
+            );
+            UsageTerms::Credits {
+                price: credits_price(margin, per_dollar),
+            }
+        }
+        _ => UsageTerms::Balance {
+            price: charged_price(margin),
+        },
+    };
+    let models = t
+        .models
+        .as_ref()
+        .map(|names| names.iter().cloned().collect());
+    (errors.len() == before).then_some((
+        terms,
+        AiTerms {
+            models,
+            margin_basis_points: margin,
+        },
+    ))
 }
 
 fn dollars(at: &str, text: Option<&str>, errors: &mut Vec<String>) -> i64 {

@@ -12,6 +12,7 @@ use super::billing::{BillingTerms, Invoice, Transaction};
 use super::catalogue::{Catalogue, ModelTerms};
 use super::customer::Customer;
 use super::idempotency::{IdempotencyLog, KeyRecord, Remembered};
+use super::models;
 use super::table::{CustomerRows, CustomerTable, Slot};
 use crate::stable_hash::{stable_hash, Fingerprint};
 
@@ -300,12 +301,15 @@ impl ShardCore {
 
     fn report(&mut self, now_ms: u64, item: ReportItem) -> Result<ReportOutcome, TallyError> {
         let first_use = match self.check_key(now_ms, item.idempotency_key, || {
-            let fingerprint = Fingerprint::new("report")
-                .text(&item.customer)
-                .text(&item.feature)
-                .number(item.amount)
-                .number(u64::from(item.only_if_allowed))
-                .finish();
+            let fingerprint = with_model(
+                Fingerprint::new("report")
+                    .text(&item.customer)
+                    .text(&item.feature)
+                    .number(item.amount)
+                    .number(u64::from(item.only_if_allowed)),
+                item.model.as_ref(),
+            )
+            .finish();
             (fingerprint, stable_hash(item.customer.as_bytes()))
         })? {
             KeyCheck::Seen(first) => return as_duplicate_report(first),
@@ -315,6 +319,14 @@ impl ShardCore {
         let catalogue = self.catalogue.clone();
         let (slot, customer) = self.touch(now_ms, &item.customer)?;
         let terms = customer.usage_terms(&catalogue, &item.feature)?;
+        let amount = amount_of(
+            &catalogue,
+            customer,
+            &item.feature,
+            item.amount,
+            item.model.as_ref(),
+        )?;
+        let item = ReportItem { amount, ..item };
         if item.amount == 0 {
             // An empty completion: nothing to record, so no event, no key, `seq` unchanged.
             return Ok(report_outcome(customer, &item.feature, terms, 0, 0));
@@ -399,7 +411,9 @@ impl ShardCore {
         let (allowed, cost) = match rule {
             super::customer::FeatureRule::Flag(enabled) => (enabled, 0),
             super::customer::FeatureRule::Usage(terms) => {
-                let assessment = customer.assess(&c.feature, terms, c.amount);
+                let amount =
+                    amount_of(&catalogue, customer, &c.feature, c.amount, c.model.as_ref())?;
+                let assessment = customer.assess(&c.feature, terms, amount);
                 (assessment.is_allowed, assessment.cost)
             }
         };
@@ -417,6 +431,7 @@ impl ShardCore {
         // Re-borrowed from the field alone: the hold indexes are updated while it is in use.
         let customer = self.customers.at_mut(slot);
         let terms = customer.usage_terms(&catalogue, &r.feature)?;
+        let amount = amount_of(&catalogue, customer, &r.feature, r.amount, r.model.as_ref())?;
         if customer.holds().len() >= HOLDS_PER_CUSTOMER_MAX {
             return Err(TallyError::InvalidRequest {
                 reason: format!(
@@ -426,7 +441,7 @@ impl ShardCore {
                 ),
             });
         }
-        let assessment = customer.assess(&r.feature, terms, r.amount);
+        let assessment = customer.assess(&r.feature, terms, amount);
         if !assessment.is_allowed {
             return Ok(ReserveOutcome {
                 allowed: false,
@@ -447,7 +462,7 @@ impl ShardCore {
             hold,
             &r.feature,
             terms,
-            r.amount,
+            amount,
             assessment.cost,
             expires_at_ms,
         );
@@ -480,10 +495,11 @@ impl ShardCore {
 
     fn settle(&mut self, now_ms: u64, s: &SettleRequest) -> Result<ReportOutcome, TallyError> {
         let first_use = match self.check_key(now_ms, s.idempotency_key, || {
-            let fingerprint = Fingerprint::new("settle")
-                .number(s.hold)
-                .number(s.actual)
-                .finish();
+            let fingerprint = with_model(
+                Fingerprint::new("settle").number(s.hold).number(s.actual),
+                s.model.as_ref(),
+            )
+            .finish();
             (fingerprint, s.hold)
         })? {
             KeyCheck::Seen(first) => return as_duplicate_report(first),
@@ -493,10 +509,16 @@ impl ShardCore {
         let catalogue = self.catalogue.clone();
         let owner = self.hold_owner(now_ms, s.hold)?;
         let customer = self.customers.at_mut(owner);
-        let (hold, terms, charged) = customer.settle_hold(&catalogue, s.hold, s.actual)?;
+        let feature = customer
+            .holds()
+            .get(&s.hold)
+            .map(|h| h.feature.clone())
+            .ok_or(TallyError::UnknownHold { hold: s.hold })?;
+        let actual = amount_of(&catalogue, customer, &feature, s.actual, s.model.as_ref())?;
+        let (hold, terms, charged) = customer.settle_hold(&catalogue, s.hold, actual)?;
         self.hold_owners.remove(&s.hold);
         let customer = self.customers.at(owner);
-        let outcome = report_outcome(customer, &hold.feature, terms, s.actual, charged);
+        let outcome = report_outcome(customer, &hold.feature, terms, actual, charged);
         self.record_usage(now_ms, owner, &hold.feature, &outcome, s.idempotency_key);
         if let Some(first_use) = first_use {
             self.remember(now_ms, first_use, Remembered::Report(outcome.clone()));
@@ -773,6 +795,51 @@ fn as_duplicate_report(first: Remembered) -> Result<ReportOutcome, TallyError> {
     }
 }
 
+/// The amount a request carries on `feature` of the customer's plan: its units, or, for a
+/// feature priced by AI model, the provider's cost of its model tokens in cost units. Units on a
+/// feature priced by model, or tokens on one priced per unit, are refused.
+fn amount_of(
+    catalogue: &Catalogue,
+    customer: &Customer,
+    feature: &str,
+    amount: u64,
+    model: Option<&ModelUsage>,
+) -> Result<u64, TallyError> {
+    let plan = customer.plan();
+    match (plan.ai.get(feature), model) {
+        (None, None) => Ok(amount),
+        (Some(terms), Some(usage)) => {
+            models::cost_units(catalogue.models(), terms, &plan.slug, feature, usage)
+        }
+        (Some(_), None) if amount == 0 => Ok(0),
+        (Some(_), None) => Err(TallyError::InvalidRequest {
+            reason: format!(
+                "feature `{feature}` of plan `{}` is priced by AI model: report the model and its tokens, not units",
+                plan.slug
+            ),
+        }),
+        (None, Some(_)) => Err(TallyError::InvalidRequest {
+            reason: format!(
+                "feature `{feature}` of plan `{}` is priced per unit: report units, not model tokens",
+                plan.slug
+            ),
+        }),
+    }
+}
+
+/// Adds a request's model tokens to its idempotency fingerprint.
+fn with_model(fingerprint: Fingerprint, model: Option<&ModelUsage>) -> Fingerprint {
+    match model {
+        None => fingerprint,
+        Some(usage) => fingerprint
+            .text(&usage.model)
+            .number(usage.input_tokens)
+            .number(usage.output_tokens)
+            .number(usage.cache_read_tokens)
+            .number(usage.cache_write_tokens),
+    }
+}
+
 fn key_reused() -> TallyError {
     TallyError::Conflict {
         reason: "idempotency key was already used for a different operation".into(),
@@ -885,6 +952,7 @@ mod tests {
         amount: u64,
     ) -> Result<CheckOutcome, TallyError> {
         let request = Request::Check(CheckRequest {
+            model: None,
             customer: id.into(),
             feature: feature.into(),
             amount,
@@ -903,6 +971,7 @@ mod tests {
         ttl_ms: u64,
     ) -> ReserveOutcome {
         let request = Request::Reserve(ReserveRequest {
+            model: None,
             customer: id.into(),
             feature: feature.into(),
             amount,
@@ -1059,6 +1128,7 @@ mod tests {
             .handle(
                 T0,
                 Request::Settle(SettleRequest {
+                    model: None,
                     hold,
                     actual: 12,
                     idempotency_key: None,
@@ -1190,6 +1260,146 @@ mod tests {
         assert_eq!(core.customers.at(slot), &before);
     }
 
+    /// A catalogue with the feature `chat` priced by model in each consumption model, and a model
+    /// no plan accepts.
+    fn ai_core() -> ShardCore {
+        let toml = format!(
+            "{}\n{}",
+            crate::shipped::CONFIG_TOML,
+            r#"
+[models."other"]
+input = "1.00"
+output = "1.00"
+
+[plans.ai-metered]
+model = "metered"
+period = "1 month"
+features.chat = { pricing = "ai_model", models = ["gpt-4o"], margin = "0.20", allowance = "0.01" }
+
+[plans.ai-credits]
+model = "credits"
+period = "1 month"
+pack_credits = 1000
+pack_price = "10.00"
+features.chat = { pricing = "ai_model", models = ["gpt-4o"], credits_per_dollar = 100 }
+"#
+        );
+        ShardCore::new(
+            crate::shipped::catalogue_of(&toml),
+            60_000,
+            BillingTerms::default(),
+        )
+    }
+
+    fn tokens(
+        core: &mut ShardCore,
+        id: &str,
+        usage: ModelUsage,
+    ) -> Result<ReportOutcome, TallyError> {
+        report(core, ReportItem::tokens(id, "chat", usage))
+    }
+
+    #[test]
+    fn model_usage_is_priced_from_its_tokens_with_the_margin_in_each_model() {
+        let mut core = ai_core();
+        // 1,200 prompt and 350 answer tokens of gpt-4o: $0.0065 of provider cost.
+        let request = || ModelUsage::new("gpt-4o", 1_200, 350);
+
+        // Balance, +20%: 78 rate units off the wallet.
+        create(&mut core, "w", "assistant");
+        top_up(&mut core, "w", TopUpAmount::Units(10_000), None).unwrap();
+        let outcome = tokens(&mut core, "w", request()).unwrap();
+        assert_eq!((outcome.amount, outcome.charged), (65_000_000, 78));
+        assert_eq!(core.customer("w").unwrap().balance_units(), 10_000 - 78);
+
+        // Credits at 100 per dollar, no margin: 0.65 credits, rounded up once over the period.
+        create(&mut core, "c", "ai-credits");
+        top_up(&mut core, "c", TopUpAmount::Packs(1), None).unwrap();
+        let charged: Vec<i64> = (0..4)
+            .map(|_| tokens(&mut core, "c", request()).unwrap().charged)
+            .collect();
+        assert_eq!(
+            charged,
+            [1, 1, 0, 1],
+            "0.65, 1.3, 1.95, 2.6 credits, cumulatively rounded up"
+        );
+
+        // Metered: $0.01 included (+20%), then overage at cost + 20%, billed at close.
+        create(&mut core, "m", "ai-metered");
+        assert_eq!(
+            tokens(&mut core, "m", request()).unwrap().charged,
+            0,
+            "within the allowance"
+        );
+        let over = tokens(&mut core, "m", request()).unwrap();
+        assert_eq!(
+            over.charged, 56,
+            "$0.0156 used, $0.0100 included: 56 rate units of overage"
+        );
+
+        // The worst case of a request is held; settling charges what it used and frees the rest.
+        let hold = core
+            .handle(
+                T0,
+                Request::Reserve(ReserveRequest {
+                    customer: "w".into(),
+                    feature: "chat".into(),
+                    amount: 0,
+                    ttl_ms: 60_000,
+                    model: Some(ModelUsage::new("gpt-4o", 1_200, 4_096)),
+                }),
+            )
+            .unwrap();
+        let Response::Reserve(hold) = hold else {
+            panic!("{hold:?}")
+        };
+        assert_eq!(hold.held, 528, "($0.003 + $0.04096) × 1.2, rounded up");
+        let settled = core
+            .handle(
+                T0,
+                Request::Settle(SettleRequest {
+                    hold: hold.hold.unwrap(),
+                    actual: 0,
+                    idempotency_key: None,
+                    model: Some(request()),
+                }),
+            )
+            .unwrap();
+        let Response::Report(settled) = settled else {
+            panic!("{settled:?}")
+        };
+        assert_eq!(settled.charged, 78);
+        assert_eq!(core.customer("w").unwrap().balance_units(), 10_000 - 2 * 78);
+    }
+
+    #[test]
+    fn unknown_or_refused_models_and_the_wrong_kind_of_usage_are_typed_errors() {
+        let mut core = ai_core();
+        create(&mut core, "m", "ai-metered");
+        create(&mut core, "p", "pro");
+        let seq = core.customer("m").unwrap().seq();
+        assert!(matches!(
+            tokens(&mut core, "m", ModelUsage::new("nope", 1, 1)),
+            Err(TallyError::UnknownModel { .. })
+        ));
+        assert!(matches!(
+            tokens(&mut core, "m", ModelUsage::new("other", 1, 1)),
+            Err(TallyError::ModelNotInPlan { .. })
+        ));
+        assert!(matches!(
+            report(&mut core, ReportItem::new("m", "chat", 5)),
+            Err(TallyError::InvalidRequest { .. })
+        ));
+        assert!(matches!(
+            report(
+                &mut core,
+                ReportItem::tokens("p", "tokens", ModelUsage::new("gpt-4o", 1, 1))
+            ),
+            Err(TallyError::InvalidRequest { .. })
+        ));
+        assert_eq!(core.customer("m").unwrap().seq(), seq, "nothing changed");
+    }
+
     proptest! {
         /// The packed heap entry orders as `(end, slot)` up to the second its end rounds up to,
         /// and is due at or after its end, within a second of it.
@@ -1247,7 +1457,7 @@ mod tests {
                     },
                     1 => if let Some(h) = reserve(&mut core, "pics", "image-gen", amount, 60_000).hold { holds.push((h, amount)); },
                     2 => if let Some((hold, amount)) = holds.pop() {
-                        let r = core.handle(T0, Request::Settle(SettleRequest { hold, actual: amount, idempotency_key: None })).unwrap();
+                        let r = core.handle(T0, Request::Settle(SettleRequest { model: None, hold, actual: amount, idempotency_key: None })).unwrap();
                         let Response::Report(o) = r else { panic!() };
                         consumed += o.charged;
                     },

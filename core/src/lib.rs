@@ -4,7 +4,8 @@
 //! *what*, and is handed the time.
 //!
 //! # Layout
-//! - [`money`], [`period`], [`catalogue`]: rate units and prices, billing periods, validated plans.
+//! - [`money`], [`period`], [`catalogue`], [`models`]: rate units and prices, billing periods,
+//!   validated plans, AI model prices.
 //! - [`customer`], [`billing`]: one customer's state and rules; invoice lines and transactions.
 //! - [`idempotency`], [`table`], [`slot_index`], [`engine`]: a shard's customers and keys, and
 //!   [`engine::ShardCore::handle`], the one entry point for requests.
@@ -17,6 +18,7 @@ pub mod catalogue;
 pub mod customer;
 pub mod engine;
 pub mod idempotency;
+pub mod models;
 pub mod money;
 pub mod period;
 pub mod slot_index;

@@ -394,6 +394,7 @@ mod tests {
                 let done = done.clone();
                 actix_rt::spawn(async move {
                     let check = Request::Check(CheckRequest {
+                        model: None,
                         customer: "acme".into(),
                         feature: "tokens".into(),
                         amount: 1,

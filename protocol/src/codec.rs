@@ -163,6 +163,7 @@ mod tests {
         let frame = ClientFrame::Request(RequestFrame {
             id: 1,
             request: Request::Check(CheckRequest {
+                model: None,
                 customer: String::new(),
                 feature: "tokens".into(),
                 amount: 1,
@@ -188,6 +189,7 @@ mod tests {
         )
             .prop_map(
                 |(customer, feature, amount, idempotency_key, only_if_allowed)| ReportItem {
+                    model: None,
                     customer,
                     feature,
                     amount,

@@ -21,6 +21,7 @@ fn bad_requests() -> Vec<Request> {
             1,
         )),
         Request::Reserve(ReserveRequest {
+            model: None,
             customer: "w".into(),
             feature: "gpt-4".into(),
             amount: 1,
@@ -32,6 +33,7 @@ fn bad_requests() -> Vec<Request> {
             plan: "pro".into(),
         }),
         Request::Check(CheckRequest {
+            model: None,
             customer: "w".into(),
             feature: String::new(),
             amount: 1,
@@ -43,6 +45,7 @@ fn good_check(id: u64) -> RequestFrame {
     RequestFrame {
         id,
         request: Request::Check(CheckRequest {
+            model: None,
             customer: "w".into(),
             feature: "gpt-4".into(),
             amount: 1,

@@ -99,8 +99,8 @@ impl Customer {
                     },
                 }
             }
-            UsageTerms::Credits { credits_per_unit } => {
-                let cost = amount as i64 * credits_per_unit;
+            UsageTerms::Credits { price } => {
+                let cost = price.cost_of_increase(self.used(feature), amount);
                 let available = self.available_credits();
                 Assessment {
                     is_allowed: available >= cost,
@@ -138,8 +138,8 @@ impl Customer {
                 let over = |u: u64| u.saturating_sub(included);
                 price.cost(over(used + amount)) - price.cost(over(used))
             }),
-            UsageTerms::Credits { credits_per_unit } => {
-                let cost = amount as i64 * credits_per_unit;
+            UsageTerms::Credits { price } => {
+                let cost = price.cost_of_increase(used, amount);
                 let from_grant = cost.min(self.granted_credits.max(0));
                 self.granted_credits -= from_grant;
                 self.purchased_credits -= cost - from_grant;

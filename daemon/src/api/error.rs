@@ -188,6 +188,12 @@ impl From<TallyError> for ApiError {
                 ApiError::billing("feature_not_in_plan", message).with_param("feature")
             }
             TallyError::NotAUsageFeature { .. } => ApiError::invalid("feature", message),
+            TallyError::UnknownModel { .. } => {
+                ApiError::not_found("model_not_found", "model", message)
+            }
+            TallyError::ModelNotInPlan { .. } => {
+                ApiError::billing("model_not_in_plan", message).with_param("model")
+            }
             TallyError::UnknownHold { .. } => ApiError::not_found("hold_not_found", "id", message),
             TallyError::InsufficientBalance { .. } => {
                 ApiError::billing("insufficient_balance", message)

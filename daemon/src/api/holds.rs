@@ -62,6 +62,7 @@ pub(super) async fn reserve(
         return Err(ApiError::invalid("ttlSeconds", "must be at least 1"));
     }
     let request = Request::Reserve(ReserveRequest {
+        model: None,
         customer: body.customer_id.clone(),
         feature: feature.clone(),
         amount,
@@ -102,6 +103,7 @@ pub(super) async fn settle(
 ) -> Result<Response, ApiError> {
     let hold = parse_hold(&id)?;
     let request = Request::Settle(SettleRequest {
+        model: None,
         hold,
         actual: whole("actual", &body.actual, AMOUNT_MAX)?,
         idempotency_key: idempotency_key(&headers, None)?,

@@ -78,6 +78,7 @@ async fn check_of(
     amount: u64,
 ) -> Result<Option<CheckOutcome>, ApiError> {
     let request = Request::Check(CheckRequest {
+        model: None,
         customer: customer.into(),
         feature: feature.into(),
         amount,

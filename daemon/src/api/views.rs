@@ -170,8 +170,8 @@ pub(super) fn plan(plan: &Plan, sort_order: usize) -> Value {
                         })),
                     });
                 }
-                UsageTerms::Credits { credits_per_unit } => {
-                    entry["creditsPerUnit"] = json!(credits_per_unit);
+                UsageTerms::Credits { price } => {
+                    entry["creditsPerUnit"] = json!(price.units as f64 / price.per as f64);
                 }
                 UsageTerms::Balance { price } => {
                     entry["unitPrice"] = json!({

@@ -331,12 +331,15 @@ impl Config {
         let sandbox = SandboxConfig {
             test_clock: raw.sandbox.test_clock,
         };
-        let catalogue =
+        let mut catalogue =
             Catalogue::build(&raw.features, &raw.plans).unwrap_or_else(|catalogue_errors| {
                 errors.extend(catalogue_errors);
                 Catalogue::build(&BTreeMap::new(), &BTreeMap::new())
                     .expect("an empty catalogue is valid")
             });
+        if let Err(model_errors) = catalogue.set_models(&raw.models) {
+            errors.extend(model_errors);
+        }
         let longest_period_ms = catalogue
             .plans()
             .map(|plan| period_upper_bound_ms(plan.period))

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::FRAME_BYTES_MAX;
 use crate::metering::catalogue::{FeatureToml, PlanToml};
+use crate::metering::models::ModelToml;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +31,8 @@ pub(super) struct ConfigToml {
     pub(super) features: BTreeMap<String, FeatureToml>,
     #[serde(default)]
     pub(super) plans: BTreeMap<String, PlanToml>,
+    #[serde(default)]
+    pub(super) models: BTreeMap<String, ModelToml>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -143,9 +143,10 @@ fn terms_text(terms: Option<&UsageTerms>) -> String {
             "{included} included, then {}",
             overage.as_ref().map_or("a hard limit".into(), price)
         ),
-        Some(UsageTerms::Credits { credits_per_unit }) => {
-            format!("{credits_per_unit} credits per unit")
+        Some(UsageTerms::Credits { price: p }) if p.per == 1 => {
+            format!("{} credits per unit", p.units)
         }
+        Some(UsageTerms::Credits { price: p }) => format!("{} credits per {}", p.units, p.per),
         Some(UsageTerms::Balance { price: p }) => price(p),
     }
 }

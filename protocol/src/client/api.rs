@@ -78,12 +78,34 @@ impl Entitlements<'_> {
         feature: &str,
         amount: u64,
     ) -> Result<CheckOutcome, Error> {
-        let request = Request::Check(CheckRequest {
+        self.ask(CheckRequest {
             customer: customer.into(),
             feature: feature.into(),
             amount,
-        });
-        match self.client.call(request).await? {
+            model: None,
+        })
+        .await
+    }
+
+    /// May `customer` run this AI model request on `feature` (priced by model)? `usage` has the
+    /// most output tokens the answer may have; `cost` is that worst case. Read-only.
+    pub async fn check_tokens(
+        &self,
+        customer: &str,
+        feature: &str,
+        usage: ModelUsage,
+    ) -> Result<CheckOutcome, Error> {
+        self.ask(CheckRequest {
+            customer: customer.into(),
+            feature: feature.into(),
+            amount: 0,
+            model: Some(usage),
+        })
+        .await
+    }
+
+    async fn ask(&self, check: CheckRequest) -> Result<CheckOutcome, Error> {
+        match self.client.call(Request::Check(check)).await? {
             Response::Check(outcome) => Ok(outcome),
             other => Err(unexpected(other)),
         }
@@ -104,13 +126,37 @@ impl Holds<'_> {
         amount: u64,
         ttl: Duration,
     ) -> Result<ReserveOutcome, Error> {
-        let request = Request::Reserve(ReserveRequest {
+        self.hold(ReserveRequest {
             customer: customer.into(),
             feature: feature.into(),
             amount,
             ttl_ms: ttl.as_millis().try_into().unwrap_or(u64::MAX),
-        });
-        match self.client.call(request).await? {
+            model: None,
+        })
+        .await
+    }
+
+    /// Holds the worst case of an AI model request (its input and the most output it may have,
+    /// `usage.output_tokens`) on a feature priced by model, for `ttl`.
+    pub async fn reserve_tokens(
+        &self,
+        customer: &str,
+        feature: &str,
+        usage: ModelUsage,
+        ttl: Duration,
+    ) -> Result<ReserveOutcome, Error> {
+        self.hold(ReserveRequest {
+            customer: customer.into(),
+            feature: feature.into(),
+            amount: 0,
+            ttl_ms: ttl.as_millis().try_into().unwrap_or(u64::MAX),
+            model: Some(usage),
+        })
+        .await
+    }
+
+    async fn hold(&self, reserve: ReserveRequest) -> Result<ReserveOutcome, Error> {
+        match self.client.call(Request::Reserve(reserve)).await? {
             Response::Reserve(outcome) => Ok(outcome),
             other => Err(unexpected(other)),
         }
@@ -123,12 +169,33 @@ impl Holds<'_> {
         actual: u64,
         idempotency_key: Option<IdempotencyKey>,
     ) -> Result<ReportOutcome, Error> {
-        let request = Request::Settle(SettleRequest {
+        self.charge(SettleRequest {
             hold,
             actual,
             idempotency_key,
-        });
-        match self.client.call(request).await? {
+            model: None,
+        })
+        .await
+    }
+
+    /// Charges the tokens an AI model request actually used and releases the rest of the hold.
+    pub async fn settle_tokens(
+        &self,
+        hold: u64,
+        usage: ModelUsage,
+        idempotency_key: Option<IdempotencyKey>,
+    ) -> Result<ReportOutcome, Error> {
+        self.charge(SettleRequest {
+            hold,
+            actual: 0,
+            idempotency_key,
+            model: Some(usage),
+        })
+        .await
+    }
+
+    async fn charge(&self, settle: SettleRequest) -> Result<ReportOutcome, Error> {
+        match self.client.call(Request::Settle(settle)).await? {
             Response::Report(outcome) => Ok(outcome),
             other => Err(unexpected(other)),
         }

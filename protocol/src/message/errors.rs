@@ -39,6 +39,22 @@ pub enum TallyError {
         /// The customer's plan.
         plan: String,
     },
+    /// No model in the catalogue has this name.
+    #[error("unknown model `{model}`")]
+    UnknownModel {
+        /// The name asked for.
+        model: String,
+    },
+    /// The model exists, but the plan's feature does not accept it.
+    #[error("model `{model}` is not accepted by feature `{feature}` of plan `{plan}`")]
+    ModelNotInPlan {
+        /// The model.
+        model: String,
+        /// The feature.
+        feature: String,
+        /// The customer's plan.
+        plan: String,
+    },
     /// Usage was reported or reserved on a flag feature.
     #[error("feature `{feature}` is a flag feature; only usage features take usage")]
     NotAUsageFeature {

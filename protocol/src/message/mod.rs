@@ -25,7 +25,7 @@ pub use validate::*;
 /// ALPN protocol id that both ends of a Tally QUIC connection must offer.
 pub const ALPN: &[u8] = b"tally/1";
 /// Version of the message layout below; the handshake refuses any other.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest frame body either end accepts, in bytes (the 4-byte length prefix excluded).
 pub const FRAME_BYTES_MAX: u32 = 1 << 21;
 /// Longest customer id, in bytes of UTF-8.
@@ -273,6 +273,7 @@ mod tests {
 
     fn report(amount: u64) -> ReportItem {
         ReportItem {
+            model: None,
             customer: "acme".into(),
             feature: "tokens".into(),
             amount,
@@ -318,6 +319,7 @@ mod tests {
         assert!(!Request::ReportBatch(vec![keyed, report(1)]).is_idempotent());
         assert!(Request::Stats.is_idempotent());
         assert!(Request::Check(CheckRequest {
+            model: None,
             customer: "acme".into(),
             feature: "tokens".into(),
             amount: 1

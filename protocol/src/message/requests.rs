@@ -17,6 +17,36 @@ pub struct ReportItem {
     pub idempotency_key: Option<IdempotencyKey>,
     /// Atomic check-and-consume: record nothing and answer `InsufficientBalance` unless allowed.
     pub only_if_allowed: bool,
+    /// For a feature priced by AI model: the model and its tokens (then `amount` is 0; the
+    /// daemon prices the tokens).
+    pub model: Option<ModelUsage>,
+}
+
+/// Tokens of one AI model request, for a feature priced by model (`pricing = "ai_model"`).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct ModelUsage {
+    /// The model's name in the catalogue (`[models."gpt-4o"]`).
+    pub model: String,
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Answer tokens (for a check or a hold: the most the answer may have).
+    pub output_tokens: u64,
+    /// Prompt tokens read from the provider's cache.
+    pub cache_read_tokens: u64,
+    /// Prompt tokens written to the provider's cache.
+    pub cache_write_tokens: u64,
+}
+
+impl ModelUsage {
+    /// `input` prompt and `output` answer tokens of `model`, no cache.
+    pub fn new(model: impl Into<String>, input: u64, output: u64) -> Self {
+        Self {
+            model: model.into(),
+            input_tokens: input,
+            output_tokens: output,
+            ..Self::default()
+        }
+    }
 }
 
 impl ReportItem {
@@ -28,6 +58,19 @@ impl ReportItem {
             amount,
             idempotency_key: None,
             only_if_allowed: false,
+            model: None,
+        }
+    }
+
+    /// A report of one AI model request on a feature priced by model.
+    pub fn tokens(
+        customer: impl Into<String>,
+        feature: impl Into<String>,
+        usage: ModelUsage,
+    ) -> Self {
+        Self {
+            model: Some(usage),
+            ..Self::new(customer, feature, 0)
         }
     }
 
@@ -53,6 +96,9 @@ pub struct CheckRequest {
     pub feature: String,
     /// Units the customer is about to use (ignored for flag features).
     pub amount: u64,
+    /// For a feature priced by AI model: the request's model and tokens, with the most output
+    /// it may produce (then `amount` is 0).
+    pub model: Option<ModelUsage>,
 }
 
 /// Hold an estimate for variable-cost work.
@@ -66,6 +112,9 @@ pub struct ReserveRequest {
     pub amount: u64,
     /// The hold releases itself this long after it was made, 1..=`HOLD_TTL_MS_MAX`.
     pub ttl_ms: u64,
+    /// For a feature priced by AI model: the request's model and tokens with the most output it
+    /// may produce — the worst case is held (then `amount` is 0).
+    pub model: Option<ModelUsage>,
 }
 
 /// Charge a hold's actual usage.
@@ -77,6 +126,8 @@ pub struct SettleRequest {
     pub actual: u64,
     /// A retry with the same key returns the first outcome and changes nothing.
     pub idempotency_key: Option<IdempotencyKey>,
+    /// For a hold on a feature priced by AI model: the tokens actually used (then `actual` is 0).
+    pub model: Option<ModelUsage>,
 }
 
 /// Release a hold without charging.

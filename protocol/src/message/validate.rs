@@ -18,12 +18,14 @@ pub fn validate_request(request: &Request) -> Result<(), TallyError> {
         Request::Check(c) => {
             validate_customer(&c.customer)?;
             validate_slug("feature", &c.feature)?;
-            validate_amount("amount", c.amount)
+            validate_amount("amount", c.amount)?;
+            validate_model("amount", c.amount, c.model.as_ref())
         }
         Request::Reserve(r) => {
             validate_customer(&r.customer)?;
             validate_slug("feature", &r.feature)?;
             validate_amount("amount", r.amount)?;
+            validate_model("amount", r.amount, r.model.as_ref())?;
             if r.ttl_ms == 0 || r.ttl_ms > HOLD_TTL_MS_MAX {
                 return Err(invalid(format!(
                     "ttl is {} ms; it must be 1 to {HOLD_TTL_MS_MAX} ms",
@@ -32,7 +34,10 @@ pub fn validate_request(request: &Request) -> Result<(), TallyError> {
             }
             Ok(())
         }
-        Request::Settle(s) => validate_amount("actual", s.actual),
+        Request::Settle(s) => {
+            validate_amount("actual", s.actual)?;
+            validate_model("actual", s.actual, s.model.as_ref())
+        }
         Request::Release(_) | Request::Stats => Ok(()),
         Request::CreateCustomer(cp) | Request::ChangePlan(cp) => {
             validate_customer(&cp.customer)?;
@@ -61,7 +66,28 @@ pub fn validate_request(request: &Request) -> Result<(), TallyError> {
 fn validate_report(item: &ReportItem) -> Result<(), TallyError> {
     validate_customer(&item.customer)?;
     validate_slug("feature", &item.feature)?;
-    validate_amount("amount", item.amount)
+    validate_amount("amount", item.amount)?;
+    validate_model("amount", item.amount, item.model.as_ref())
+}
+
+/// Model tokens come instead of an amount, each count within [`AMOUNT_MAX`].
+fn validate_model(what: &str, amount: u64, model: Option<&ModelUsage>) -> Result<(), TallyError> {
+    let Some(usage) = model else { return Ok(()) };
+    if amount != 0 {
+        return Err(invalid(format!(
+            "give {what} or model tokens, not both ({what} is {amount})"
+        )));
+    }
+    validate_slug("model", &usage.model)?;
+    for (kind, tokens) in [
+        ("input tokens", usage.input_tokens),
+        ("output tokens", usage.output_tokens),
+        ("cache read tokens", usage.cache_read_tokens),
+        ("cache write tokens", usage.cache_write_tokens),
+    ] {
+        validate_amount(kind, tokens)?;
+    }
+    Ok(())
 }
 
 fn validate_customer(customer: &str) -> Result<(), TallyError> {
