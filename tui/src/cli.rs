@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use tally_protocol::message::{AMOUNT_MAX, TOP_UP_PACKS_MAX};
+use tally_protocol::message::{ModelUsage, AMOUNT_MAX, TOP_UP_PACKS_MAX};
 
 /// Tally operator console and admin commands.
 #[derive(Debug, Parser)]
@@ -53,6 +53,9 @@ pub enum Command {
         /// Units about to be used.
         #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = units)]
         amount: u64,
+        /// For a feature priced by AI model: the request's model and tokens.
+        #[command(flatten)]
+        tokens: TokenArgs,
     },
     /// Record usage.
     Report {
@@ -60,15 +63,18 @@ pub enum Command {
         customer: String,
         /// Feature slug.
         feature: String,
-        /// Units used (0 is allowed and records nothing).
-        #[arg(allow_negative_numbers = true, value_parser = units)]
-        amount: u64,
+        /// Units used (0 is allowed and records nothing); not with --model.
+        #[arg(allow_negative_numbers = true, value_parser = units, required_unless_present = "model")]
+        amount: Option<u64>,
         /// 32 hex digits; a retry with the same key changes nothing.
         #[arg(long)]
         idempotency_key: Option<String>,
         /// Record only if allowed (atomic check-and-consume).
         #[arg(long)]
         only_if_allowed: bool,
+        /// For a feature priced by AI model: the request's model and tokens.
+        #[command(flatten)]
+        tokens: TokenArgs,
     },
     /// Hold an estimate before variable-cost work.
     Reserve {
@@ -76,23 +82,30 @@ pub enum Command {
         customer: String,
         /// Feature slug.
         feature: String,
-        /// Units to hold.
-        #[arg(allow_negative_numbers = true, value_parser = units)]
-        amount: u64,
+        /// Units to hold; not with --model.
+        #[arg(allow_negative_numbers = true, value_parser = units, required_unless_present = "model")]
+        amount: Option<u64>,
         /// How long the hold lives, e.g. 30s, 5m.
         #[arg(long, default_value = "30s")]
         ttl: String,
+        /// For a feature priced by AI model: the request's model, its input and --max-output
+        /// (the worst case is held).
+        #[command(flatten)]
+        tokens: TokenArgs,
     },
     /// Charge a hold's actual usage and release the rest.
     Settle {
         /// Hold id from `tally reserve`.
         hold: String,
-        /// Units actually used.
-        #[arg(allow_negative_numbers = true, value_parser = units)]
-        actual: u64,
+        /// Units actually used; not with --model.
+        #[arg(allow_negative_numbers = true, value_parser = units, required_unless_present = "model")]
+        actual: Option<u64>,
         /// 32 hex digits; a retry with the same key changes nothing.
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// For a hold on a feature priced by AI model: the tokens the request used.
+        #[command(flatten)]
+        tokens: TokenArgs,
     },
     /// Release a hold without charging.
     Release {
@@ -204,5 +217,42 @@ fn packs(text: &str) -> Result<u32, String> {
         _ => Err(format!(
             "`{text}` is not allowed; packs are whole numbers from 1 to {TOP_UP_PACKS_MAX}"
         )),
+    }
+}
+
+/// An AI model request's tokens, for a feature priced by model (`pricing = "ai_model"`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct TokenArgs {
+    /// The model (a `[models]` entry); its tokens are priced instead of units.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Prompt tokens.
+    #[arg(long, default_value_t = 0, value_parser = units, requires = "model")]
+    pub input: u64,
+    /// Answer tokens (report, settle).
+    #[arg(long, value_parser = units, requires = "model")]
+    pub output: Option<u64>,
+    /// The most answer tokens the request may produce (check, reserve: the worst case).
+    #[arg(long, value_parser = units, requires = "model", conflicts_with = "output")]
+    pub max_output: Option<u64>,
+    /// Prompt tokens read from the provider's cache.
+    #[arg(long, default_value_t = 0, value_parser = units, requires = "model")]
+    pub cache_read: u64,
+    /// Prompt tokens written to the provider's cache.
+    #[arg(long, default_value_t = 0, value_parser = units, requires = "model")]
+    pub cache_write: u64,
+}
+
+impl TokenArgs {
+    /// The model usage, when `--model` was given.
+    pub fn usage(&self) -> Option<ModelUsage> {
+        let model = self.model.clone()?;
+        Some(ModelUsage {
+            model,
+            input_tokens: self.input,
+            output_tokens: self.output.or(self.max_output).unwrap_or(0),
+            cache_read_tokens: self.cache_read,
+            cache_write_tokens: self.cache_write,
+        })
     }
 }

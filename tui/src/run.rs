@@ -78,11 +78,21 @@ async fn execute(client: &Client, command: Command) -> anyhow::Result<Output> {
             customer,
             feature,
             amount,
+            tokens,
         } => {
-            let outcome = client
-                .entitlements()
-                .check(&customer, &feature, amount)
-                .await?;
+            let entitlements = client.entitlements();
+            let (outcome, amount) = match tokens.usage() {
+                Some(usage) => (
+                    entitlements
+                        .check_tokens(&customer, &feature, usage)
+                        .await?,
+                    0,
+                ),
+                None => (
+                    entitlements.check(&customer, &feature, amount).await?,
+                    amount,
+                ),
+            };
             Ok(output::check(&customer, &feature, amount, &outcome))
         }
         Command::Report {
@@ -91,8 +101,12 @@ async fn execute(client: &Client, command: Command) -> anyhow::Result<Output> {
             amount,
             idempotency_key,
             only_if_allowed,
+            tokens,
         } => {
-            let mut item = ReportItem::new(customer.clone(), feature.clone(), amount);
+            let mut item = match tokens.usage() {
+                Some(usage) => ReportItem::tokens(customer.clone(), feature.clone(), usage),
+                None => ReportItem::new(customer.clone(), feature.clone(), amount.unwrap_or(0)),
+            };
             if let Some(key) = idempotency_key.as_deref() {
                 item = item.with_idempotency_key(parse_key(key)?);
             }
@@ -107,24 +121,42 @@ async fn execute(client: &Client, command: Command) -> anyhow::Result<Output> {
             feature,
             amount,
             ttl,
+            tokens,
         } => {
             let ttl = parse_ttl(&ttl)?;
-            Ok(output::reserve(
-                &client
-                    .holds()
-                    .reserve(&customer, &feature, amount, ttl)
-                    .await?,
-            ))
+            let holds = client.holds();
+            let outcome = match tokens.usage() {
+                Some(usage) => {
+                    holds
+                        .reserve_tokens(&customer, &feature, usage, ttl)
+                        .await?
+                }
+                None => {
+                    holds
+                        .reserve(&customer, &feature, amount.unwrap_or(0), ttl)
+                        .await?
+                }
+            };
+            Ok(output::reserve(&outcome))
         }
         Command::Settle {
             hold,
             actual,
             idempotency_key,
+            tokens,
         } => {
             let hold = parse_hold(&hold)?;
             let key = idempotency_key.as_deref().map(parse_key).transpose()?;
-            let mut out =
-                output::report(None, None, &client.holds().settle(hold, actual, key).await?);
+            let outcome = match tokens.usage() {
+                Some(usage) => client.holds().settle_tokens(hold, usage, key).await?,
+                None => {
+                    client
+                        .holds()
+                        .settle(hold, actual.unwrap_or(0), key)
+                        .await?
+                }
+            };
+            let mut out = output::report(None, None, &outcome);
             out.json["hold"] = output::hold_id(hold).into();
             Ok(out)
         }
