@@ -13,6 +13,7 @@ mod holds;
 mod http_api;
 mod idempotency;
 mod limits;
+mod model_pricing;
 mod ops_http;
 mod overload;
 mod price_changes;

@@ -8,12 +8,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 use tally_protocol::message::{
-    ReleaseRequest, Request, ReserveRequest, Response as Answer, SettleRequest, AMOUNT_MAX,
-    HOLD_TTL_MS_MAX,
+    ModelUsage, ReleaseRequest, Request, ReserveRequest, Response as Answer, SettleRequest,
+    AMOUNT_MAX, HOLD_TTL_MS_MAX,
 };
 
 use super::error::ApiError;
 use super::extract::{idempotency_key, whole, Caller, Json};
+use super::usage::TokensBody;
 use super::views::{iso, ok};
 use super::{unexpected, ApiState};
 
@@ -24,14 +25,34 @@ pub(super) struct ReserveBody {
     customer_id: String,
     feature_code: Option<String>,
     feature: Option<String>,
-    quantity: serde_json::Number,
+    quantity: Option<serde_json::Number>,
     ttl_seconds: serde_json::Number,
+    #[serde(flatten)]
+    tokens: TokensBody,
 }
 
 /// `POST /x-tally/holds/{id}/settle` body.
 #[derive(Debug, Deserialize)]
 pub(super) struct SettleBody {
-    actual: serde_json::Number,
+    actual: Option<serde_json::Number>,
+    #[serde(flatten)]
+    tokens: TokensBody,
+}
+
+/// A quantity, required unless the request is in model form.
+fn quantity(
+    field: &str,
+    number: Option<&serde_json::Number>,
+    model: Option<&ModelUsage>,
+) -> Result<u64, ApiError> {
+    match (number, model) {
+        (_, Some(_)) => Ok(0),
+        (Some(number), None) => whole(field, number, AMOUNT_MAX),
+        (None, None) => Err(ApiError::invalid(
+            field,
+            "give it, or the model form (model, inputTokens, maxOutputTokens)",
+        )),
+    }
 }
 
 fn hold_id(hold: u64) -> String {
@@ -56,13 +77,14 @@ pub(super) async fn reserve(
         .feature_code
         .or(body.feature)
         .ok_or_else(|| ApiError::invalid("featureCode", "give the feature's code"))?;
-    let amount = whole("quantity", &body.quantity, AMOUNT_MAX)?;
+    let model = body.tokens.usage()?;
+    let amount = quantity("quantity", body.quantity.as_ref(), model.as_ref())?;
     let ttl_s = whole("ttlSeconds", &body.ttl_seconds, HOLD_TTL_MS_MAX / 1000)?;
     if ttl_s == 0 {
         return Err(ApiError::invalid("ttlSeconds", "must be at least 1"));
     }
     let request = Request::Reserve(ReserveRequest {
-        model: None,
+        model,
         customer: body.customer_id.clone(),
         feature: feature.clone(),
         amount,
@@ -102,10 +124,11 @@ pub(super) async fn settle(
     Json(body): Json<SettleBody>,
 ) -> Result<Response, ApiError> {
     let hold = parse_hold(&id)?;
+    let model = body.tokens.usage()?;
     let request = Request::Settle(SettleRequest {
-        model: None,
+        actual: quantity("actual", body.actual.as_ref(), model.as_ref())?,
+        model,
         hold,
-        actual: whole("actual", &body.actual, AMOUNT_MAX)?,
         idempotency_key: idempotency_key(&headers, None)?,
     });
     let outcome = match state.call(caller, request).await? {

@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tally_protocol::message::{
-    CheckOutcome, CheckRequest, ReportItem, ReportOutcome, Request, Response as Answer, Standing,
-    AMOUNT_MAX,
+    CheckOutcome, CheckRequest, ModelUsage, ReportItem, ReportOutcome, Request, Response as Answer,
+    Standing, AMOUNT_MAX,
 };
 
 use super::customers::profile;
@@ -27,6 +27,45 @@ pub(super) struct CheckBody {
     feature_code: Option<String>,
     feature: Option<String>,
     quantity: Option<serde_json::Number>,
+    #[serde(flatten)]
+    tokens: TokensBody,
+}
+
+/// The model form of a request (the SDK's `model`, `inputTokens`, `outputTokens`, cache tokens;
+/// for a check, `maxOutputTokens` too: the worst case).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct TokensBody {
+    model: Option<String>,
+    input_tokens: Option<serde_json::Number>,
+    output_tokens: Option<serde_json::Number>,
+    max_output_tokens: Option<serde_json::Number>,
+    cache_read_tokens: Option<serde_json::Number>,
+    cache_write_tokens: Option<serde_json::Number>,
+}
+
+impl TokensBody {
+    /// The model usage, when `model` is given; its token counts checked like quantities.
+    pub(super) fn usage(&self) -> Result<Option<ModelUsage>, ApiError> {
+        let Some(model) = self.model.clone() else {
+            return Ok(None);
+        };
+        let count = |field: &str, number: &Option<serde_json::Number>| match number {
+            Some(number) => whole(field, number, AMOUNT_MAX),
+            None => Ok(0),
+        };
+        let output = match &self.max_output_tokens {
+            Some(number) => whole("maxOutputTokens", number, AMOUNT_MAX)?,
+            None => count("outputTokens", &self.output_tokens)?,
+        };
+        Ok(Some(ModelUsage {
+            model,
+            input_tokens: count("inputTokens", &self.input_tokens)?,
+            output_tokens: output,
+            cache_read_tokens: count("cacheReadTokens", &self.cache_read_tokens)?,
+            cache_write_tokens: count("cacheWriteTokens", &self.cache_write_tokens)?,
+        }))
+    }
 }
 
 /// `POST /usage/events` body.
@@ -40,7 +79,8 @@ pub(super) struct TrackBody {
     idempotency_key: Option<String>,
     event_id: Option<String>,
     timestamp: Option<String>,
-    model: Option<String>,
+    #[serde(flatten)]
+    tokens: TokensBody,
 }
 
 /// `PUT /usage` body.
@@ -76,9 +116,10 @@ async fn check_of(
     customer: &str,
     feature: &str,
     amount: u64,
+    model: Option<ModelUsage>,
 ) -> Result<Option<CheckOutcome>, ApiError> {
     let request = Request::Check(CheckRequest {
-        model: None,
+        model,
         customer: customer.into(),
         feature: feature.into(),
         amount,
@@ -246,11 +287,13 @@ pub(super) async fn check(
     Json(body): Json<CheckBody>,
 ) -> Result<Response, ApiError> {
     let feature = feature_of(body.feature_code, body.feature)?;
-    let quantity = match &body.quantity {
-        Some(number) => whole("quantity", number, AMOUNT_MAX)?,
-        None => 1,
+    let model = body.tokens.usage()?;
+    let quantity = match (&body.quantity, &model) {
+        (_, Some(_)) => 0,
+        (Some(number), None) => whole("quantity", number, AMOUNT_MAX)?,
+        (None, None) => 1,
     };
-    match check_of(&state, caller, &body.customer_id, &feature, quantity).await? {
+    match check_of(&state, caller, &body.customer_id, &feature, quantity, model).await? {
         None => Ok(ok(no_subscription(&body.customer_id, &feature, quantity)).into_response()),
         Some(outcome) => Ok(axum::Json(CheckEnvelope {
             success: true,
@@ -295,23 +338,21 @@ pub(super) async fn track(
     Json(body): Json<TrackBody>,
 ) -> Result<Response, ApiError> {
     let feature = feature_of(body.feature_code, body.feature)?;
-    if let Some(model) = body.model {
-        return Err(ApiError::not_supported(format!(
-            "usage priced by AI model (`{model}` with token counts); report `value` in the feature's units"
-        )));
-    }
+    let model = body.tokens.usage()?;
     if let Some(timestamp) = &body.timestamp {
         chrono::DateTime::parse_from_rfc3339(timestamp).map_err(|e| {
             ApiError::invalid("timestamp", format!("is not an RFC 3339 date-time: {e}"))
         })?;
     }
-    let value = match &body.value {
-        Some(number) => whole("value", number, AMOUNT_MAX)?,
-        None => 1,
+    let value = match (&body.value, &model) {
+        (_, Some(_)) => 0,
+        (Some(number), None) => whole("value", number, AMOUNT_MAX)?,
+        (None, None) => 1,
     };
     let explicit = body.idempotency_key.as_deref().or(body.event_id.as_deref());
     let key = idempotency_key(&headers, explicit)?;
     let mut item = ReportItem::new(body.customer_id.clone(), feature.clone(), value);
+    item.model = model;
     item.idempotency_key = key;
     let outcome = report(&state, caller, item).await?;
     let now = iso(state.clock.now_ms());
@@ -469,7 +510,7 @@ pub(super) async fn access_one(
             format!("is `{action}`; the only action is canUse"),
         ));
     }
-    let Some(outcome) = check_of(&state, caller, &query.customer_id, &code, 1).await? else {
+    let Some(outcome) = check_of(&state, caller, &query.customer_id, &code, 1, None).await? else {
         return Ok(ok(json!({
             "code": code,
             "allowed": false,
@@ -508,7 +549,9 @@ pub(super) async fn access_list(
     };
     let mut features = Vec::new();
     for feature in plan.usage.keys().chain(plan.flags.iter()) {
-        if let Some(outcome) = check_of(&state, caller, &query.customer_id, feature, 1).await? {
+        if let Some(outcome) =
+            check_of(&state, caller, &query.customer_id, feature, 1, None).await?
+        {
             features.push(access_json(&state, feature, &outcome, &view.plan));
         }
     }

@@ -159,6 +159,11 @@ pub(super) fn plan(plan: &Plan, sort_order: usize) -> Value {
                 "unlimited": false,
                 "pricingMode": "fixed",
             });
+            if let Some(ai) = plan.ai.get(feature) {
+                entry["pricingMode"] = json!("ai_model");
+                entry["margin"] = json!(ai.margin_basis_points);
+                entry["models"] = json!(ai.models);
+            }
             match terms {
                 UsageTerms::Metered { included, overage } => {
                     entry["includedAmount"] = json!(included);
