@@ -150,6 +150,38 @@ mod core {
     }
 }
 
+mod model_pricing {
+    use super::*;
+
+    /// A customer on the shipped `assistant` plan (balance; `chat` priced by model).
+    fn assistant() -> ShardCore {
+        let mut core = warm_core();
+        let create = Request::CreateCustomer(CustomerPlan {
+            customer: "ann".into(),
+            plan: "assistant".into(),
+        });
+        core.handle(T0, create).unwrap();
+        core.take_changes();
+        core
+    }
+
+    /// The check of a request's worst case priced from its tokens: beside `core::check_warm_customer`,
+    /// what looking the model up and pricing four token kinds adds.
+    #[divan::bench]
+    fn check_tokens(bencher: Bencher) {
+        let mut core = assistant();
+        bencher.bench_local(|| {
+            let request = Request::Check(CheckRequest {
+                customer: "ann".into(),
+                feature: "chat".into(),
+                amount: 0,
+                model: Some(ModelUsage::new("gpt-4o", 1_200, 4_096)),
+            });
+            core.handle(T0, black_box(request)).unwrap()
+        });
+    }
+}
+
 mod group_commit {
     use super::*;
 
