@@ -308,10 +308,16 @@ async fn bad_requests_get_commet_shaped_errors_and_change_nothing() {
         400,
         "feature_not_in_plan",
     );
+    // Model tokens on a feature priced per unit, and on one the plan does not have.
+    shape(
+        &track(json!({"customerId": "w", "feature": "gpt-4", "model": "gpt-4o", "inputTokens": 1, "outputTokens": 1})).await,
+        400,
+        "validation_error",
+    );
     shape(
         &track(json!({"customerId": "w", "feature": "chat", "model": "gpt-4o", "inputTokens": 1, "outputTokens": 1})).await,
-        501,
-        "not_supported",
+        400,
+        "feature_not_in_plan",
     );
     let huge = json!({"customerId": "w", "feature": "gpt-4", "pad": "x".repeat(70_000)});
     shape(&track(huge).await, 413, "payload_too_large");
