@@ -353,3 +353,45 @@ mod tests {
         assert!(output.human.starts_with("denied"), "{}", output.human);
     }
 }
+
+/// Says what a request of an AI model's tokens was: the model and tokens in place of an amount,
+/// and the provider's cost (what the feature's counter adds: cost units of 10⁻¹⁰ $) in dollars.
+pub fn with_tokens(mut out: Output, usage: &ModelUsage, cost_units: Option<u64>) -> Output {
+    let tokens = format!(
+        "{} ({} in, {} out{})",
+        usage.model,
+        usage.input_tokens,
+        usage.output_tokens,
+        if usage.cache_read_tokens + usage.cache_write_tokens > 0 {
+            format!(
+                ", {} cache read, {} cache write",
+                usage.cache_read_tokens, usage.cache_write_tokens
+            )
+        } else {
+            String::new()
+        }
+    );
+    if let Some(object) = out.json.as_object_mut() {
+        object.insert(
+            "model".into(),
+            json!({
+                "model": usage.model, "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "cache_read_tokens": usage.cache_read_tokens,
+                "cache_write_tokens": usage.cache_write_tokens,
+            }),
+        );
+    }
+    out.human = match cost_units {
+        Some(units) => {
+            let cost = rust_decimal::Decimal::new(units as i64, 10).normalize();
+            out.human.replacen(
+                &format!("recorded {units} units"),
+                &format!("recorded {tokens}, ${cost} before margin"),
+                1,
+            )
+        }
+        None => out.human.replacen(" 0 ", &format!(" {tokens} of "), 1),
+    };
+    out
+}

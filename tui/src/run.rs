@@ -81,19 +81,19 @@ async fn execute(client: &Client, command: Command) -> anyhow::Result<Output> {
             tokens,
         } => {
             let entitlements = client.entitlements();
-            let (outcome, amount) = match tokens.usage() {
-                Some(usage) => (
-                    entitlements
-                        .check_tokens(&customer, &feature, usage)
-                        .await?,
-                    0,
-                ),
-                None => (
-                    entitlements.check(&customer, &feature, amount).await?,
-                    amount,
-                ),
-            };
-            Ok(output::check(&customer, &feature, amount, &outcome))
+            match tokens.usage() {
+                Some(usage) => {
+                    let outcome = entitlements
+                        .check_tokens(&customer, &feature, usage.clone())
+                        .await?;
+                    let out = output::check(&customer, &feature, 0, &outcome);
+                    Ok(output::with_tokens(out, &usage, None))
+                }
+                None => {
+                    let outcome = entitlements.check(&customer, &feature, amount).await?;
+                    Ok(output::check(&customer, &feature, amount, &outcome))
+                }
+            }
         }
         Command::Report {
             customer,
@@ -113,8 +113,13 @@ async fn execute(client: &Client, command: Command) -> anyhow::Result<Output> {
             if only_if_allowed {
                 item = item.only_if_allowed();
             }
+            let model = item.model.clone();
             let outcome = client.usage().report(item).await?;
-            Ok(output::report(Some(&customer), Some(&feature), &outcome))
+            let out = output::report(Some(&customer), Some(&feature), &outcome);
+            Ok(match model {
+                Some(usage) => output::with_tokens(out, &usage, Some(outcome.amount)),
+                None => out,
+            })
         }
         Command::Reserve {
             customer,
@@ -147,8 +152,14 @@ async fn execute(client: &Client, command: Command) -> anyhow::Result<Output> {
         } => {
             let hold = parse_hold(&hold)?;
             let key = idempotency_key.as_deref().map(parse_key).transpose()?;
-            let outcome = match tokens.usage() {
-                Some(usage) => client.holds().settle_tokens(hold, usage, key).await?,
+            let usage = tokens.usage();
+            let outcome = match &usage {
+                Some(usage) => {
+                    client
+                        .holds()
+                        .settle_tokens(hold, usage.clone(), key)
+                        .await?
+                }
                 None => {
                     client
                         .holds()
@@ -156,7 +167,11 @@ async fn execute(client: &Client, command: Command) -> anyhow::Result<Output> {
                         .await?
                 }
             };
-            let mut out = output::report(None, None, &outcome);
+            let out = output::report(None, None, &outcome);
+            let mut out = match &usage {
+                Some(usage) => output::with_tokens(out, usage, Some(outcome.amount)),
+                None => out,
+            };
             out.json["hold"] = output::hold_id(hold).into();
             Ok(out)
         }
