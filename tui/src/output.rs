@@ -320,40 +320,6 @@ pub fn customer(view: &CustomerView) -> Output {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dollars_keep_every_rate_unit_and_at_least_cents() {
-        assert_eq!(dollars(490_000), "49.00");
-        assert_eq!(dollars(499_669), "49.9669");
-        assert_eq!(dollars(20), "0.002");
-        assert_eq!(dollars(-600), "-0.06");
-        assert_eq!(dollars(0), "0.00");
-    }
-
-    #[test]
-    fn a_denied_check_prints_allowed_false_and_the_seq() {
-        let outcome = CheckOutcome {
-            allowed: false,
-            seq: 4,
-            cost: 1,
-            standing: Standing::Credits {
-                available: 0,
-                granted: 0,
-                purchased: 0,
-                held: 0,
-            },
-        };
-        let output = check("pics", "image-gen", 1, &outcome);
-        assert_eq!(output.json["allowed"], json!(false));
-        assert_eq!(output.json["seq"], json!(4));
-        assert_eq!(output.json["credits"], json!(0));
-        assert!(output.human.starts_with("denied"), "{}", output.human);
-    }
-}
-
 /// Says what a request of an AI model's tokens was: the model and tokens in place of an amount,
 /// and the provider's cost (what the feature's counter adds: cost units of 10⁻¹⁰ $) in dollars.
 pub fn with_tokens(mut out: Output, usage: &ModelUsage, cost_units: Option<u64>) -> Output {
@@ -394,4 +360,53 @@ pub fn with_tokens(mut out: Output, usage: &ModelUsage, cost_units: Option<u64>)
         None => out.human.replacen(" 0 ", &format!(" {tokens} of "), 1),
     };
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dollars_keep_every_rate_unit_and_at_least_cents() {
+        assert_eq!(dollars(490_000), "49.00");
+        assert_eq!(dollars(499_669), "49.9669");
+        assert_eq!(dollars(20), "0.002");
+        assert_eq!(dollars(-600), "-0.06");
+        assert_eq!(dollars(0), "0.00");
+    }
+
+    #[test]
+    fn a_denied_check_prints_allowed_false_and_the_seq() {
+        let outcome = CheckOutcome {
+            allowed: false,
+            seq: 4,
+            cost: 1,
+            standing: Standing::Credits {
+                available: 0,
+                granted: 0,
+                purchased: 0,
+                held: 0,
+            },
+        };
+        let output = check("pics", "image-gen", 1, &outcome);
+        assert_eq!(output.json["allowed"], json!(false));
+        assert_eq!(output.json["seq"], json!(4));
+        assert_eq!(output.json["credits"], json!(0));
+        assert!(output.human.starts_with("denied"), "{}", output.human);
+    }
+
+    #[test]
+    fn a_model_request_is_described_by_its_model_tokens_and_cost() {
+        let usage = ModelUsage::new("gpt-4o", 1_200, 350);
+        let out = Output {
+            json: json!({"amount": 65_000_000}),
+            human: "recorded 65000000 units, charged 78; balance $0.99 (seq 3)".into(),
+        };
+        let out = with_tokens(out, &usage, Some(65_000_000));
+        assert_eq!(
+            out.human,
+            "recorded gpt-4o (1200 in, 350 out), $0.0065 before margin, charged 78; balance $0.99 (seq 3)"
+        );
+        assert_eq!(out.json["model"]["output_tokens"], 350);
+    }
 }
