@@ -19,7 +19,9 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use tally_daemon::config::{Config, Durability};
 use tally_daemon::{Daemon, SystemClock};
-use tally_protocol::message::{BatchItemResult, OperationStats, ReportItem, Role, TallyError};
+use tally_protocol::message::{
+    BatchItemResult, ModelUsage, OperationStats, ReportItem, Role, TallyError,
+};
 use tally_protocol::{Client, ClientConfig, Error};
 
 use crate::http::HttpClient;
@@ -47,7 +49,8 @@ pub struct Args {
     /// Requests in flight per connection.
     #[arg(long, default_value_t = 64)]
     pub inflight: usize,
-    /// Operation weights: check, report, consume (only_if_allowed report), reserve-settle, batch.
+    /// Operation weights: check, report, consume (only_if_allowed report), reserve-settle, batch,
+    /// or tokens alone (a gpt-4o request's tokens reported on plan assistant's chat).
     #[arg(long, default_value = "check=80,report=20")]
     pub mix: String,
     /// Customers (seeded on plan `pro` as bench-0 … bench-N−1).
@@ -182,8 +185,11 @@ pub fn run(args: Args) -> anyhow::Result<Report> {
         ),
         (true, None, None) => bail!("--http needs --spawn or --http-addr"),
     };
+    let mix = Mix::parse(&args.mix)?;
+    if mix.ops().any(|op| op == Op::Tokens) && mix.ops().any(|op| op != Op::Tokens) {
+        bail!("--mix: tokens runs on its own (its customers are on plan assistant, the others' on pro)");
+    }
     if args.http {
-        let mix = Mix::parse(&args.mix)?;
         if mix.ops().any(|op| matches!(op, Op::Consume | Op::Batch)) {
             bail!("--http: the mix may have check, report and reserve-settle (the API has no consume or batch)");
         }
@@ -273,7 +279,12 @@ async fn drive(
                 .context("connecting")?,
         );
     }
-    seed_customers(&clients[0], plan.customers, "pro").await?;
+    let seeded_on = if plan.mix.ops().any(|op| op == Op::Tokens) {
+        "assistant"
+    } else {
+        "pro"
+    };
+    seed_customers(&clients[0], plan.customers, seeded_on).await?;
     let started = Instant::now() + Duration::from_millis(10);
     let pacer = plan.per_task_interval.map(|_| Arc::new(Pacer::start()));
     let mut tasks = Vec::new();
@@ -451,6 +462,11 @@ async fn one_request(client: &Client, plan: &Plan, op: Op, rng: &mut Rng) -> (bo
                 None => (false, 0),
             }
         }
+        Op::Tokens => {
+            let usage = ModelUsage::new("gpt-4o", 1_200, 350);
+            let item = ReportItem::tokens(id, "chat", usage);
+            (client.usage().report(item).await.is_ok(), 1)
+        }
         Op::Batch => {
             let items = (0..plan.batch)
                 .map(|_| {
@@ -506,6 +522,13 @@ async fn one_http_request(client: &HttpClient, plan: &Plan, op: Op, rng: &mut Rn
                 }
                 None => (false, 0),
             }
+        }
+        Op::Tokens => {
+            let body = serde_json::json!({
+                "customerId": id, "feature": "chat", "model": "gpt-4o",
+                "inputTokens": 1_200, "outputTokens": 350,
+            });
+            (success(client.post("/usage/events", &body).await), 1)
         }
         Op::Consume | Op::Batch => (false, 0),
     }

@@ -16,6 +16,9 @@ pub enum Op {
     ReserveSettle,
     /// `report_batch` of `--batch` items.
     Batch,
+    /// A report of one gpt-4o request's tokens on the `assistant` plan's `chat` (priced by model;
+    /// with it in the mix, customers are seeded on `assistant` and only it may be in the mix).
+    Tokens,
 }
 
 impl Op {
@@ -27,6 +30,7 @@ impl Op {
             Op::Consume => "consume",
             Op::ReserveSettle => "reserve-settle",
             Op::Batch => "batch",
+            Op::Tokens => "tokens",
         }
     }
 
@@ -37,7 +41,8 @@ impl Op {
             "consume" => Op::Consume,
             "reserve-settle" => Op::ReserveSettle,
             "batch" => Op::Batch,
-            other => bail!("unknown operation `{other}` in --mix; use check, report, consume, reserve-settle or batch"),
+            "tokens" => Op::Tokens,
+            other => bail!("unknown operation `{other}` in --mix; use check, report, consume, reserve-settle, batch or tokens"),
         })
     }
 }
