@@ -189,10 +189,8 @@ pub fn run(args: Args) -> anyhow::Result<Report> {
     if mix.ops().any(|op| op == Op::Tokens) && mix.ops().any(|op| op != Op::Tokens) {
         bail!("--mix: tokens runs on its own (its customers are on plan assistant, the others' on pro)");
     }
-    if args.http {
-        if mix.ops().any(|op| matches!(op, Op::Consume | Op::Batch)) {
-            bail!("--http: the mix may have check, report and reserve-settle (the API has no consume or batch)");
-        }
+    if args.http && mix.ops().any(|op| matches!(op, Op::Consume | Op::Batch)) {
+        bail!("--http: the mix may have check, report, reserve-settle or tokens (the API has no consume or batch)");
     }
     let runtime = if args.client_threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
