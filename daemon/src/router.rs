@@ -281,12 +281,24 @@ impl Router {
     }
 
     /// Has every shard close its customers' ended periods now rather than at its next sweep;
-    /// returns how many shards were asked (a full mailbox is skipped: its sweep comes anyway).
-    pub fn close_due_periods(&self) -> usize {
-        self.shards
-            .iter()
-            .filter(|shard| shard.try_send(CloseDuePeriods).is_ok())
-            .count()
+    /// returns how many the first step of each closed (at most `CLOSES_PER_STEP_MAX` a shard; more
+    /// follow in further steps, and a shard with a full mailbox is left to its sweep).
+    pub async fn close_due_periods(&self) -> usize {
+        let mut waiting = Vec::with_capacity(self.shards.len());
+        for shard in self.shards.iter() {
+            let (reply, closed) = oneshot::channel();
+            if shard
+                .try_send(CloseDuePeriods { reply: Some(reply) })
+                .is_ok()
+            {
+                waiting.push(closed);
+            }
+        }
+        let mut closed = 0;
+        for answer in waiting {
+            closed += answer.await.unwrap_or(0);
+        }
+        closed
     }
 
     /// Every shard's figures, in shard order, and the store's size. A shard whose mailbox is

@@ -167,14 +167,16 @@ impl Shard {
     }
 
     /// Closes a bounded number of due periods, and schedules another step if more are due.
-    fn close_due_periods(&mut self, ctx: &mut Context<Self>) {
+    /// Closes up to a step's worth of ended periods (the rest in further steps); returns how many.
+    fn close_due_periods(&mut self, ctx: &mut Context<Self>) -> usize {
         let closed = self
             .core
             .close_due_periods(self.clock.now_ms(), CLOSES_PER_STEP_MAX);
         if closed == CLOSES_PER_STEP_MAX {
-            ctx.notify(CloseDuePeriods);
+            ctx.notify(CloseDuePeriods { reply: None });
         }
         self.burst_grew(ctx);
+        closed
     }
 
     /// Hands the current burst to this thread's collector: sent with the other shards' at the
@@ -203,7 +205,7 @@ impl Actor for Shard {
                 let now_ms = shard.clock.now_ms();
                 shard.core.purge_keys(now_ms);
                 shard.core.expire_holds(now_ms);
-                shard.close_due_periods(ctx);
+                let _ = shard.close_due_periods(ctx);
             }
             if shard.quiet.tick(crate::platform::work_done()) {
                 memory::release_idle();
@@ -237,16 +239,22 @@ impl Handler<HandOver> for Shard {
 }
 
 /// Continue closing due periods (sent by the shard to itself, and by the sandbox's test clock
-/// after moving time forward).
+/// after moving time forward, which is told how many this step closed).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct CloseDuePeriods;
+pub struct CloseDuePeriods {
+    /// Where the count of periods closed by this step goes.
+    pub reply: Option<oneshot::Sender<usize>>,
+}
 
 impl Handler<CloseDuePeriods> for Shard {
     type Result = ();
 
-    fn handle(&mut self, _: CloseDuePeriods, ctx: &mut Self::Context) {
-        self.close_due_periods(ctx);
+    fn handle(&mut self, message: CloseDuePeriods, ctx: &mut Self::Context) {
+        let closed = self.close_due_periods(ctx);
+        if let Some(reply) = message.reply {
+            let _ = reply.send(closed);
+        }
     }
 }
 

@@ -94,9 +94,9 @@ pub(super) async fn advance(
     };
     let started = iso(now);
     clock.advance_ms(by_ms);
-    state.router.close_due_periods();
+    let closed = state.router.close_due_periods().await;
     // Both SDKs' answers in one: the clock (Node's `TestClock`) and the run (Python's
-    // `TestClockRun`; Tally's is done when this returns, the periods closing behind it).
+    // `TestClockRun`: the periods its first step closed; any more close right behind it).
     let mut answer = clock_json(&state, clock);
     if let Some(fields) = answer.as_object_mut() {
         fields.extend([
@@ -107,8 +107,8 @@ pub(super) async fn advance(
             ("status".into(), json!("completed")),
             ("startedAtTime".into(), json!(started)),
             ("targetTime".into(), json!(iso(now + by_ms))),
-            ("estimatedDeadlineCount".into(), json!(0)),
-            ("completedDeadlineCount".into(), json!(0)),
+            ("estimatedDeadlineCount".into(), json!(closed)),
+            ("completedDeadlineCount".into(), json!(closed)),
             ("failedDeadlineCount".into(), json!(0)),
             ("error".into(), Value::Null),
             ("items".into(), json!([])),
@@ -118,16 +118,16 @@ pub(super) async fn advance(
 }
 
 /// `POST /test-clock/process-billing`: closes due periods now rather than at each shard's next
-/// sweep (the invoices are also closed on the next touch of each customer).
+/// sweep, and says how many it closed (a first step's worth per shard; the rest follow).
 pub(super) async fn process_billing(
     State(state): State<ApiState>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
     test_clock(&state, caller)?;
-    let shards = state.router.close_due_periods();
+    let closed = state.router.close_due_periods().await;
     Ok(ok(json!({
-        "customersFound": 0,
-        "enqueued": shards,
+        "customersFound": closed,
+        "enqueued": closed,
         "failed": 0,
         "dunningRetried": 0,
         "dunningFailed": 0,
