@@ -35,7 +35,7 @@ async fn invoices_of(
     caller: Caller,
     customer: &str,
 ) -> Result<Vec<InvoiceView>, ApiError> {
-    state.customer(caller, customer).await?;
+    state.customer(customer).await?;
     let request = Request::ListInvoices(CustomerRef {
         customer: customer.into(),
     });

@@ -105,6 +105,16 @@ pub(super) async fn profile(state: &ApiState, id: &str) -> Result<Option<Profile
         .map_err(|e| ApiError::internal(format!("stored profile of `{id}` is unreadable: {e}")))
 }
 
+/// Whether `error` says there is no such customer while `customer` has a profile: a customer
+/// with no plan yet, which the usage endpoints answer as such rather than as unknown.
+pub(super) async fn has_no_plan_yet(
+    state: &ApiState,
+    error: &ApiError,
+    customer: &str,
+) -> Result<bool, ApiError> {
+    Ok(error.code == "customer_not_found" && profile(state, customer).await?.is_some())
+}
+
 async fn save(state: &ApiState, id: &str, profile: &Profile) -> Result<(), ApiError> {
     let bytes = serde_json::to_vec(profile).expect("a profile serializes");
     let key = id.to_string();
@@ -160,7 +170,7 @@ pub(super) async fn get(
         Some(profile) => profile,
         // A customer made over QUIC: it exists if its shard has it.
         None => {
-            state.customer(caller, &id).await?;
+            state.customer(&id).await?;
             Profile::default()
         }
     };
@@ -179,7 +189,7 @@ pub(super) async fn update(
     let mut profile = match profile(&state, &id).await? {
         Some(profile) => profile,
         None => {
-            state.customer(caller, &id).await?;
+            state.customer(&id).await?;
             Profile {
                 created_at_ms: state.clock.now_ms(),
                 ..Profile::default()

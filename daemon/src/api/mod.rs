@@ -123,16 +123,10 @@ impl ApiState {
         let operation = request.operation_name();
         let started = Instant::now();
         let result = self.router.route(request).await;
-        let now = Instant::now();
-        let mut telemetry = self.telemetry.lock().expect("telemetry lock poisoned");
-        telemetry.record(operation, now - started, now, result.is_err());
-        if let Ok(Response::Check(check)) = &result {
-            if check.allowed {
-                telemetry.checks_allowed += 1;
-            } else {
-                telemetry.checks_denied += 1;
-            }
-        }
+        self.telemetry
+            .lock()
+            .expect("telemetry lock poisoned")
+            .record_answer(operation, started, Instant::now(), &result);
         Ok(result?)
     }
 
@@ -140,7 +134,6 @@ impl ApiState {
     /// handlers that show it check theirs.
     async fn customer(
         &self,
-        _: Caller,
         customer: &str,
     ) -> Result<tally_protocol::message::CustomerView, ApiError> {
         let request = Request::GetCustomer(CustomerRef {

@@ -12,11 +12,12 @@ use tally_protocol::message::{
     CustomerPlan, CustomerView, Request, Response as Answer, TopUpAmount, TopUpRequest,
 };
 
-use super::customers::{check_id, profile};
+use super::customers::{check_id, has_no_plan_yet, profile};
 use super::error::ApiError;
 use super::extract::{idempotency_key, whole, Caller, Json, ListShape, Query};
-use super::views::{ok, page, subscription, UNITS_PER_CENT};
+use super::views::{ok, page, subscription};
 use super::{admin_only, unexpected, ApiState};
+use crate::metering::billing::UNITS_PER_CENT;
 
 /// `POST /subscriptions` body.
 #[derive(Debug, Deserialize)]
@@ -115,7 +116,7 @@ pub(super) async fn create(
         }
         Ok(other) => Err(unexpected(&other)),
         Err(e) if e.code == "already_has_active_subscription" => {
-            let view = state.customer(caller, &body.customer_id).await?;
+            let view = state.customer(&body.customer_id).await?;
             if view.plan == plan {
                 return Ok(ok(answer(&state, &view)).into_response());
             }
@@ -141,14 +142,10 @@ pub(super) async fn active(
     Query(query): Query<ActiveQuery>,
 ) -> Result<Response, ApiError> {
     admin_only(caller, "get_subscription")?;
-    match state.customer(caller, &query.customer_id).await {
+    match state.customer(&query.customer_id).await {
         Ok(view) => Ok(ok(answer(&state, &view)).into_response()),
-        Err(e) if e.code == "customer_not_found" => {
-            if profile(&state, &query.customer_id).await?.is_some() {
-                Ok(ok(serde_json::Value::Null).into_response())
-            } else {
-                Err(e)
-            }
+        Err(e) if has_no_plan_yet(&state, &e, &query.customer_id).await? => {
+            Ok(ok(serde_json::Value::Null).into_response())
         }
         Err(e) => Err(e),
     }
@@ -181,7 +178,7 @@ pub(super) async fn list(
         .status
         .as_deref()
         .is_none_or(|status| status == "active");
-    let found = match state.customer(caller, &customer).await {
+    let found = match state.customer(&customer).await {
         Ok(view) if wanted => vec![answer(&state, &view)],
         Ok(_) => Vec::new(),
         Err(e) if e.code == "customer_not_found" => Vec::new(),
@@ -198,7 +195,7 @@ pub(super) async fn get(
 ) -> Result<Response, ApiError> {
     admin_only(caller, "get_subscription")?;
     let view = state
-        .customer(caller, customer_of(&id)?)
+        .customer(customer_of(&id)?)
         .await
         .map_err(not_found_as_subscription)?;
     Ok(ok(answer(&state, &view)).into_response())
@@ -313,7 +310,7 @@ pub(super) async fn purchase_credits(
         return Err(ApiError::invalid("packs", "must be at least 1"));
     }
     let view = state
-        .customer(caller, &customer)
+        .customer(&customer)
         .await
         .map_err(not_found_as_subscription)?;
     if view.plan != pack_plan {

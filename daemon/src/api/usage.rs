@@ -12,7 +12,7 @@ use tally_protocol::message::{
     Standing, AMOUNT_MAX,
 };
 
-use super::customers::profile;
+use super::customers::has_no_plan_yet;
 use super::error::ApiError;
 use super::extract::{idempotency_key, whole, Caller, Json, ListShape, Query};
 use super::views::{iso, model_name, ok, page};
@@ -127,13 +127,7 @@ async fn check_of(
     match state.call(caller, request).await {
         Ok(Answer::Check(outcome)) => Ok(Some(outcome)),
         Ok(other) => Err(unexpected(&other)),
-        Err(e) if e.code == "customer_not_found" => {
-            if profile(state, customer).await?.is_some() {
-                Ok(None)
-            } else {
-                Err(e)
-            }
-        }
+        Err(e) if has_no_plan_yet(state, &e, customer).await? => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -312,13 +306,11 @@ async fn report(
     match state.call(caller, Request::Report(item)).await {
         Ok(Answer::Report(outcome)) => Ok(outcome),
         Ok(other) => Err(unexpected(&other)),
-        Err(e) if e.code == "customer_not_found" && profile(state, &customer).await?.is_some() => {
-            Err(ApiError::not_found(
-                "no_active_subscription",
-                "customerId",
-                format!("customer `{customer}` has no plan yet; POST /subscriptions gives it one"),
-            ))
-        }
+        Err(e) if has_no_plan_yet(state, &e, &customer).await? => Err(ApiError::not_found(
+            "no_active_subscription",
+            "customerId",
+            format!("customer `{customer}` has no plan yet; POST /subscriptions gives it one"),
+        )),
         Err(e) => Err(e),
     }
 }
@@ -393,7 +385,7 @@ pub(super) async fn set(
     let value = whole("value", &body.value, AMOUNT_MAX)?;
     let lock = state.set_locks.of(&body.customer_id, &feature);
     let _one_set_at_a_time = lock.lock().await;
-    let view = state.customer(caller, &body.customer_id).await?;
+    let view = state.customer(&body.customer_id).await?;
     let Some(usage) = view.usage.iter().find(|u| u.feature == feature) else {
         return Err(ApiError::billing(
             "feature_not_in_plan",
@@ -520,7 +512,7 @@ pub(super) async fn access_one(
         }))
         .into_response());
     };
-    let view = state.customer(caller, &query.customer_id).await?;
+    let view = state.customer(&query.customer_id).await?;
     Ok(ok(access_json(&state, &code, &outcome, &view.plan)).into_response())
 }
 
@@ -531,12 +523,9 @@ pub(super) async fn access_list(
     shape: ListShape,
     Query(query): Query<AccessQuery>,
 ) -> Result<Response, ApiError> {
-    let view = match state.customer(caller, &query.customer_id).await {
+    let view = match state.customer(&query.customer_id).await {
         Ok(view) => view,
-        Err(e)
-            if e.code == "customer_not_found"
-                && profile(&state, &query.customer_id).await?.is_some() =>
-        {
+        Err(e) if has_no_plan_yet(&state, &e, &query.customer_id).await? => {
             return Ok(page(Vec::new(), None, shape).into_response());
         }
         Err(e) => return Err(e),

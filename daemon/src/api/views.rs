@@ -9,11 +9,9 @@ use tally_protocol::message::{
 };
 
 use super::extract::ListShape;
+use crate::metering::billing::UNITS_PER_CENT;
 use crate::metering::catalogue::{Catalogue, FeatureKind, ModelTerms, Plan, UsageTerms};
 use crate::metering::period::Period;
-
-/// Rate units in one cent.
-pub(super) const UNITS_PER_CENT: i64 = RATE_UNITS_PER_DOLLAR / 100;
 
 /// Milliseconds since the epoch as RFC 3339 (what Commet's `date-time` fields hold).
 pub(super) fn iso(ms: u64) -> String {

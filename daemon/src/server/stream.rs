@@ -235,16 +235,9 @@ async fn answer(context: &ServerContext, role: Role, request: Request) -> Reply 
             request => context.router.route(request).await,
         },
     };
-    let now = Instant::now();
-    let mut telemetry = context.telemetry();
-    telemetry.record(operation, now - started, now, result.is_err());
-    if let Ok(Response::Check(check)) = &result {
-        if check.allowed {
-            telemetry.checks_allowed += 1;
-        } else {
-            telemetry.checks_denied += 1;
-        }
-    }
+    context
+        .telemetry()
+        .record_answer(operation, started, Instant::now(), &result);
     match result {
         Ok(response) => Reply::Ok(response),
         Err(error) => Reply::Err(error),

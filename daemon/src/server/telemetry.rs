@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tally_protocol::message::{LatencySummary, OperationStats};
+use tally_protocol::message::{LatencySummary, OperationStats, Response, TallyError};
 
 /// Largest latency recorded, in microseconds (one minute); longer ones are clamped.
 const LATENCY_US_MAX: u64 = 60_000_000;
@@ -90,6 +90,24 @@ impl Telemetry {
         op.errors += u64::from(is_error);
         op.total.saturating_record(us);
         op.current.saturating_record(us);
+    }
+
+    /// Records one answered request (either door) and, for a check, whether it allowed.
+    pub fn record_answer(
+        &mut self,
+        operation: &'static str,
+        started: Instant,
+        now: Instant,
+        result: &Result<Response, TallyError>,
+    ) {
+        self.record(operation, now - started, now, result.is_err());
+        if let Ok(Response::Check(check)) = result {
+            if check.allowed {
+                self.checks_allowed += 1;
+            } else {
+                self.checks_denied += 1;
+            }
+        }
     }
 
     fn roll_if_due(&mut self, now: Instant) {
