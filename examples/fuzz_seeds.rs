@@ -80,12 +80,23 @@ fn main() -> anyhow::Result<()> {
                     hold: 0x1234,
                     actual: 1,
                     idempotency_key: Some([3; 16]),
+                    output_tokens: None,
                 }),
             ),
         ),
         (
             "release",
             request(7, Request::Release(ReleaseRequest { hold: 0x1234 })),
+        ),
+        (
+            "progress",
+            request(
+                7,
+                Request::Progress(ProgressRequest {
+                    hold: 0x1234,
+                    output_tokens: 300,
+                }),
+            ),
         ),
         (
             "create-customer",

@@ -4,7 +4,8 @@
 
 use rust_decimal::{Decimal, RoundingStrategy};
 use tally_protocol::message::{
-    CloseReason, InvoiceLineView, InvoiceView, LineKind, Model, TransactionKind, TransactionView,
+    CloseReason, InvoiceLineView, InvoiceView, LineKind, Model, ModelUsageLine, TransactionKind,
+    TransactionView,
 };
 
 use super::catalogue::{ModelTerms, Plan, UsageTerms};
@@ -133,6 +134,8 @@ pub struct Invoice {
     pub reason: CloseReason,
     /// The lines.
     pub lines: Vec<InvoiceLine>,
+    /// The period's usage per model of features priced by model (a breakdown of their lines).
+    pub models: Vec<ModelUsageLine>,
     /// Sum of the lines rounded to cents.
     pub total_units: i64,
     /// The fee.
@@ -429,6 +432,7 @@ impl Invoice {
                     amount_units: l.amount_units,
                 })
                 .collect(),
+            models: self.models.clone(),
             total_units: self.total_units,
             fee_units: self.fee_units,
             net_units: self.net_units,

@@ -10,7 +10,7 @@ use tally_protocol::message::*;
 
 use super::billing::{BillingTerms, Invoice, Transaction};
 use super::catalogue::{Catalogue, ModelTerms};
-use super::customer::Customer;
+use super::customer::{Customer, HoldRequest};
 use super::idempotency::{IdempotencyLog, KeyRecord, Remembered};
 use super::models;
 use super::table::{CustomerRows, CustomerTable, Slot};
@@ -165,9 +165,9 @@ impl ShardCore {
         self.customers.len()
     }
 
-    /// Whether the last `handle` changed state as a side effect of reading (closing a due period
-    /// or releasing expired holds). A read-only request's answer that reflects such a change must
-    /// wait until the change is persisted.
+    /// Whether the last `handle` changed state as a side effect of reading (closing a due period,
+    /// releasing expired holds, or a `progress` growing its hold). A read-only request's answer
+    /// that reflects such a change must wait until the change is persisted.
     pub fn did_last_request_change_state(&self) -> bool {
         self.did_touch_change
     }
@@ -193,6 +193,7 @@ impl ShardCore {
                 self.touch(now_ms, &c.customer)?.1.view(),
             )),
             Request::ClosePeriod(c) => self.close_now(now_ms, &c.customer).map(Response::Closed),
+            Request::Progress(p) => self.progress(now_ms, &p).map(Response::Progress),
             other => Err(TallyError::Unsupported {
                 operation: other.operation_name().into(),
             }),
@@ -293,10 +294,37 @@ impl ShardCore {
             self.changes.customers.insert(slot);
             self.did_touch_change = true;
         }
-        for hold in expired {
-            self.hold_owners.remove(&hold);
+        for (id, hold) in expired {
+            self.hold_owners.remove(&id);
+            self.charge_reported_output(now_ms, slot, &hold);
         }
-        customer
+        self.customers.at_mut(slot)
+    }
+
+    /// An expired hold of a streamed answer: the output reported so far was delivered, so it is
+    /// charged (with the input) at the hold's prices; the rest of the hold was released.
+    fn charge_reported_output(&mut self, now_ms: u64, slot: Slot, hold: &super::customer::Hold) {
+        let Some(request) = hold.request.as_deref() else {
+            return;
+        };
+        let Some(reported) = request.reported_output else {
+            return;
+        };
+        let usage = request.with_output(reported);
+        let customer = self.customers.at_mut(slot);
+        let (Some(cost), Ok(terms)) = (
+            request.price.cost(&usage),
+            customer.usage_terms(&self.catalogue, &hold.feature),
+        ) else {
+            return;
+        };
+        if cost == 0 {
+            return;
+        }
+        let charged = customer.record(&hold.feature, terms, cost);
+        customer.add_model_usage(&hold.feature, &usage, cost, charged);
+        let outcome = report_outcome(customer, &hold.feature, terms, cost, charged);
+        self.record_usage(now_ms, slot, &hold.feature, &outcome, None);
     }
 
     fn report(&mut self, now_ms: u64, item: ReportItem) -> Result<ReportOutcome, TallyError> {
@@ -338,6 +366,9 @@ impl ShardCore {
             }
         }
         let charged = customer.record(&item.feature, terms, item.amount);
+        if let Some(usage) = &item.model {
+            customer.add_model_usage(&item.feature, usage, item.amount, charged);
+        }
         let outcome = report_outcome(customer, &item.feature, terms, item.amount, charged);
         self.record_usage(now_ms, slot, &item.feature, &outcome, item.idempotency_key);
         if let Some(first_use) = first_use {
@@ -458,14 +489,19 @@ impl ShardCore {
         let hold_owners = &self.hold_owners;
         let hold = customer.new_hold_id(placement, |id| hold_owners.contains_key(&id));
         let expires_at_ms = now_ms.saturating_add(r.ttl_ms);
-        customer.open_hold(
-            hold,
-            &r.feature,
-            terms,
+        let request = r.model.as_ref().map(|usage| HoldRequest {
+            usage: usage.clone(),
+            price: catalogue.models()[&usage.model],
+            reported_output: None,
+        });
+        let opened = super::customer::Hold {
+            feature: r.feature.clone(),
             amount,
-            assessment.cost,
+            held: 0,
             expires_at_ms,
-        );
+            request: request.map(Box::new),
+        };
+        customer.open_hold(hold, terms, assessment.cost, opened);
         self.hold_owners.insert(hold, slot);
         self.hold_expiry.insert((expires_at_ms, hold));
         self.changes.customers.insert(slot);
@@ -496,7 +532,10 @@ impl ShardCore {
     fn settle(&mut self, now_ms: u64, s: &SettleRequest) -> Result<ReportOutcome, TallyError> {
         let first_use = match self.check_key(now_ms, s.idempotency_key, || {
             let fingerprint = with_model(
-                Fingerprint::new("settle").number(s.hold).number(s.actual),
+                Fingerprint::new("settle")
+                    .number(s.hold)
+                    .number(s.actual)
+                    .number(s.output_tokens.map_or(u64::MAX, |output| output)),
                 s.model.as_ref(),
             )
             .finish();
@@ -509,13 +548,39 @@ impl ShardCore {
         let catalogue = self.catalogue.clone();
         let owner = self.hold_owner(now_ms, s.hold)?;
         let customer = self.customers.at_mut(owner);
-        let feature = customer
+        let hold = customer
             .holds()
             .get(&s.hold)
-            .map(|h| h.feature.clone())
             .ok_or(TallyError::UnknownHold { hold: s.hold })?;
-        let actual = amount_of(&catalogue, customer, &feature, s.actual, s.model.as_ref())?;
+        let feature = hold.feature.clone();
+        // The tokens used and their cost: given in full, or the output of the hold's request.
+        let (usage, actual) = match (s.output_tokens, hold.request.as_deref()) {
+            (Some(output), Some(request)) => {
+                let usage = request.with_output(output);
+                let cost = request.price.cost(&usage).ok_or_else(|| {
+                    TallyError::InvalidRequest {
+                        reason: format!("{output} output tokens cost more than a request may"),
+                    }
+                })?;
+                (Some(usage), cost)
+            }
+            (Some(_), None) => {
+                return Err(TallyError::InvalidRequest {
+                    reason: format!(
+                        "hold {:#x} was opened for units, not a model request: settle it with its units",
+                        s.hold
+                    ),
+                })
+            }
+            (None, _) => (
+                s.model.clone(),
+                amount_of(&catalogue, customer, &feature, s.actual, s.model.as_ref())?,
+            ),
+        };
         let (hold, terms, charged) = customer.settle_hold(&catalogue, s.hold, actual)?;
+        if let Some(usage) = usage.filter(|_| actual > 0) {
+            customer.add_model_usage(&hold.feature, &usage, actual, charged);
+        }
         self.hold_owners.remove(&s.hold);
         let customer = self.customers.at(owner);
         let outcome = report_outcome(customer, &hold.feature, terms, actual, charged);
@@ -524,6 +589,37 @@ impl ShardCore {
             self.remember(now_ms, first_use, Remembered::Report(outcome.clone()));
         }
         Ok(outcome)
+    }
+
+    /// `progress`: a streamed answer's output so far against its hold. An answer that only
+    /// notes the running total is served at once (its note persists with the next commit); one
+    /// that grew the hold waits for the growth to persist, like a reserve.
+    fn progress(
+        &mut self,
+        now_ms: u64,
+        p: &ProgressRequest,
+    ) -> Result<ProgressOutcome, TallyError> {
+        let catalogue = self.catalogue.clone();
+        let owner = self.hold_owner(now_ms, p.hold)?;
+        let customer = self.customers.at_mut(owner);
+        let feature = customer
+            .holds()
+            .get(&p.hold)
+            .map(|h| h.feature.clone())
+            .ok_or(TallyError::UnknownHold { hold: p.hold })?;
+        let terms = customer.usage_terms(&catalogue, &feature)?;
+        let progress = customer.progress_hold(p.hold, terms, p.output_tokens)?;
+        self.changes.customers.insert(owner);
+        if progress.grew {
+            self.did_touch_change = true;
+        }
+        let customer = self.customers.at(owner);
+        Ok(ProgressOutcome {
+            cut_off: progress.cut_off,
+            output_tokens_allowed: progress.output_tokens_allowed,
+            held: customer.holds().get(&p.hold).map_or(0, |h| h.held),
+            seq: customer.seq(),
+        })
     }
 
     fn release(&mut self, now_ms: u64, hold_id: u64) -> Result<ReleaseOutcome, TallyError> {
@@ -1132,6 +1228,7 @@ mod tests {
                     hold,
                     actual: 12,
                     idempotency_key: None,
+                    output_tokens: None,
                 }),
             )
             .unwrap();
@@ -1362,6 +1459,7 @@ features.chat = { pricing = "ai_model", models = ["gpt-4o"], credits_per_dollar 
                     actual: 0,
                     idempotency_key: None,
                     model: Some(request()),
+                    output_tokens: None,
                 }),
             )
             .unwrap();
@@ -1457,7 +1555,7 @@ features.chat = { pricing = "ai_model", models = ["gpt-4o"], credits_per_dollar 
                     },
                     1 => if let Some(h) = reserve(&mut core, "pics", "image-gen", amount, 60_000).hold { holds.push((h, amount)); },
                     2 => if let Some((hold, amount)) = holds.pop() {
-                        let r = core.handle(T0, Request::Settle(SettleRequest { model: None, hold, actual: amount, idempotency_key: None })).unwrap();
+                        let r = core.handle(T0, Request::Settle(SettleRequest { model: None, hold, actual: amount, idempotency_key: None, output_tokens: None })).unwrap();
                         let Response::Report(o) = r else { panic!() };
                         consumed += o.charged;
                     },

@@ -27,3 +27,5 @@ pub mod table;
 
 #[cfg(test)]
 pub(crate) mod shipped;
+#[cfg(test)]
+mod streaming_tests;

@@ -149,6 +149,7 @@ impl Router {
             Request::GetCustomer(c) => self.shard_for_customer(&c.customer),
             Request::Settle(s) => shard_of(s.hold, self.shards.len()),
             Request::Release(r) => shard_of(r.hold, self.shards.len()),
+            Request::Progress(p) => shard_of(p.hold, self.shards.len()),
             Request::ReportBatch(_) => {
                 let Request::ReportBatch(items) = request else {
                     unreachable!()

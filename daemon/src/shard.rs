@@ -283,8 +283,11 @@ impl Handler<ApplyRequest> for Shard {
             let _ = message.reply.send(Err(TallyError::Overloaded));
             return;
         }
+        // A progress that only notes its running total promises nothing new: answered like a
+        // check, its note persists with the next commit.
+        let may_answer_at_once = is_read_only || matches!(message.request, Request::Progress(_));
         let answer = self.core.handle(self.clock.now_ms(), message.request);
-        if is_read_only && !self.core.did_last_request_change_state() {
+        if may_answer_at_once && !self.core.did_last_request_change_state() {
             // Served from memory; it may reflect changes still being persisted, whose own
             // answers are held until they are.
             let _ = message.reply.send(answer);

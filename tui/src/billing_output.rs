@@ -429,6 +429,7 @@ mod tests {
                 metered_line(130_000, 100_000, 600_000),
                 metered_line(10_000, 100_000, second_amount_units),
             ],
+            models: Vec::new(),
             total_units: 1_390_000,
             fee_units: 0,
             net_units: 0,

@@ -6,7 +6,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use tally_protocol::message::{ModelUsage, ModelUsageLine};
+
 use crate::catalogue::Plan;
+use crate::models::ModelPrice;
 
 /// The rarely used parts of a customer.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -21,6 +24,8 @@ struct ExtraParts {
     wide_counters: Box<[u64]>,
     /// Price changes that took effect inside the current period, oldest first.
     splits: Vec<PriceSplit>,
+    /// The period's usage per (feature, model) of features priced by model, sorted.
+    model_lines: Vec<ModelUsageLine>,
 }
 
 /// No open hold (what [`Extras::holds`] lends when there is no box).
@@ -37,6 +42,36 @@ pub struct Hold {
     pub held: i64,
     /// When it releases itself.
     pub expires_at_ms: u64,
+    /// The model request it was opened for (a feature priced by model), if any.
+    pub request: Option<Box<HoldRequest>>,
+}
+
+/// A hold's model request: what settling it with output tokens alone, streaming progress and
+/// expiry price.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldRequest {
+    /// The model, input and cache tokens; `output_tokens` is the output the hold covers now.
+    pub usage: ModelUsage,
+    /// The model's prices when the hold was opened: the whole request is priced at them.
+    pub price: ModelPrice,
+    /// The running total of output tokens reported by `progress`, if any was.
+    pub reported_output: Option<u64>,
+}
+
+impl HoldRequest {
+    /// The request with `output_tokens` of output.
+    pub fn with_output(&self, output_tokens: u64) -> ModelUsage {
+        ModelUsage {
+            output_tokens,
+            ..self.usage.clone()
+        }
+    }
+
+    /// What the request costs with `output_tokens` of output, in cost units (`None` past
+    /// the largest amount).
+    pub fn cost_with_output(&self, output_tokens: u64) -> Option<u64> {
+        self.price.cost(&self.with_output(output_tokens))
+    }
 }
 
 /// A price change inside a period: the usage before it, and the prices it was used at.
@@ -79,6 +114,11 @@ impl Extras {
     /// Opens `hold` as `id`; returns a hold it replaced.
     pub fn insert_hold(&mut self, id: u64, hold: Hold) -> Option<Hold> {
         self.0.get_or_insert_default().holds.insert(id, hold)
+    }
+
+    /// The hold `id`, to change.
+    pub fn hold_mut(&mut self, id: u64) -> Option<&mut Hold> {
+        self.0.as_mut()?.holds.get_mut(&id)
     }
 
     /// Removes the hold `id`.
@@ -135,9 +175,71 @@ impl Extras {
         self.drop_box_if_empty();
     }
 
+    /// The period's usage per model of the features priced by model.
+    pub fn model_lines(&self) -> &[ModelUsageLine] {
+        self.0.as_deref().map_or(&[], |parts| &parts.model_lines)
+    }
+
+    /// Adds one request of `usage` on `feature`, which cost `cost_units` and was charged
+    /// `charged`, to the period's lines.
+    pub fn add_model_usage(
+        &mut self,
+        feature: &str,
+        usage: &ModelUsage,
+        cost_units: u64,
+        charged: i64,
+    ) {
+        let lines = &mut self.0.get_or_insert_default().model_lines;
+        let at = match lines.binary_search_by(|line| {
+            (line.feature.as_str(), line.model.as_str()).cmp(&(feature, usage.model.as_str()))
+        }) {
+            Ok(at) => at,
+            Err(at) => {
+                let line = ModelUsageLine {
+                    feature: feature.into(),
+                    model: usage.model.clone(),
+                    ..ModelUsageLine::default()
+                };
+                lines.insert(at, line);
+                at
+            }
+        };
+        let line = &mut lines[at];
+        line.requests += 1;
+        line.input_tokens += usage.input_tokens;
+        line.output_tokens += usage.output_tokens;
+        line.cache_read_tokens += usage.cache_read_tokens;
+        line.cache_write_tokens += usage.cache_write_tokens;
+        line.cost_units += cost_units;
+        line.charged += charged;
+    }
+
+    /// Replaces the period's model lines (restoring stored state).
+    pub fn set_model_lines(&mut self, lines: Vec<ModelUsageLine>) {
+        if lines.is_empty() && self.0.is_none() {
+            return;
+        }
+        self.0.get_or_insert_default().model_lines = lines;
+        self.drop_box_if_empty();
+    }
+
+    /// The period's model lines, leaving none (a period closes).
+    pub fn take_model_lines(&mut self) -> Vec<ModelUsageLine> {
+        let lines = self
+            .0
+            .as_mut()
+            .map(|parts| std::mem::take(&mut parts.model_lines))
+            .unwrap_or_default();
+        self.drop_box_if_empty();
+        lines
+    }
+
     fn drop_box_if_empty(&mut self) {
         if self.0.as_ref().is_some_and(|parts| {
-            parts.holds.is_empty() && parts.wide_counters.is_empty() && parts.splits.is_empty()
+            parts.holds.is_empty()
+                && parts.wide_counters.is_empty()
+                && parts.splits.is_empty()
+                && parts.model_lines.is_empty()
         }) {
             self.0 = None;
         }

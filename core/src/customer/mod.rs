@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use compact_str::CompactString;
 
-use tally_protocol::message::{CloseReason, TallyError};
+use tally_protocol::message::{CloseReason, ModelUsage, ModelUsageLine, TallyError};
 
 mod extras;
 mod rules;
 
-pub use extras::{Extras, Hold, PriceSplit};
-pub use rules::metered_cost_between;
+pub use extras::{Extras, Hold, HoldRequest, PriceSplit};
+pub use rules::{metered_cost_between, HoldProgress};
 
 use super::billing::{invoice_lines, BillingTerms, Invoice};
 use super::catalogue::{Catalogue, FeatureKind, ModelTerms, Plan, PricesOverPeriod, UsageTerms};
@@ -90,6 +90,8 @@ pub struct CustomerParts {
     pub invoices_issued: u64,
     /// Transactions made so far.
     pub transactions_made: u32,
+    /// The period's usage per model of features priced by model.
+    pub model_lines: Vec<ModelUsageLine>,
 }
 
 /// Counters held inline: every plan in the shipped catalogue has at most this many usage features.
@@ -176,6 +178,7 @@ impl Customer {
             invoices_issued: parts.invoices_issued,
             transactions_made: parts.transactions_made,
         };
+        customer.extras.set_model_lines(parts.model_lines);
         customer.reset_counters();
         customer
     }
@@ -228,6 +231,23 @@ impl Customer {
     /// Open holds by id.
     pub fn holds(&self) -> &BTreeMap<u64, Hold> {
         self.extras.holds()
+    }
+
+    /// The period's usage per model of the features priced by model, sorted.
+    pub fn model_lines(&self) -> &[ModelUsageLine] {
+        self.extras.model_lines()
+    }
+
+    /// Counts one request of `usage` on `feature` in the period's model lines.
+    pub fn add_model_usage(
+        &mut self,
+        feature: &str,
+        usage: &ModelUsage,
+        cost_units: u64,
+        charged: i64,
+    ) {
+        self.extras
+            .add_model_usage(feature, usage, cost_units, charged);
     }
 
     /// Low 32 bits of the next hold id.
@@ -303,6 +323,7 @@ impl Customer {
             closed_at_ms,
             reason,
             lines,
+            models: self.extras.take_model_lines(),
             total_units: settlement.total_units,
             fee_units: settlement.fee_units,
             net_units: settlement.net_units,
@@ -574,6 +595,7 @@ mod tests {
             amount: 1,
             held: 1,
             expires_at_ms: 10,
+            request: None,
         };
         customer.extras.insert_hold(1, hold.clone());
         assert_eq!(customer.extras.remove_hold(1), Some(hold.clone()));
@@ -611,6 +633,7 @@ mod tests {
             amount,
             held: amount as i64,
             expires_at_ms: 10,
+            request: None,
         };
         assert!(extras.insert_hold(2, hold(5)).is_none());
         assert!(extras.insert_hold(1, hold(3)).is_none());

@@ -1,7 +1,7 @@
 //! The consumption models' rules for one customer: what a check allows, what a report charges,
 //! where the customer stands, what a hold holds and when it expires.
 
-use tally_protocol::message::{CustomerView, FeatureUsage, HoldView, Standing};
+use tally_protocol::message::{CustomerView, FeatureUsage, HoldView, Standing, TallyError};
 
 use super::{Assessment, Customer, FeatureRule, Hold};
 use crate::catalogue::{ModelTerms, UsageTerms};
@@ -195,35 +195,106 @@ impl Customer {
         }
     }
 
-    /// Opens a hold (the caller has assessed it as allowed). `hold_id` must be unused.
-    pub fn open_hold(
-        &mut self,
-        hold_id: u64,
-        feature: &str,
-        terms: UsageTerms,
-        amount: u64,
-        cost: i64,
-        expires_at_ms: u64,
-    ) {
-        let held = match terms {
-            UsageTerms::Metered { .. } => amount as i64,
+    /// Opens `hold` as `hold_id` (the caller has assessed it as allowed; the id must be unused).
+    /// What it holds follows `terms`: its units (metered) or its `cost` (credits, balance).
+    pub fn open_hold(&mut self, hold_id: u64, terms: UsageTerms, cost: i64, mut hold: Hold) {
+        hold.held = match terms {
+            UsageTerms::Metered { .. } => hold.amount as i64,
             UsageTerms::Credits { .. } | UsageTerms::Balance { .. } => cost,
         };
-        let previous = self.extras.insert_hold(
-            hold_id,
-            Hold {
-                feature: feature.into(),
-                amount,
-                held,
-                expires_at_ms,
-            },
-        );
+        let previous = self.extras.insert_hold(hold_id, hold);
         assert!(previous.is_none(), "hold id {hold_id:#x} reused");
         self.seq += 1;
     }
 
-    /// Removes the holds that expired at or before `now_ms`; returns their ids.
-    pub fn expire_holds(&mut self, now_ms: u64) -> Vec<u64> {
+    /// Takes `output_tokens`, the running total an answer has streamed, against hold `id`
+    /// (opened with a model request on a feature with `terms`). Past what the hold covers, it
+    /// grows by as much again as it covers, or — when the customer cannot pay for that (counting
+    /// every other open hold) — to the most output they can pay for: the cut-off.
+    pub fn progress_hold(
+        &mut self,
+        id: u64,
+        terms: UsageTerms,
+        output_tokens: u64,
+    ) -> Result<HoldProgress, TallyError> {
+        let hold = self
+            .extras
+            .holds()
+            .get(&id)
+            .ok_or(TallyError::UnknownHold { hold: id })?;
+        let request = hold
+            .request
+            .as_deref()
+            .ok_or_else(|| TallyError::InvalidRequest {
+                reason: format!(
+                "hold {id:#x} was opened for units, not a model request: settle it with its units"
+            ),
+            })?;
+        let reported = request
+            .reported_output
+            .map_or(output_tokens, |r| r.max(output_tokens));
+        let covered = request.usage.output_tokens;
+        let (feature, amount, held) = (hold.feature.clone(), hold.amount, hold.held);
+        // The hold covering `output` tokens — (amount, held) — when the customer can pay for it.
+        // Credits and balance holds are priced whole from the counter, as when opened, so
+        // growing in steps rounds once, not once per step.
+        let affordable = |output: u64| -> Option<(u64, i64)> {
+            let cost = request.cost_with_output(output)?;
+            match terms {
+                UsageTerms::Metered { .. } => {
+                    let assessment = self.assess(&feature, terms, cost.checked_sub(amount)?);
+                    assessment.is_allowed.then_some((cost, cost as i64))
+                }
+                UsageTerms::Credits { .. } | UsageTerms::Balance { .. } => {
+                    let whole = self.assess(&feature, terms, cost);
+                    (cost == 0 || whole.limit_available + held >= whole.cost)
+                        .then_some((cost, whole.cost))
+                }
+            }
+        };
+        let mut progress = HoldProgress {
+            cut_off: false,
+            output_tokens_allowed: covered,
+            grew: false,
+        };
+        let mut growth = None;
+        if reported > covered {
+            let target = reported.saturating_add(covered.max(1));
+            if let Some(extra) = affordable(target) {
+                growth = Some((target, extra));
+            } else {
+                // Affordability only falls as the output grows: search the last affordable count.
+                let (mut lo, mut hi) = (covered, target);
+                while hi - lo > 1 {
+                    let mid = lo + (hi - lo) / 2;
+                    if affordable(mid).is_some() {
+                        lo = mid;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                progress.cut_off = true;
+                if lo > covered {
+                    growth = affordable(lo).map(|extra| (lo, extra));
+                }
+            }
+        }
+        let hold = self.extras.hold_mut(id).expect("the hold was found above");
+        let request = hold.request.as_deref_mut().expect("checked above");
+        request.reported_output = Some(reported);
+        if let Some((output, (cost, held))) = growth {
+            request.usage.output_tokens = output;
+            hold.amount = cost;
+            hold.held = held;
+            progress.output_tokens_allowed = output;
+            progress.grew = true;
+            self.seq += 1;
+        }
+        Ok(progress)
+    }
+
+    /// Removes the holds that expired at or before `now_ms`; returns them.
+    pub fn expire_holds(&mut self, now_ms: u64) -> Vec<(u64, Hold)> {
         let expired: Vec<u64> = self
             .extras
             .holds()
@@ -231,11 +302,13 @@ impl Customer {
             .filter(|(_, h)| h.expires_at_ms <= now_ms)
             .map(|(&id, _)| id)
             .collect();
-        for &id in &expired {
-            self.extras.remove_hold(id);
-            self.seq += 1;
-        }
         expired
+            .into_iter()
+            .filter_map(|id| {
+                self.seq += 1;
+                Some((id, self.extras.remove_hold(id)?))
+            })
+            .collect()
     }
 
     /// The admin view.
@@ -275,8 +348,20 @@ impl Customer {
                     expires_at_ms: h.expires_at_ms,
                 })
                 .collect(),
+            models: self.model_lines().to_vec(),
         }
     }
+}
+
+/// What a hold did with a `progress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldProgress {
+    /// The customer cannot pay for more than `output_tokens_allowed`.
+    pub cut_off: bool,
+    /// Output tokens the hold covers now.
+    pub output_tokens_allowed: u64,
+    /// Whether the hold grew (a change an answer must not run ahead of).
+    pub grew: bool,
 }
 
 /// The overage cost of the usage from `from` to `to` units under `terms` (cumulative, so the

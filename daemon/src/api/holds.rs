@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 use tally_protocol::message::{
-    ModelUsage, ReleaseRequest, Request, ReserveRequest, Response as Answer, SettleRequest,
-    AMOUNT_MAX, HOLD_TTL_MS_MAX,
+    ModelUsage, ProgressRequest, ReleaseRequest, Request, ReserveRequest, Response as Answer,
+    SettleRequest, AMOUNT_MAX, HOLD_TTL_MS_MAX,
 };
 
 use super::error::ApiError;
@@ -114,8 +114,9 @@ pub(super) async fn reserve(
     Ok((status, ok(answer)).into_response())
 }
 
-/// `POST /x-tally/holds/{id}/settle {actual}`: charges `actual` units and frees the rest;
-/// idempotent by `Idempotency-Key`.
+/// `POST /x-tally/holds/{id}/settle {actual}`: charges `actual` units (or the model form, or
+/// `outputTokens` alone for a hold opened with a model request) and frees the rest; idempotent
+/// by `Idempotency-Key`.
 pub(super) async fn settle(
     State(state): State<ApiState>,
     caller: Caller,
@@ -125,11 +126,17 @@ pub(super) async fn settle(
 ) -> Result<Response, ApiError> {
     let hold = parse_hold(&id)?;
     let model = body.tokens.usage()?;
+    let output_tokens = body.tokens.output_only()?;
+    let actual = match output_tokens {
+        Some(_) if body.actual.is_none() => 0,
+        _ => quantity("actual", body.actual.as_ref(), model.as_ref())?,
+    };
     let request = Request::Settle(SettleRequest {
-        actual: quantity("actual", body.actual.as_ref(), model.as_ref())?,
+        actual,
         model,
         hold,
         idempotency_key: idempotency_key(&headers, None)?,
+        output_tokens,
     });
     let outcome = match state.call(caller, request).await? {
         Answer::Report(outcome) => outcome,
@@ -140,6 +147,41 @@ pub(super) async fn settle(
         "settled": outcome.amount,
         "charged": outcome.charged,
         "duplicate": outcome.duplicate,
+        "seq": outcome.seq,
+        "object": "hold",
+        "livemode": false,
+    }))
+    .into_response())
+}
+
+/// `POST /x-tally/holds/{id}/progress` body.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ProgressBody {
+    output_tokens: serde_json::Number,
+}
+
+/// `POST /x-tally/holds/{id}/progress {outputTokens}`: the output a streamed answer has so far
+/// (a running total); grows the hold, or says where to cut the answer off.
+pub(super) async fn progress(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<ProgressBody>,
+) -> Result<Response, ApiError> {
+    let request = Request::Progress(ProgressRequest {
+        hold: parse_hold(&id)?,
+        output_tokens: whole("outputTokens", &body.output_tokens, AMOUNT_MAX)?,
+    });
+    let outcome = match state.call(caller, request).await? {
+        Answer::Progress(outcome) => outcome,
+        other => return Err(unexpected(&other)),
+    };
+    Ok(ok(json!({
+        "id": id,
+        "cutOff": outcome.cut_off,
+        "outputTokensAllowed": outcome.output_tokens_allowed,
+        "held": outcome.held,
         "seq": outcome.seq,
         "object": "hold",
         "livemode": false,

@@ -228,6 +228,7 @@ pub fn routes(state: ApiState) -> axum::Router {
         .route("/x-tally/holds", post(holds::reserve))
         .route("/x-tally/holds/{id}/settle", post(holds::settle))
         .route("/x-tally/holds/{id}/release", post(holds::release))
+        .route("/x-tally/holds/{id}/progress", post(holds::progress))
         .fallback(not_supported)
         .method_not_allowed_fallback(not_supported)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))

@@ -45,6 +45,14 @@ pub(super) struct TokensBody {
 }
 
 impl TokensBody {
+    /// The output tokens alone (no model): a settle of a hold opened with a model request.
+    pub(super) fn output_only(&self) -> Result<Option<u64>, ApiError> {
+        match (&self.model, &self.output_tokens) {
+            (None, Some(number)) => Ok(Some(whole("outputTokens", number, AMOUNT_MAX)?)),
+            _ => Ok(None),
+        }
+    }
+
     /// The model usage, when `model` is given; its token counts checked like quantities.
     pub(super) fn usage(&self) -> Result<Option<ModelUsage>, ApiError> {
         let Some(model) = self.model.clone() else {

@@ -173,6 +173,8 @@ impl TryFrom<StoredInvoice> for Invoice {
             closed_at_ms: stored.closed_at_ms,
             reason,
             lines,
+            // Kept beside the invoice (`invoice_models`), read by the listing.
+            models: Vec::new(),
             total_units: stored.total_units,
             fee_units: stored.fee_units,
             net_units: stored.net_units,

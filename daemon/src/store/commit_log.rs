@@ -51,6 +51,8 @@ pub enum Write {
         key: Vec<u8>,
         /// [`records::encode_invoice`].
         record: Vec<u8>,
+        /// [`records::encode_model_lines`] of a period with usage priced by model.
+        models: Option<Vec<u8>>,
     },
     /// A purchase or top-up.
     Transaction {
@@ -92,6 +94,8 @@ pub fn writes_for(changes: Changes, core: &ShardCore) -> Vec<Write> {
         writes.push(Write::Invoice {
             key: records::invoice_key(invoice),
             record: records::encode_invoice(invoice),
+            models: (!invoice.models.is_empty())
+                .then(|| records::encode_model_lines(&invoice.models)),
         });
     }
     for transaction in &changes.transactions {
@@ -226,7 +230,14 @@ impl Store {
                     batch.insert(&self.keys, key.as_slice(), record.as_slice());
                 }
                 Write::ForgetKey { key } => batch.remove(&self.keys, key.as_slice()),
-                Write::Invoice { key, record } => {
+                Write::Invoice {
+                    key,
+                    record,
+                    models,
+                } => {
+                    if let Some(models) = models {
+                        batch.insert(&self.invoice_models, key.as_slice(), models.as_slice());
+                    }
                     batch.insert(&self.invoices, key.as_slice(), record.as_slice());
                 }
                 Write::Transaction { key, record } => {

@@ -40,6 +40,7 @@ impl Store {
             &self.segments,
             &self.keys,
             &self.invoices,
+            &self.invoice_models,
             &self.transactions,
         ] {
             keyspace.rotate_memtable_and_wait()?;

@@ -29,6 +29,7 @@
 //!   (one customer's events from one checkpoint, at most [`records::SEGMENT_EVENTS_MAX`]).
 //! - `keys`: 16-byte idempotency key → [`records::StoredKey`].
 //! - `invoices`: `[len][id][period start BE][number BE]` → [`Invoice`].
+//! - `invoice_models`: the same key → the invoice's usage per model (only periods that had any).
 //! - `transactions`: `[len][id][number BE]` → [`Transaction`].
 //! - `meta`: `format` → [`records::STORE_FORMAT`]; `clock_floor` → the newest event time
 //!   checkpointed (BE), below which no shard's clock goes after a restart.
@@ -70,8 +71,8 @@ use std::sync::Mutex;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use rkyv::util::AlignedVec;
 
-use migrate::migrate_from_format_2;
-use records::{RecordError, STORE_FORMAT, STORE_FORMAT_2};
+use migrate::{migrate_from_format_2, migrate_from_format_3};
+use records::{RecordError, STORE_FORMAT, STORE_FORMAT_2, STORE_FORMAT_3};
 
 /// Folder under the data dir that holds the fjall database.
 pub const STORE_DIR: &str = "store";
@@ -158,6 +159,8 @@ pub struct Store {
     segments: Keyspace,
     keys: Keyspace,
     invoices: Keyspace,
+    /// The per-model usage of invoices whose period had usage priced by model, by invoice key.
+    invoice_models: Keyspace,
     transactions: Keyspace,
     /// Customers' contact details (the HTTP API's), by id; the engine never reads them.
     profiles: Keyspace,
@@ -177,7 +180,11 @@ impl Store {
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         match meta.get("format")? {
             Some(format) if &*format == STORE_FORMAT => {}
-            Some(format) if &*format == STORE_FORMAT_2 => migrate_from_format_2(&db, &meta)?,
+            Some(format) if &*format == STORE_FORMAT_3 => migrate_from_format_3(&db, &meta)?,
+            Some(format) if &*format == STORE_FORMAT_2 => {
+                migrate_from_format_2(&db, &meta)?;
+                migrate_from_format_3(&db, &meta)?;
+            }
             Some(format) => {
                 return Err(StoreError::FormatMismatch {
                     path,
@@ -203,6 +210,7 @@ impl Store {
             segments: db.keyspace("segments", data_keyspace)?,
             keys: db.keyspace("keys", data_keyspace)?,
             invoices: db.keyspace("invoices", data_keyspace)?,
+            invoice_models: db.keyspace("invoice_models", data_keyspace)?,
             transactions: db.keyspace("transactions", data_keyspace)?,
             profiles: db.keyspace("profiles", KeyspaceCreateOptions::default)?,
             meta,
@@ -649,7 +657,7 @@ mod tests {
             meta.insert("format", STORE_FORMAT_2).unwrap();
             let customers = db.keyspace("customers", data_keyspace).unwrap();
             customers
-                .insert("acme", records::encode_customer(&customer))
+                .insert("acme", records::encode_customer_v3(&customer))
                 .unwrap();
             let stored = db.keyspace("events", data_keyspace).unwrap();
             for event in &events {
@@ -669,6 +677,52 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
         assert_eq!(all_events(&store, "acme", 0, u64::MAX).len(), events.len());
+    }
+
+    #[test]
+    fn a_format_3_store_is_migrated_with_its_rows_and_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalogue = catalogue();
+        let pro = catalogue.plan("pro").unwrap().clone();
+        let checkpointed = Customer::new("acme", pro.clone(), 5);
+        let mut logged = Customer::new("bolt", pro, 5);
+        let terms = logged.plan().usage["tokens"];
+        logged.record("tokens", terms, 40);
+        let hold = crate::metering::customer::Hold {
+            feature: "tokens".into(),
+            amount: 7,
+            held: 0,
+            expires_at_ms: 99,
+            request: None,
+        };
+        logged.open_hold(9, terms, 0, hold);
+        {
+            let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
+            store
+                .customers
+                .insert("acme", records::encode_customer_v3(&checkpointed))
+                .unwrap();
+            let commit = StoredCommit {
+                customers: vec![records::LoggedRow {
+                    customer: "bolt".into(),
+                    record: records::encode_customer_v3(&logged),
+                }],
+                events: Vec::new(),
+            };
+            let bytes = records::encode_commit(&commit, rkyv::util::AlignedVec::new());
+            store
+                .log
+                .insert(records::log_key(0), bytes.as_slice())
+                .unwrap();
+            store.meta.insert("format", STORE_FORMAT_3).unwrap();
+            store.db.persist(PersistMode::SyncAll).unwrap();
+        }
+        let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
+        assert_eq!(&*store.meta.get("format").unwrap().unwrap(), STORE_FORMAT);
+        let (table, _) = recover_one(&store, &catalogue);
+        assert_eq!(table.get("acme"), Some(&checkpointed));
+        assert_eq!(table.get("bolt"), Some(&logged));
+        assert_eq!(table.get("bolt").unwrap().holds()[&9].amount, 7);
     }
 
     #[test]

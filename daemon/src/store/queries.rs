@@ -51,7 +51,13 @@ impl Store {
 
     /// The customer's newest `limit` invoices, oldest first.
     pub fn list_invoices(&self, customer: &str, limit: usize) -> Result<Vec<Invoice>, StoreError> {
-        newest(&self.invoices, customer, limit, records::decode_invoice)
+        let mut invoices = newest(&self.invoices, customer, limit, records::decode_invoice)?;
+        for invoice in &mut invoices {
+            if let Some(lines) = self.invoice_models.get(records::invoice_key(invoice))? {
+                invoice.models = records::decode_model_lines(&lines)?;
+            }
+        }
+        Ok(invoices)
     }
 
     /// The customer's newest `limit` transactions, oldest first.

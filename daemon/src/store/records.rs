@@ -9,17 +9,22 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 use tally_protocol::codec::decode;
-use tally_protocol::message::{IdempotencyKey, Response, UsageEventView, PROTOCOL_VERSION};
+use tally_protocol::message::{
+    IdempotencyKey, ModelUsage, ModelUsageLine, Response, UsageEventView, PROTOCOL_VERSION,
+};
 
 use super::prices::PriceRecovery;
 use crate::metering::billing::{Invoice, Transaction};
-use crate::metering::customer::{Customer, CustomerParts, Hold};
+use crate::metering::customer::{Customer, CustomerParts, Hold, HoldRequest};
 use crate::metering::engine::UsageEvent;
 use crate::metering::idempotency::{KeyRecord, Remembered};
+use crate::metering::models::ModelPrice;
 
 /// Value of the `format` key in the `meta` keyspace; a folder without it is not a Tally store.
-pub const STORE_FORMAT: &[u8] = b"tally-store-3";
-/// The previous format (one record per event, no commit log), migrated on open.
+pub const STORE_FORMAT: &[u8] = b"tally-store-4";
+/// The previous format (holds without model requests, no model lines), migrated on open.
+pub const STORE_FORMAT_3: &[u8] = b"tally-store-3";
+/// The format before (one record per event, no commit log), migrated on open.
 pub const STORE_FORMAT_2: &[u8] = b"tally-store-2";
 
 /// Most events in one stored segment (a run of one customer's events).
@@ -42,6 +47,7 @@ pub struct StoredCustomer {
     holds: Vec<StoredHold>,
     invoices_issued: u64,
     transactions_made: u64,
+    model_lines: Vec<StoredModelLine>,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -51,6 +57,193 @@ struct StoredHold {
     amount: u64,
     held: i64,
     expires_at_ms: u64,
+    request: Option<StoredHoldRequest>,
+}
+
+/// A hold's model request, with the prices (cost units per token) it was opened at.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+struct StoredHoldRequest {
+    model: String,
+    /// Input, output (covered), cache read and cache write tokens.
+    tokens: [u64; 4],
+    /// Per input, output, cache read and cache write token.
+    prices: [u64; 4],
+    reported_output: Option<u64>,
+}
+
+/// One (feature, model)'s usage in the current period.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct StoredModelLine {
+    feature: String,
+    model: String,
+    requests: u64,
+    /// Input, output, cache read and cache write tokens.
+    tokens: [u64; 4],
+    cost_units: u64,
+    charged: i64,
+}
+
+impl From<&ModelUsageLine> for StoredModelLine {
+    fn from(line: &ModelUsageLine) -> Self {
+        StoredModelLine {
+            feature: line.feature.clone(),
+            model: line.model.clone(),
+            requests: line.requests,
+            tokens: [
+                line.input_tokens,
+                line.output_tokens,
+                line.cache_read_tokens,
+                line.cache_write_tokens,
+            ],
+            cost_units: line.cost_units,
+            charged: line.charged,
+        }
+    }
+}
+
+impl From<&ArchivedStoredModelLine> for ModelUsageLine {
+    fn from(line: &ArchivedStoredModelLine) -> Self {
+        let [input, output, cache_read, cache_write] =
+            line.tokens.map(rkyv::rend::u64_le::to_native);
+        ModelUsageLine {
+            feature: line.feature.to_string(),
+            model: line.model.to_string(),
+            requests: line.requests.to_native(),
+            input_tokens: input,
+            output_tokens: output,
+            cache_read_tokens: cache_read,
+            cache_write_tokens: cache_write,
+            cost_units: line.cost_units.to_native(),
+            charged: line.charged.to_native(),
+        }
+    }
+}
+
+/// A model-priced period's lines of an invoice (`invoice_models` keyspace, beside the invoice).
+pub fn encode_model_lines(lines: &[ModelUsageLine]) -> Vec<u8> {
+    encode(&lines.iter().map(StoredModelLine::from).collect::<Vec<_>>())
+}
+
+/// Stored model lines, checked.
+pub fn decode_model_lines(bytes: &[u8]) -> Result<Vec<ModelUsageLine>, RecordError> {
+    let lines: Vec<StoredModelLine> = decode(bytes).map_err(|e| RecordError::Corrupt {
+        what: "invoice model lines",
+        reason: e.to_string(),
+    })?;
+    Ok(lines
+        .into_iter()
+        .map(|line| {
+            let [input, output, cache_read, cache_write] = line.tokens;
+            ModelUsageLine {
+                feature: line.feature,
+                model: line.model,
+                requests: line.requests,
+                input_tokens: input,
+                output_tokens: output,
+                cache_read_tokens: cache_read,
+                cache_write_tokens: cache_write,
+                cost_units: line.cost_units,
+                charged: line.charged,
+            }
+        })
+        .collect())
+}
+
+/// A customer row of format 3: holds had no model request, and no model lines were kept.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub(super) struct StoredCustomerV3 {
+    id: String,
+    plan: String,
+    seq: u64,
+    anchor_ms: u64,
+    period_start_ms: u64,
+    period_end_ms: u64,
+    usage: Vec<(String, u64)>,
+    granted_credits: i64,
+    purchased_credits: i64,
+    balance_units: i64,
+    next_hold: u32,
+    holds: Vec<StoredHoldV3>,
+    invoices_issued: u64,
+    transactions_made: u64,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub(super) struct StoredHoldV3 {
+    id: u64,
+    feature: String,
+    amount: u64,
+    held: i64,
+    expires_at_ms: u64,
+}
+
+/// `customer` as format 3 wrote it (its holds' model requests and its model lines dropped).
+#[cfg(test)]
+pub fn encode_customer_v3(customer: &Customer) -> Vec<u8> {
+    let now = stored_customer(customer);
+    encode(&StoredCustomerV3 {
+        id: now.id,
+        plan: now.plan,
+        seq: now.seq,
+        anchor_ms: now.anchor_ms,
+        period_start_ms: now.period_start_ms,
+        period_end_ms: now.period_end_ms,
+        usage: now.usage,
+        granted_credits: now.granted_credits,
+        purchased_credits: now.purchased_credits,
+        balance_units: now.balance_units,
+        next_hold: now.next_hold,
+        holds: now
+            .holds
+            .into_iter()
+            .map(|h| StoredHoldV3 {
+                id: h.id,
+                feature: h.feature,
+                amount: h.amount,
+                held: h.held,
+                expires_at_ms: h.expires_at_ms,
+            })
+            .collect(),
+        invoices_issued: now.invoices_issued,
+        transactions_made: now.transactions_made,
+    })
+}
+
+/// A format-3 customer row in the current format (its holds without model requests, no model
+/// lines: the same customer).
+pub fn upgrade_customer_row_v3(bytes: &[u8]) -> Result<Vec<u8>, RecordError> {
+    let old: StoredCustomerV3 = decode(bytes).map_err(|e| RecordError::Corrupt {
+        what: "format-3 customer",
+        reason: e.to_string(),
+    })?;
+    Ok(encode(&StoredCustomer {
+        id: old.id,
+        plan: old.plan,
+        seq: old.seq,
+        anchor_ms: old.anchor_ms,
+        period_start_ms: old.period_start_ms,
+        period_end_ms: old.period_end_ms,
+        usage: old.usage,
+        granted_credits: old.granted_credits,
+        purchased_credits: old.purchased_credits,
+        balance_units: old.balance_units,
+        next_hold: old.next_hold,
+        holds: old
+            .holds
+            .into_iter()
+            .map(|h| StoredHold {
+                id: h.id,
+                feature: h.feature,
+                amount: h.amount,
+                held: h.held,
+                expires_at_ms: h.expires_at_ms,
+                request: None,
+            })
+            .collect(),
+        invoices_issued: old.invoices_issued,
+        transactions_made: old.transactions_made,
+        model_lines: Vec::new(),
+    }))
 }
 
 /// One usage event.
@@ -194,7 +387,28 @@ fn stored_customer(customer: &Customer) -> StoredCustomer {
                 amount: h.amount,
                 held: h.held,
                 expires_at_ms: h.expires_at_ms,
+                request: h.request.as_deref().map(|r| StoredHoldRequest {
+                    model: r.usage.model.clone(),
+                    tokens: [
+                        r.usage.input_tokens,
+                        r.usage.output_tokens,
+                        r.usage.cache_read_tokens,
+                        r.usage.cache_write_tokens,
+                    ],
+                    prices: [
+                        r.price.input,
+                        r.price.output,
+                        r.price.cache_read,
+                        r.price.cache_write,
+                    ],
+                    reported_output: r.reported_output,
+                }),
             })
+            .collect(),
+        model_lines: customer
+            .model_lines()
+            .iter()
+            .map(StoredModelLine::from)
             .collect(),
     }
 }
@@ -252,6 +466,28 @@ pub fn decode_customer(
                     amount: h.amount.to_native(),
                     held: h.held.to_native(),
                     expires_at_ms: h.expires_at_ms.to_native(),
+                    request: h.request.as_ref().map(|r| {
+                        let [input, output, cache_read, cache_write] =
+                            r.tokens.map(rkyv::rend::u64_le::to_native);
+                        let [p_input, p_output, p_cache_read, p_cache_write] =
+                            r.prices.map(rkyv::rend::u64_le::to_native);
+                        Box::new(HoldRequest {
+                            usage: ModelUsage {
+                                model: r.model.to_string(),
+                                input_tokens: input,
+                                output_tokens: output,
+                                cache_read_tokens: cache_read,
+                                cache_write_tokens: cache_write,
+                            },
+                            price: ModelPrice {
+                                input: p_input,
+                                output: p_output,
+                                cache_read: p_cache_read,
+                                cache_write: p_cache_write,
+                            },
+                            reported_output: r.reported_output.as_ref().map(|o| o.to_native()),
+                        })
+                    }),
                 };
                 (h.id.to_native(), hold)
             })
@@ -267,6 +503,11 @@ pub fn decode_customer(
                 ),
             }
         })?,
+        model_lines: stored
+            .model_lines
+            .iter()
+            .map(ModelUsageLine::from)
+            .collect(),
     });
     // Only a customer whose period a price change splits needs its usage as a list.
     let usage = || {
@@ -471,7 +712,8 @@ pub fn decode_key_record(bytes: &[u8]) -> Result<KeyRecord, RecordError> {
         reason,
     };
     let stored: StoredKey = decode(bytes).map_err(|e| corrupt(e.to_string()))?;
-    if stored.protocol_version != PROTOCOL_VERSION {
+    // Version 3 only added requests and answers after these: a version-2 outcome reads the same.
+    if ![2, PROTOCOL_VERSION].contains(&stored.protocol_version) {
         return Err(corrupt(format!(
             "written by protocol version {}, this daemon speaks {PROTOCOL_VERSION}",
             stored.protocol_version
@@ -549,7 +791,14 @@ mod tests {
             assert!(customer.set_used(feature, units));
         }
         let terms = customer.usage_terms(&catalogue, "gpt-4").unwrap();
-        customer.open_hold(4, "gpt-4", terms, 2, 0, 99);
+        let hold = Hold {
+            feature: "gpt-4".into(),
+            amount: 2,
+            held: 0,
+            expires_at_ms: 99,
+            request: None,
+        };
+        customer.open_hold(4, terms, 0, hold);
         let row = encode_customer(&customer);
         let back = decode_customer(
             &row,
@@ -560,5 +809,49 @@ mod tests {
         assert_eq!(back, customer);
         assert_eq!(back.used("embeddings"), 11);
         assert_eq!(back.holds().len(), 1);
+    }
+
+    #[test]
+    fn a_hold_of_a_model_request_and_the_periods_model_lines_read_back_as_stored() {
+        let catalogue = crate::config::Config::parse(
+            crate::config::DEFAULT_CONFIG_TOML,
+            std::path::Path::new("."),
+            "test",
+        )
+        .expect("the shipped config")
+        .catalogue;
+        let mut customer = Customer::new("acme", catalogue.plan("assistant").unwrap().clone(), 5);
+        let terms = customer.usage_terms(&catalogue, "chat").unwrap();
+        let usage = ModelUsage::new("gpt-4o", 1_200, 256);
+        let price = catalogue.models()["gpt-4o"];
+        let cost = price.cost(&usage).unwrap();
+        let request = HoldRequest {
+            usage: usage.clone(),
+            price,
+            reported_output: Some(100),
+        };
+        let hold = Hold {
+            feature: "chat".into(),
+            amount: cost,
+            held: 0,
+            expires_at_ms: 99,
+            request: Some(Box::new(request)),
+        };
+        customer.open_hold(4, terms, 7, hold);
+        customer.add_model_usage("chat", &ModelUsage::new("gpt-4o-mini", 10, 20), 30, 1);
+        let row = encode_customer(&customer);
+        let back = decode_customer(
+            &row,
+            &mut PriceRecovery::new(&catalogue, &Default::default(), 0),
+            &mut AlignedVec::new(),
+        )
+        .unwrap();
+        assert_eq!(back, customer);
+        assert_eq!(back.model_lines()[0].output_tokens, 20);
+        let lines = back.model_lines().to_vec();
+        assert_eq!(
+            decode_model_lines(&encode_model_lines(&lines)).unwrap(),
+            lines
+        );
     }
 }

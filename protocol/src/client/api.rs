@@ -174,6 +174,7 @@ impl Holds<'_> {
             actual,
             idempotency_key,
             model: None,
+            output_tokens: None,
         })
         .await
     }
@@ -190,8 +191,44 @@ impl Holds<'_> {
             actual: 0,
             idempotency_key,
             model: Some(usage),
+            output_tokens: None,
         })
         .await
+    }
+
+    /// Charges a hold opened with a model request for the `output_tokens` its answer had (the
+    /// model, input and cache tokens are the hold's) and releases the rest.
+    pub async fn settle_output(
+        &self,
+        hold: u64,
+        output_tokens: u64,
+        idempotency_key: Option<IdempotencyKey>,
+    ) -> Result<ReportOutcome, Error> {
+        self.charge(SettleRequest {
+            hold,
+            actual: 0,
+            idempotency_key,
+            model: None,
+            output_tokens: Some(output_tokens),
+        })
+        .await
+    }
+
+    /// Reports the output tokens streamed so far (a running total) against a hold opened with a
+    /// model request. The hold grows as the answer does; with `cut_off`, stop the answer at
+    /// `output_tokens_allowed`, the most the customer can pay for. Cheap, and safe to retry.
+    pub async fn progress(&self, hold: u64, output_tokens: u64) -> Result<ProgressOutcome, Error> {
+        match self
+            .client
+            .call(Request::Progress(ProgressRequest {
+                hold,
+                output_tokens,
+            }))
+            .await?
+        {
+            Response::Progress(outcome) => Ok(outcome),
+            other => Err(unexpected(other)),
+        }
     }
 
     async fn charge(&self, settle: SettleRequest) -> Result<ReportOutcome, Error> {
@@ -308,6 +345,15 @@ impl Admin<'_> {
         });
         match self.client.call(request).await? {
             Response::Closed(invoice) => Ok(invoice),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Re-reads the model catalogue from the daemon's configuration file: all of it or, when it
+    /// is invalid, none of it (the error says why and the old prices stay).
+    pub async fn reload_models(&self) -> Result<ModelsReloaded, Error> {
+        match self.client.call(Request::ReloadModels).await? {
+            Response::ModelsReloaded(answer) => Ok(answer),
             other => Err(unexpected(other)),
         }
     }

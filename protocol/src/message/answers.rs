@@ -31,6 +31,10 @@ pub enum Response {
     Closed(InvoiceView),
     /// For `stats`.
     Stats(Box<StatsSnapshot>),
+    /// For `progress`.
+    Progress(ProgressOutcome),
+    /// For `reload_models`.
+    ModelsReloaded(ModelsReloaded),
 }
 
 /// Raw usage events of one customer.
@@ -162,6 +166,27 @@ pub struct ReserveOutcome {
     pub standing: Standing,
 }
 
+/// The answer to a `progress`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ProgressOutcome {
+    /// The customer cannot pay for more: stop the answer at `output_tokens_allowed`.
+    pub cut_off: bool,
+    /// Output tokens the hold now covers: stream up to this many before reporting progress
+    /// again (with `cut_off`, the most the customer can still pay for).
+    pub output_tokens_allowed: u64,
+    /// What the hold holds now: units (metered), credits or rate units by model.
+    pub held: i64,
+    /// The customer's sequence number this answer reflects.
+    pub seq: u64,
+}
+
+/// The answer to a `reload_models`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ModelsReloaded {
+    /// The models now priced, sorted by name.
+    pub models: Vec<String>,
+}
+
 /// The answer to a `release`.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ReleaseOutcome {
@@ -217,6 +242,33 @@ pub struct CustomerView {
     pub balance_units: i64,
     /// Open holds.
     pub holds: Vec<HoldView>,
+    /// Usage this period of each model, per feature priced by model, sorted by feature and model.
+    pub models: Vec<ModelUsageLine>,
+}
+
+/// One model's usage of one feature priced by model over a period: its tokens, the provider's
+/// cost and what was charged for it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct ModelUsageLine {
+    /// The feature priced by model.
+    pub feature: String,
+    /// The model.
+    pub model: String,
+    /// Requests recorded.
+    pub requests: u64,
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Answer tokens.
+    pub output_tokens: u64,
+    /// Prompt tokens read from the cache.
+    pub cache_read_tokens: u64,
+    /// Prompt tokens written to the cache.
+    pub cache_write_tokens: u64,
+    /// The provider's cost at the model prices each request was priced at, in cost units of
+    /// 10⁻¹⁰ dollars.
+    pub cost_units: u64,
+    /// What was charged for them: overage rate units (metered), credits or rate units by model.
+    pub charged: i64,
 }
 
 /// Usage of one feature this period.

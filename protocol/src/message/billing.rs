@@ -73,6 +73,9 @@ pub struct InvoiceView {
     pub reason: CloseReason,
     /// The lines.
     pub lines: Vec<InvoiceLineView>,
+    /// The period's usage per model of each feature priced by model (a breakdown of the
+    /// features' lines, not lines of its own).
+    pub models: Vec<ModelUsageLine>,
     /// Total, rounded to cents.
     pub total_units: i64,
     /// Fee, rounded to cents, plus the fixed fee (0 when the total is not positive).

@@ -25,7 +25,7 @@ pub use validate::*;
 /// ALPN protocol id that both ends of a Tally QUIC connection must offer.
 pub const ALPN: &[u8] = b"tally/1";
 /// Version of the message layout below; the handshake refuses any other.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Largest frame body either end accepts, in bytes (the 4-byte length prefix excluded).
 pub const FRAME_BYTES_MAX: u32 = 1 << 21;
 /// Longest customer id, in bytes of UTF-8.
@@ -183,6 +183,11 @@ pub enum Request {
     ClosePeriod(CustomerRef),
     /// Monitor (or admin): the console's data.
     Stats,
+    /// Output tokens streamed so far against a hold opened with a model request; grows the hold
+    /// or answers where to cut the answer off (role client).
+    Progress(ProgressRequest),
+    /// Admin: re-read the model catalogue from the daemon's configuration file.
+    ReloadModels,
 }
 
 impl Request {
@@ -195,7 +200,8 @@ impl Request {
             | Request::ListEvents(_)
             | Request::ListInvoices(_)
             | Request::ListTransactions(_)
-            | Request::Stats => true,
+            | Request::Stats
+            | Request::Progress(_) => true,
             Request::Report(item) => item.idempotency_key.is_some(),
             Request::ReportBatch(items) => items.iter().all(|i| i.idempotency_key.is_some()),
             Request::Settle(settle) => settle.idempotency_key.is_some(),
@@ -204,7 +210,8 @@ impl Request {
             | Request::Release(_)
             | Request::CreateCustomer(_)
             | Request::ChangePlan(_)
-            | Request::ClosePeriod(_) => false,
+            | Request::ClosePeriod(_)
+            | Request::ReloadModels => false,
         }
     }
 
@@ -216,7 +223,8 @@ impl Request {
             | Request::Check(_)
             | Request::Reserve(_)
             | Request::Settle(_)
-            | Request::Release(_) => RoleRequired::Client,
+            | Request::Release(_)
+            | Request::Progress(_) => RoleRequired::Client,
             Request::Stats => RoleRequired::Monitor,
             _ => RoleRequired::Admin,
         }
@@ -240,6 +248,8 @@ impl Request {
             Request::ListTransactions(_) => "list_transactions",
             Request::ClosePeriod(_) => "close_period",
             Request::Stats => "stats",
+            Request::Progress(_) => "progress",
+            Request::ReloadModels => "reload_models",
         }
     }
 }

@@ -128,6 +128,19 @@ pub struct SettleRequest {
     pub idempotency_key: Option<IdempotencyKey>,
     /// For a hold on a feature priced by AI model: the tokens actually used (then `actual` is 0).
     pub model: Option<ModelUsage>,
+    /// For a hold opened with a model request: the answer's output tokens; the model, input and
+    /// cache tokens are the hold's (then `actual` is 0 and `model` is absent).
+    pub output_tokens: Option<u64>,
+}
+
+/// The output tokens an answer has streamed so far, against a hold opened with a model request.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ProgressRequest {
+    /// The hold id that `reserve` returned.
+    pub hold: u64,
+    /// Output tokens streamed so far: a running total, so a retry or a late duplicate changes
+    /// nothing.
+    pub output_tokens: u64,
 }
 
 /// Release a hold without charging.

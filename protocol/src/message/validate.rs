@@ -36,9 +36,17 @@ pub fn validate_request(request: &Request) -> Result<(), TallyError> {
         }
         Request::Settle(s) => {
             validate_amount("actual", s.actual)?;
-            validate_model("actual", s.actual, s.model.as_ref())
+            validate_model("actual", s.actual, s.model.as_ref())?;
+            match s.output_tokens {
+                Some(_) if s.actual != 0 || s.model.is_some() => Err(invalid(
+                    "give output tokens alone: the hold has the model request".into(),
+                )),
+                Some(output) => validate_amount("output tokens", output),
+                None => Ok(()),
+            }
         }
-        Request::Release(_) | Request::Stats => Ok(()),
+        Request::Progress(p) => validate_amount("output tokens", p.output_tokens),
+        Request::Release(_) | Request::Stats | Request::ReloadModels => Ok(()),
         Request::CreateCustomer(cp) | Request::ChangePlan(cp) => {
             validate_customer(&cp.customer)?;
             validate_slug("plan", &cp.plan)

@@ -44,6 +44,9 @@ pub enum Link {
     Disconnected(String),
 }
 
+/// A customer and its invoices, as the drill-down shows them.
+pub type CustomerDetail = (CustomerView, Vec<InvoiceView>);
+
 /// Which screen is shown.
 #[derive(Debug, Clone, PartialEq)]
 pub enum View {
@@ -54,7 +57,7 @@ pub enum View {
         /// Its id.
         id: String,
         /// What was fetched (`None` while loading).
-        data: Option<Result<(CustomerView, Vec<InvoiceView>), String>>,
+        data: Option<Result<Box<CustomerDetail>, String>>,
     },
 }
 
@@ -117,7 +120,7 @@ impl App {
             }
             Event::Customer(result) => {
                 if let View::Customer { data, .. } = &mut self.view {
-                    *data = Some(result);
+                    *data = Some(result.map(Box::new));
                 }
                 Action::None
             }

@@ -7,9 +7,9 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Row, Sparkline, Table, TableState};
 use ratatui::Frame;
-use tally_protocol::message::{CustomerView, InvoiceView, Model, StatsSnapshot};
+use tally_protocol::message::{Model, StatsSnapshot};
 
-use super::app::{App, Link, View};
+use super::app::{App, CustomerDetail, Link, View};
 use crate::output::{dollars, hold_id, timestamp};
 
 /// Draws the whole screen.
@@ -324,7 +324,7 @@ fn draw_customer(
     frame: &mut Frame,
     area: Rect,
     id: &str,
-    data: Option<&Result<(CustomerView, Vec<InvoiceView>), String>>,
+    data: Option<&Result<Box<CustomerDetail>, String>>,
 ) {
     let (view, invoices) = match data {
         None => {
@@ -342,7 +342,7 @@ fn draw_customer(
             );
             return;
         }
-        Some(Ok((view, invoices))) => (view, invoices),
+        Some(Ok(fetched)) => (&fetched.0, &fetched.1),
     };
     let usage_rows = view.usage.len() as u16 + 3;
     let [summary, usage, holds, history] = Layout::vertical([
@@ -546,6 +546,7 @@ mod tests {
             closed_at_ms: 1_802_678_400_000,
             reason: CloseReason::Scheduled,
             lines: vec![],
+            models: vec![],
             total_units: 1_090_000,
             fee_units: 53_100,
             net_units: 1_036_900,
@@ -669,6 +670,7 @@ mod tests {
                 held: 500,
                 expires_at_ms: 1_802_678_430_000,
             }],
+            models: vec![],
         };
         (view, snapshot(0, 0, 100).recent_invoices)
     }
