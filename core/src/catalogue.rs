@@ -366,10 +366,33 @@ impl Catalogue {
                 Err(found) => errors.extend(found),
             }
         }
+        errors.extend(self.models_missing_from(&models));
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        self.models = models;
+        Ok(())
+    }
+
+    /// This catalogue with `models` as its model prices (a reload), if every model a plan's
+    /// feature names is among them; errors name their key.
+    pub fn with_models(&self, models: &Models) -> Result<Catalogue, Vec<String>> {
+        let missing = self.models_missing_from(models);
+        if !missing.is_empty() {
+            return Err(missing);
+        }
+        Ok(Catalogue {
+            models: models.clone(),
+            ..self.clone()
+        })
+    }
+
+    fn models_missing_from(&self, models: &Models) -> Vec<String> {
+        let mut errors = Vec::new();
         for plan in self.plans.values() {
             for (feature, terms) in &plan.ai {
                 for model in terms.models.iter().flatten() {
-                    if !toml.contains_key(model) {
+                    if !models.contains_key(model) {
                         errors.push(format!(
                             "plans.{}.features.{feature}.models: unknown model `{model}`; declare it under [models]",
                             plan.slug
@@ -378,11 +401,7 @@ impl Catalogue {
                 }
             }
         }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        self.models = models;
-        Ok(())
+        errors
     }
 
     /// AI models' prices by name.

@@ -133,6 +133,17 @@ impl ShardCore {
         core
     }
 
+    /// The catalogue requests are priced by.
+    pub fn catalogue(&self) -> &Arc<Catalogue> {
+        &self.catalogue
+    }
+
+    /// Prices the requests that follow by `catalogue` (the same plans, new model prices: a
+    /// reload). Open holds keep the prices they were opened at.
+    pub fn set_catalogue(&mut self, catalogue: Arc<Catalogue>) {
+        self.catalogue = catalogue;
+    }
+
     /// Everything that changed since the last call.
     pub fn take_changes(&mut self) -> Changes {
         let mut changes = std::mem::take(&mut self.changes);
@@ -472,7 +483,7 @@ impl ShardCore {
                 ),
             });
         }
-        let assessment = customer.assess(&r.feature, terms, amount);
+        let assessment = customer.assess_hold(&r.feature, terms, amount);
         if !assessment.is_allowed {
             return Ok(ReserveOutcome {
                 allowed: false,
@@ -501,7 +512,7 @@ impl ShardCore {
             expires_at_ms,
             request: request.map(Box::new),
         };
-        customer.open_hold(hold, terms, assessment.cost, opened);
+        customer.open_hold(hold, terms, opened);
         self.hold_owners.insert(hold, slot);
         self.hold_expiry.insert((expires_at_ms, hold));
         self.changes.customers.insert(slot);

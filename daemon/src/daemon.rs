@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tally_protocol::message::Role;
+use tally_protocol::message::{ModelsReloaded, Role, TallyError};
 use tally_protocol::ClientConfig;
 use tokio::sync::oneshot;
 
@@ -22,6 +22,7 @@ use crate::http::ops::{OpsHttp, OpsStatus};
 use crate::janitor::Janitor;
 use crate::metering::engine::ShardCore;
 use crate::metering::table::CustomerRows;
+use crate::models_reload::ModelPrices;
 use crate::router::Shards;
 use crate::server::telemetry::Telemetry;
 use crate::server::{self, BindError, ServerContext};
@@ -145,6 +146,7 @@ pub struct Daemon {
     thread: Option<JoinHandle<Result<(), ShutdownError>>>,
     /// Dropped after the server thread has stopped, so probes see the drain.
     ops: Option<OpsHttp>,
+    models: Arc<ModelPrices>,
 }
 
 impl Daemon {
@@ -277,11 +279,12 @@ impl Daemon {
             .name("tallyd-server".into())
             .spawn(move || serve_on_this_thread(parts, ready, stopped))
             .map_err(|e| StartError::Thread(e.to_string()))?;
-        let addr = started
+        let (addr, models) = started
             .recv()
             .map_err(|_| StartError::Thread("the server thread ended during start-up".into()))??;
         Ok(Daemon {
             addr,
+            models,
             http_addr,
             cert_pem,
             dev_api_keys,
@@ -289,6 +292,12 @@ impl Daemon {
             thread: Some(thread),
             ops,
         })
+    }
+
+    /// Reads the model prices from the config file again and puts them in force (SIGHUP); on
+    /// any error nothing changes and the error says why.
+    pub async fn reload_models(&self) -> Result<ModelsReloaded, TallyError> {
+        self.models.reload().await
     }
 
     /// Where `/livez`, `/readyz` and `/metrics` are served, when `[ops] http_listen` is set.
@@ -381,7 +390,7 @@ struct Parts {
 
 fn serve_on_this_thread(
     parts: Parts,
-    ready: std::sync::mpsc::Sender<Result<SocketAddr, StartError>>,
+    ready: std::sync::mpsc::Sender<Result<(SocketAddr, Arc<ModelPrices>), StartError>>,
     stop: oneshot::Receiver<()>,
 ) -> Result<(), ShutdownError> {
     let Parts {
@@ -414,6 +423,11 @@ fn serve_on_this_thread(
             actix_rt::spawn(crate::platform::busy_poll::poll_while_busy(window));
         }
         let server_clock = clock.clone();
+        let catalogue = cores
+            .first()
+            .expect("at least one shard")
+            .catalogue()
+            .clone();
         let shards = Shards::start(
             cores,
             config.server.mailbox_capacity,
@@ -434,7 +448,13 @@ fn serve_on_this_thread(
         let addr = endpoint.local_addr().expect("a bound endpoint has an address");
         let (drain, draining) = tokio::sync::watch::channel(false);
         let telemetry = Arc::new(Mutex::new(Telemetry::new(STATS_INTERVAL)));
+        let models = Arc::new(ModelPrices::new(
+            config.source.clone(),
+            catalogue,
+            shards.router.clone(),
+        ));
         let context = Arc::new(ServerContext {
+            models: models.clone(),
             router: shards.router.clone(),
             keys: credentials.keys.clone(),
             limits: config.server.clone(),
@@ -484,7 +504,7 @@ fn serve_on_this_thread(
                 grace,
             ))
         });
-        let _ = ready.send(Ok(addr));
+        let _ = ready.send(Ok((addr, models.clone())));
         server::serve(endpoint, context, drain, stop).await;
         // The API stops with QUIC: what it read is answered before the shards hand over.
         let _ = http_stop_sender.send(true);

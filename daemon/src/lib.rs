@@ -24,6 +24,7 @@ pub mod data_dir;
 pub mod demo;
 pub mod http;
 pub mod janitor;
+pub mod models_reload;
 pub mod platform;
 pub mod router;
 pub mod server;

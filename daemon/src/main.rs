@@ -92,7 +92,7 @@ fn main() -> anyhow::Result<()> {
                     .context("--demo needs the development API keys (no [auth] keys configured)")?;
                 tally_daemon::demo::start(client_config);
             }
-            signals.wait_for_first()?;
+            signals.wait_for_stop(&daemon);
             tracing::info!("shutting down (a second SIGTERM or SIGINT exits at once)");
             let (stopped, shutdown) = tokio::sync::oneshot::channel();
             std::thread::Builder::new()
@@ -140,13 +140,15 @@ fn load(path: Option<&Path>) -> anyhow::Result<(Config, String)> {
 
 /// SIGTERM and SIGINT handlers, installed before the daemon starts: a signal sent as soon as it
 /// listens (by a supervisor, a test) or while it recovers must stop it gracefully, not kill it
-/// with the default action.
+/// with the default action. SIGHUP reloads the model prices.
 struct Signals {
     runtime: tokio::runtime::Runtime,
     #[cfg(unix)]
     terminate: tokio::signal::unix::Signal,
     #[cfg(unix)]
     interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -161,21 +163,49 @@ impl Signals {
             let _entered = runtime.enter();
             let terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
             let interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+            let hangup = signal(SignalKind::hangup()).context("handling SIGHUP")?;
             Ok(Signals {
                 runtime,
                 terminate,
                 interrupt,
+                hangup,
             })
         }
         #[cfg(not(unix))]
         Ok(Signals { runtime })
     }
 
-    /// Blocks until SIGTERM or SIGINT (Ctrl-C), including one that arrived before the call.
-    fn wait_for_first(&mut self) -> anyhow::Result<()> {
-        let (runtime, received) = self.parts();
-        runtime.block_on(received);
-        Ok(())
+    /// Blocks until SIGTERM or SIGINT (Ctrl-C), including one that arrived before the call;
+    /// each SIGHUP meanwhile reloads `daemon`'s model prices.
+    fn wait_for_stop(&mut self, daemon: &Daemon) {
+        #[cfg(unix)]
+        {
+            let Signals {
+                runtime,
+                terminate,
+                interrupt,
+                hangup,
+            } = self;
+            runtime.block_on(async {
+                loop {
+                    tokio::select! {
+                        _ = terminate.recv() => break,
+                        _ = interrupt.recv() => break,
+                        _ = hangup.recv() => {
+                            if let Err(e) = daemon.reload_models().await {
+                                tracing::error!(error = %e, "SIGHUP");
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = daemon;
+            let (runtime, received) = self.parts();
+            runtime.block_on(received);
+        }
     }
 
     /// Blocks until `done` says how the shutdown ended, or a second signal comes first (`None`).
@@ -201,6 +231,7 @@ impl Signals {
             runtime,
             terminate,
             interrupt,
+            ..
         } = self;
         #[cfg(unix)]
         let received = async move {

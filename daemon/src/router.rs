@@ -20,7 +20,7 @@ use crate::metering::billing::{Invoice, Transaction};
 use crate::metering::engine::ShardCore;
 use crate::shard::{
     ApplyBatch, ApplyRequest, Checkpoint, CloseDuePeriods, CollectStats, Collector, HandOver,
-    Shard, ShardReport,
+    SetCatalogue, Shard, ShardReport,
 };
 use crate::stable_hash::{shard_of, stable_hash};
 use crate::store::{Store, StoreError};
@@ -300,6 +300,24 @@ impl Router {
             closed += answer.await.unwrap_or(0);
         }
         closed
+    }
+
+    /// Hands every shard `catalogue` (new model prices); returns once each has it in force.
+    /// Waits for room in a full mailbox rather than failing: a reload is rare and must reach
+    /// every shard.
+    pub async fn set_catalogue(
+        &self,
+        catalogue: Arc<crate::metering::catalogue::Catalogue>,
+    ) -> Result<(), TallyError> {
+        for shard in self.shards.iter() {
+            shard.depth.fetch_add(1, Ordering::Relaxed);
+            shard
+                .address
+                .send(SetCatalogue(catalogue.clone()))
+                .await
+                .map_err(|_| shard_gone())?;
+        }
+        Ok(())
     }
 
     /// Every shard's figures, in shard order, and the store's size. A shard whose mailbox is

@@ -366,6 +366,21 @@ impl Handler<Checkpoint> for Shard {
     }
 }
 
+/// Price the requests that follow by a new catalogue (model prices reloaded); answers when in
+/// force.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetCatalogue(pub Arc<crate::metering::catalogue::Catalogue>);
+
+impl Handler<SetCatalogue> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, message: SetCatalogue, _: &mut Self::Context) {
+        self.took_message();
+        self.core.set_catalogue(message.0);
+    }
+}
+
 /// What the shard reports to `stats`.
 #[derive(Debug, Clone, Default)]
 pub struct ShardReport {

@@ -12,7 +12,7 @@ mod extras;
 mod rules;
 
 pub use extras::{Extras, Hold, HoldRequest, PriceSplit};
-pub use rules::{metered_cost_between, HoldProgress};
+pub use rules::{hold_bound, metered_cost_between, HoldProgress};
 
 use super::billing::{invoice_lines, BillingTerms, Invoice};
 use super::catalogue::{Catalogue, FeatureKind, ModelTerms, Plan, PricesOverPeriod, UsageTerms};

@@ -125,6 +125,25 @@ impl Customer {
         }
     }
 
+    /// Whether a hold of `amount` fits beside the open holds: [`Customer::assess`], but what
+    /// credits and balance holds take is [`hold_bound`], not the next report's exact cost.
+    pub fn assess_hold(&self, feature: &str, terms: UsageTerms, amount: u64) -> Assessment {
+        let assessment = self.assess(feature, terms, amount);
+        match terms {
+            UsageTerms::Metered { .. } => assessment,
+            UsageTerms::Credits { .. } | UsageTerms::Balance { .. } if amount > 0 => {
+                let bound = hold_bound(terms, amount);
+                Assessment {
+                    is_allowed: assessment.limit_available >= bound,
+                    cost: bound,
+                    limit_cost: bound,
+                    limit_available: assessment.limit_available,
+                }
+            }
+            _ => assessment,
+        }
+    }
+
     /// Records `amount` of `feature` unconditionally (the work has happened) and returns what it
     /// cost. Credits are taken from the period's grant first; credits and balance may go negative.
     pub fn record(&mut self, feature: &str, terms: UsageTerms, amount: u64) -> i64 {
@@ -195,22 +214,20 @@ impl Customer {
         }
     }
 
-    /// Opens `hold` as `hold_id` (the caller has assessed it as allowed; the id must be unused).
-    /// What it holds follows `terms`: its units (metered) or its `cost` (credits, balance).
-    pub fn open_hold(&mut self, hold_id: u64, terms: UsageTerms, cost: i64, mut hold: Hold) {
-        hold.held = match terms {
-            UsageTerms::Metered { .. } => hold.amount as i64,
-            UsageTerms::Credits { .. } | UsageTerms::Balance { .. } => cost,
-        };
+    /// Opens `hold` as `hold_id` (the caller has assessed it with [`Customer::assess_hold`];
+    /// the id must be unused). It holds [`hold_bound`] of its amount.
+    pub fn open_hold(&mut self, hold_id: u64, terms: UsageTerms, mut hold: Hold) {
+        hold.held = hold_bound(terms, hold.amount);
         let previous = self.extras.insert_hold(hold_id, hold);
         assert!(previous.is_none(), "hold id {hold_id:#x} reused");
         self.seq += 1;
     }
 
     /// Takes `output_tokens`, the running total an answer has streamed, against hold `id`
-    /// (opened with a model request on a feature with `terms`). Past what the hold covers, it
-    /// grows by as much again as it covers, or — when the customer cannot pay for that (counting
-    /// every other open hold) — to the most output they can pay for: the cut-off.
+    /// (opened with a model request on a feature with `terms`). Once it reaches what the hold
+    /// covers, the hold grows by as much again as it covers, or — when the customer cannot pay
+    /// for that (counting every other open hold) — to the most output they can pay for: the
+    /// cut-off.
     pub fn progress_hold(
         &mut self,
         id: u64,
@@ -235,9 +252,8 @@ impl Customer {
             .map_or(output_tokens, |r| r.max(output_tokens));
         let covered = request.usage.output_tokens;
         let (feature, amount, held) = (hold.feature.clone(), hold.amount, hold.held);
-        // The hold covering `output` tokens — (amount, held) — when the customer can pay for it.
-        // Credits and balance holds are priced whole from the counter, as when opened, so
-        // growing in steps rounds once, not once per step.
+        // The hold covering `output` tokens — (amount, held) — when the customer can pay for it,
+        // beside every other hold (this one's current `held` counted back in).
         let affordable = |output: u64| -> Option<(u64, i64)> {
             let cost = request.cost_with_output(output)?;
             match terms {
@@ -246,9 +262,9 @@ impl Customer {
                     assessment.is_allowed.then_some((cost, cost as i64))
                 }
                 UsageTerms::Credits { .. } | UsageTerms::Balance { .. } => {
+                    let bound = hold_bound(terms, cost);
                     let whole = self.assess(&feature, terms, cost);
-                    (cost == 0 || whole.limit_available + held >= whole.cost)
-                        .then_some((cost, whole.cost))
+                    (cost == 0 || whole.limit_available + held >= bound).then_some((cost, bound))
                 }
             }
         };
@@ -258,7 +274,8 @@ impl Customer {
             grew: false,
         };
         let mut growth = None;
-        if reported > covered {
+        // A stream that reached what its hold covers asks for more.
+        if reported >= covered {
             let target = reported.saturating_add(covered.max(1));
             if let Some(extra) = affordable(target) {
                 growth = Some((target, extra));
@@ -350,6 +367,17 @@ impl Customer {
                 .collect(),
             models: self.model_lines().to_vec(),
         }
+    }
+}
+
+/// What a hold of `amount` holds: its units (metered), or the price of `amount` on its own
+/// (credits, balance). With cumulative rounding, `amount` on top of any usage costs at most
+/// that, so settling any part of a hold, in any order with other charges, never takes more than
+/// it held — where the next report's exact cost could be one rate unit short.
+pub fn hold_bound(terms: UsageTerms, amount: u64) -> i64 {
+    match terms {
+        UsageTerms::Metered { .. } => amount as i64,
+        UsageTerms::Credits { price } | UsageTerms::Balance { price } => price.cost(amount),
     }
 }
 

@@ -85,6 +85,25 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     /// `[features]` and `[plans]`.
     pub catalogue: Arc<Catalogue>,
+    /// The file it was read from and the overrides applied (`None`: text, such as the embedded
+    /// defaults) — what a reload of the model prices reads again.
+    pub source: Option<ConfigSource>,
+}
+
+/// Where a config came from, to read it again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigSource {
+    /// The file.
+    pub path: PathBuf,
+    /// The `TALLY__…` overrides applied on top.
+    pub overrides: Vec<(String, String)>,
+}
+
+impl ConfigSource {
+    /// Reads and validates the file again, with the same overrides.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        Config::load_with_overrides(&self.path, &self.overrides)
+    }
 }
 
 /// `[server]`: the QUIC listener and its limits.
@@ -274,7 +293,13 @@ impl Config {
         } else {
             base
         };
-        Config::parse_with_overrides(&text, &base, &path.display().to_string(), overrides)
+        let mut config =
+            Config::parse_with_overrides(&text, &base, &path.display().to_string(), overrides)?;
+        config.source = Some(ConfigSource {
+            path: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
+            overrides: overrides.to_vec(),
+        });
+        Ok(config)
     }
 
     /// Validates config text; relative paths resolve against `base_dir`.
@@ -367,6 +392,7 @@ impl Config {
             http,
             sandbox,
             catalogue: Arc::new(catalogue),
+            source: None,
         })
     }
 }

@@ -37,6 +37,8 @@ pub mod close_code {
 pub struct ServerContext {
     /// Routes requests to shards.
     pub router: Router,
+    /// The model prices in force, and how to reload them (`reload_models`).
+    pub models: Arc<crate::models_reload::ModelPrices>,
     /// Accepted API keys.
     pub keys: ApiKeys,
     /// Limits from `[server]`.

@@ -232,6 +232,7 @@ async fn answer(context: &ServerContext, role: Role, request: Request) -> Reply 
         Err(error) => Err(error),
         Ok(()) => match request {
             Request::Stats => Ok(Response::Stats(Box::new(stats(context).await))),
+            Request::ReloadModels => context.models.reload().await.map(Response::ModelsReloaded),
             request => context.router.route(request).await,
         },
     };

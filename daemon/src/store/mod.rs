@@ -695,7 +695,7 @@ mod tests {
             expires_at_ms: 99,
             request: None,
         };
-        logged.open_hold(9, terms, 0, hold);
+        logged.open_hold(9, terms, hold);
         {
             let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
             store

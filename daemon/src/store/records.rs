@@ -798,7 +798,7 @@ mod tests {
             expires_at_ms: 99,
             request: None,
         };
-        customer.open_hold(4, terms, 0, hold);
+        customer.open_hold(4, terms, hold);
         let row = encode_customer(&customer);
         let back = decode_customer(
             &row,
@@ -837,7 +837,7 @@ mod tests {
             expires_at_ms: 99,
             request: Some(Box::new(request)),
         };
-        customer.open_hold(4, terms, 7, hold);
+        customer.open_hold(4, terms, hold);
         customer.add_model_usage("chat", &ModelUsage::new("gpt-4o-mini", 10, 20), 30, 1);
         let row = encode_customer(&customer);
         let back = decode_customer(
