@@ -24,4 +24,5 @@ mod sdks;
 mod seed_examples;
 mod startup;
 mod stats;
+mod streaming;
 mod test_daemon;
