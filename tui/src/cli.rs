@@ -97,20 +97,36 @@ pub enum Command {
     Settle {
         /// Hold id from `tally reserve`.
         hold: String,
-        /// Units actually used; not with --model.
-        #[arg(allow_negative_numbers = true, value_parser = units, required_unless_present = "model")]
+        /// Units actually used; not with --model or --output.
+        #[arg(allow_negative_numbers = true, value_parser = units, required_unless_present_any = ["model", "output"])]
         actual: Option<u64>,
         /// 32 hex digits; a retry with the same key changes nothing.
         #[arg(long)]
         idempotency_key: Option<String>,
-        /// For a hold on a feature priced by AI model: the tokens the request used.
+        /// For a hold on a feature priced by AI model: the tokens the request used — or, for a
+        /// hold opened with a model request, `--output N` alone.
         #[command(flatten)]
         tokens: TokenArgs,
+    },
+    /// Report the output tokens a streamed answer has so far against its hold (opened with a
+    /// model request); the hold grows, or the answer says where to cut off.
+    Progress {
+        /// Hold id from `tally reserve`.
+        hold: String,
+        /// Output tokens so far (a running total).
+        #[arg(value_parser = units)]
+        output: u64,
     },
     /// Release a hold without charging.
     Release {
         /// Hold id from `tally reserve`.
         hold: String,
+    },
+    /// AI model prices.
+    Models {
+        /// What to do.
+        #[command(subcommand)]
+        action: ModelsAction,
     },
     /// A customer's invoices, oldest first.
     Invoices {
@@ -220,6 +236,14 @@ fn packs(text: &str) -> Result<u32, String> {
     }
 }
 
+/// `tally models …`.
+#[derive(Debug, Subcommand)]
+pub enum ModelsAction {
+    /// Read `[models]` from the daemon's config file again and put the prices in force (as
+    /// SIGHUP does); an invalid file changes nothing.
+    Reload,
+}
+
 /// An AI model request's tokens, for a feature priced by model (`pricing = "ai_model"`).
 #[derive(Debug, Clone, Default, Args)]
 pub struct TokenArgs {
@@ -229,8 +253,8 @@ pub struct TokenArgs {
     /// Prompt tokens.
     #[arg(long, default_value_t = 0, value_parser = units, requires = "model")]
     pub input: u64,
-    /// Answer tokens (report, settle).
-    #[arg(long, value_parser = units, requires = "model")]
+    /// Answer tokens (report, settle; alone, a settle of a hold opened with a model request).
+    #[arg(long, value_parser = units)]
     pub output: Option<u64>,
     /// The most answer tokens the request may produce (check, reserve: the worst case).
     #[arg(long, value_parser = units, requires = "model", conflicts_with = "output")]
@@ -244,6 +268,11 @@ pub struct TokenArgs {
 }
 
 impl TokenArgs {
+    /// `--output` without `--model`: only a settle takes it (the hold has the model request).
+    pub fn output_alone(&self) -> Option<u64> {
+        self.output.filter(|_| self.model.is_none())
+    }
+
     /// The model usage, when `--model` was given.
     pub fn usage(&self) -> Option<ModelUsage> {
         let model = self.model.clone()?;

@@ -198,6 +198,39 @@ pub fn release(hold: u64, outcome: &ReleaseOutcome) -> Output {
     }
 }
 
+/// `tally progress`.
+pub fn progress(hold: u64, output: u64, outcome: &ProgressOutcome) -> Output {
+    let json = json!({
+        "hold": hold_id(hold), "output_tokens": output, "cut_off": outcome.cut_off,
+        "output_tokens_allowed": outcome.output_tokens_allowed, "held": outcome.held,
+        "seq": outcome.seq,
+    });
+    let human = if outcome.cut_off {
+        format!(
+            "cut off: stop the answer at {} output tokens (hold {} holds {})",
+            outcome.output_tokens_allowed,
+            hold_id(hold),
+            outcome.held
+        )
+    } else {
+        format!(
+            "go on: hold {} covers {} output tokens ({} held)",
+            hold_id(hold),
+            outcome.output_tokens_allowed,
+            outcome.held
+        )
+    };
+    Output { json, human }
+}
+
+/// `tally models reload`.
+pub fn models_reloaded(answer: &ModelsReloaded) -> Output {
+    Output {
+        json: json!({ "models": answer.models }),
+        human: format!("model prices reloaded: {}", answer.models.join(", ")),
+    }
+}
+
 /// `tally top-up`.
 pub fn top_up(outcome: &TopUpOutcome) -> Output {
     let customer = customer(&outcome.customer);
@@ -303,6 +336,29 @@ pub fn customer(view: &CustomerView) -> Output {
             String::new()
         };
         lines.push(format!("  {}: {} used{included}", u.feature, u.used));
+    }
+    let mut models = Vec::new();
+    for m in &view.models {
+        models.push(json!({
+            "feature": m.feature, "model": m.model, "requests": m.requests,
+            "input_tokens": m.input_tokens, "output_tokens": m.output_tokens,
+            "cache_read_tokens": m.cache_read_tokens, "cache_write_tokens": m.cache_write_tokens,
+            "cost_units": m.cost_units, "charged": m.charged,
+        }));
+        lines.push(format!(
+            "  {} · {}: {} requests, {} in, {} out, {} cache read, {} cache write; charged {}",
+            m.feature,
+            m.model,
+            m.requests,
+            m.input_tokens,
+            m.output_tokens,
+            m.cache_read_tokens,
+            m.cache_write_tokens,
+            m.charged
+        ));
+    }
+    if !models.is_empty() {
+        o.insert("models".into(), Value::Array(models));
     }
     for h in &view.holds {
         lines.push(format!(

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use tally_protocol::message::InvoiceView;
 
 use crate::billing_output::{self, InvoiceCheck};
-use crate::cli::{Cli, Command, CustomerCommand};
+use crate::cli::{Cli, Command, CustomerCommand, ModelsAction};
 use crate::discovery::{discover, Overrides};
 use crate::output::{self, Output};
 
@@ -52,6 +52,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<Output> {
 }
 
 async fn execute(client: &Client, command: Command) -> anyhow::Result<Output> {
+    if let Command::Check { tokens, .. }
+    | Command::Report { tokens, .. }
+    | Command::Reserve { tokens, .. } = &command
+    {
+        if tokens.output_alone().is_some() {
+            bail!("--output needs --model here (only `tally settle` takes it alone)");
+        }
+    }
     match command {
         Command::Top { .. } => bail!("`tally top` runs its own event loop; see run_top"),
         Command::Customer(CustomerCommand::Create { customer, plan }) => Ok(output::customer(
@@ -153,14 +161,15 @@ async fn execute(client: &Client, command: Command) -> anyhow::Result<Output> {
             let hold = parse_hold(&hold)?;
             let key = idempotency_key.as_deref().map(parse_key).transpose()?;
             let usage = tokens.usage();
-            let outcome = match &usage {
-                Some(usage) => {
+            let outcome = match (&usage, tokens.output_alone()) {
+                (Some(usage), _) => {
                     client
                         .holds()
                         .settle_tokens(hold, usage.clone(), key)
                         .await?
                 }
-                None => {
+                (None, Some(output)) => client.holds().settle_output(hold, output, key).await?,
+                (None, None) => {
                     client
                         .holds()
                         .settle(hold, actual.unwrap_or(0), key)
@@ -175,6 +184,19 @@ async fn execute(client: &Client, command: Command) -> anyhow::Result<Output> {
             out.json["hold"] = output::hold_id(hold).into();
             Ok(out)
         }
+        Command::Progress { hold, output } => {
+            let hold = parse_hold(&hold)?;
+            Ok(output::progress(
+                hold,
+                output,
+                &client.holds().progress(hold, output).await?,
+            ))
+        }
+        Command::Models {
+            action: ModelsAction::Reload,
+        } => Ok(output::models_reloaded(
+            &client.admin().reload_models().await?,
+        )),
         Command::Release { hold } => {
             let hold = parse_hold(&hold)?;
             Ok(output::release(hold, &client.holds().release(hold).await?))
