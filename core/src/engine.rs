@@ -88,6 +88,9 @@ pub struct UsageEvent {
     pub charged: i64,
     /// The idempotency key it came with.
     pub idempotency_key: Option<IdempotencyKey>,
+    /// The model request it priced (a feature priced by model), for the console's counts; the
+    /// store keeps `amount`, its cost.
+    pub model: Option<ModelUsage>,
 }
 
 impl ShardCore {
@@ -335,7 +338,7 @@ impl ShardCore {
         let charged = customer.record(&hold.feature, terms, cost);
         customer.add_model_usage(&hold.feature, &usage, cost, charged);
         let outcome = report_outcome(customer, &hold.feature, terms, cost, charged);
-        self.record_usage(now_ms, slot, &hold.feature, &outcome, None);
+        self.record_usage(now_ms, slot, &hold.feature, &outcome, None, Some(usage));
     }
 
     fn report(&mut self, now_ms: u64, item: ReportItem) -> Result<ReportOutcome, TallyError> {
@@ -381,7 +384,14 @@ impl ShardCore {
             customer.add_model_usage(&item.feature, usage, item.amount, charged);
         }
         let outcome = report_outcome(customer, &item.feature, terms, item.amount, charged);
-        self.record_usage(now_ms, slot, &item.feature, &outcome, item.idempotency_key);
+        self.record_usage(
+            now_ms,
+            slot,
+            &item.feature,
+            &outcome,
+            item.idempotency_key,
+            item.model,
+        );
         if let Some(first_use) = first_use {
             self.remember(now_ms, first_use, Remembered::Report(outcome.clone()));
         }
@@ -396,6 +406,7 @@ impl ShardCore {
         feature: &str,
         outcome: &ReportOutcome,
         idempotency_key: Option<IdempotencyKey>,
+        model: Option<ModelUsage>,
     ) {
         self.changes.customers.insert(slot);
         if outcome.amount > 0 {
@@ -407,6 +418,7 @@ impl ShardCore {
                 amount: outcome.amount,
                 charged: outcome.charged,
                 idempotency_key,
+                model,
             });
         }
     }
@@ -589,13 +601,21 @@ impl ShardCore {
             ),
         };
         let (hold, terms, charged) = customer.settle_hold(&catalogue, s.hold, actual)?;
-        if let Some(usage) = usage.filter(|_| actual > 0) {
-            customer.add_model_usage(&hold.feature, &usage, actual, charged);
+        let usage = usage.filter(|_| actual > 0);
+        if let Some(usage) = &usage {
+            customer.add_model_usage(&hold.feature, usage, actual, charged);
         }
         self.hold_owners.remove(&s.hold);
         let customer = self.customers.at(owner);
         let outcome = report_outcome(customer, &hold.feature, terms, actual, charged);
-        self.record_usage(now_ms, owner, &hold.feature, &outcome, s.idempotency_key);
+        self.record_usage(
+            now_ms,
+            owner,
+            &hold.feature,
+            &outcome,
+            s.idempotency_key,
+            usage,
+        );
         if let Some(first_use) = first_use {
             self.remember(now_ms, first_use, Remembered::Report(outcome.clone()));
         }

@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use tally_protocol::message::{ModelUsage, TallyError, AMOUNT_MAX, RATE_UNITS_PER_DOLLAR};
+use tally_protocol::message::{
+    ModelUsage, ModelUsageLine, TallyError, AMOUNT_MAX, RATE_UNITS_PER_DOLLAR,
+};
 
 use crate::money::Price;
 
@@ -221,6 +223,39 @@ pub fn cost_units(
             AMOUNT_MAX / COST_UNITS_PER_DOLLAR
         ),
     })
+}
+
+/// Adds one request of `usage` on `feature` — `cost_units` of provider cost, `charged` — to
+/// `lines`, kept sorted by (feature, model).
+pub fn add_to_lines(
+    lines: &mut Vec<ModelUsageLine>,
+    feature: &str,
+    usage: &ModelUsage,
+    cost_units: u64,
+    charged: i64,
+) {
+    let at = match lines.binary_search_by(|line| {
+        (line.feature.as_str(), line.model.as_str()).cmp(&(feature, usage.model.as_str()))
+    }) {
+        Ok(at) => at,
+        Err(at) => {
+            let line = ModelUsageLine {
+                feature: feature.into(),
+                model: usage.model.clone(),
+                ..ModelUsageLine::default()
+            };
+            lines.insert(at, line);
+            at
+        }
+    };
+    let line = &mut lines[at];
+    line.requests += 1;
+    line.input_tokens += usage.input_tokens;
+    line.output_tokens += usage.output_tokens;
+    line.cache_read_tokens += usage.cache_read_tokens;
+    line.cache_write_tokens += usage.cache_write_tokens;
+    line.cost_units += cost_units;
+    line.charged += charged;
 }
 
 #[cfg(test)]

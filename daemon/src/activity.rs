@@ -8,11 +8,14 @@ use std::collections::{HashMap, VecDeque};
 
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use compact_str::CompactString;
-use tally_protocol::message::{InvoiceView, RevenueStats, TopCustomer, TransactionView};
+use tally_protocol::message::{
+    InvoiceView, ModelUsageLine, RevenueStats, TopCustomer, TransactionView,
+};
 
 use crate::metering::billing::{Invoice, Transaction};
 use crate::metering::catalogue::ModelTerms;
 use crate::metering::engine::{Changes, ShardCore};
+use crate::metering::models::add_to_lines;
 use crate::metering::money::Price;
 
 /// Customers in each top list.
@@ -33,6 +36,7 @@ pub struct Activity {
     recent_invoices: VecDeque<InvoiceView>,
     recent_transactions: VecDeque<TransactionView>,
     revenue: RevenueStats,
+    models: Vec<ModelUsageLine>,
 }
 
 /// The activity a shard reports to `stats`.
@@ -48,12 +52,23 @@ pub struct ActivityReport {
     pub recent_transactions: Vec<TransactionView>,
     /// This month so far.
     pub revenue: RevenueStats,
+    /// Usage per (feature, model) since start.
+    pub models: Vec<ModelUsageLine>,
 }
 
 impl Activity {
     /// Notes what `changes` (about to be persisted) record, at `now_ms`.
     pub fn note(&mut self, changes: &Changes, core: &ShardCore, now_ms: u64) {
         for event in &changes.events {
+            if let Some(usage) = &event.model {
+                add_to_lines(
+                    &mut self.models,
+                    &event.feature,
+                    usage,
+                    event.amount,
+                    event.charged,
+                );
+            }
             let spend = match core.customer(&event.customer).map(|c| c.plan().terms) {
                 Some(ModelTerms::Credits {
                     pack_credits,
@@ -161,6 +176,7 @@ impl Activity {
             recent_invoices: self.recent_invoices.iter().cloned().collect(),
             recent_transactions: self.recent_transactions.iter().cloned().collect(),
             revenue,
+            models: self.models.clone(),
         }
     }
 }
@@ -197,6 +213,7 @@ mod tests {
             amount,
             charged,
             idempotency_key: None,
+            model: None,
         }
     }
 

@@ -86,6 +86,21 @@ async fn streams_of_one_wallet_at_once_never_overspend_and_pay_for_what_they_del
     let line = &view.models[0];
     assert_eq!(line.output_tokens, delivered.iter().sum::<u64>());
     assert_eq!(line.charged, charged(cost));
+    // The console's counts per model (no customer in them) say the same.
+    let stats = daemon
+        .client(Role::Monitor)
+        .await
+        .monitor()
+        .stats()
+        .await
+        .unwrap();
+    let counted = &stats.models[0];
+    assert_eq!(
+        (counted.feature.as_str(), counted.model.as_str()),
+        ("chat", "gpt-4o")
+    );
+    assert_eq!(counted.output_tokens, line.output_tokens);
+    assert_eq!((counted.requests, counted.cost_units), (started, cost));
 }
 
 #[tokio::test]

@@ -190,28 +190,7 @@ impl Extras {
         charged: i64,
     ) {
         let lines = &mut self.0.get_or_insert_default().model_lines;
-        let at = match lines.binary_search_by(|line| {
-            (line.feature.as_str(), line.model.as_str()).cmp(&(feature, usage.model.as_str()))
-        }) {
-            Ok(at) => at,
-            Err(at) => {
-                let line = ModelUsageLine {
-                    feature: feature.into(),
-                    model: usage.model.clone(),
-                    ..ModelUsageLine::default()
-                };
-                lines.insert(at, line);
-                at
-            }
-        };
-        let line = &mut lines[at];
-        line.requests += 1;
-        line.input_tokens += usage.input_tokens;
-        line.output_tokens += usage.output_tokens;
-        line.cache_read_tokens += usage.cache_read_tokens;
-        line.cache_write_tokens += usage.cache_write_tokens;
-        line.cost_units += cost_units;
-        line.charged += charged;
+        crate::models::add_to_lines(lines, feature, usage, cost_units, charged);
     }
 
     /// Replaces the period's model lines (restoring stored state).

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tally_protocol::message::StatsSnapshot;
+use tally_protocol::message::{ModelUsageLine, StatsSnapshot};
 use tokio::sync::watch;
 
 use super::serve::{self, Limits};
@@ -275,6 +275,51 @@ pub fn render_metrics(
         "Bytes the store occupies on disk.",
         &one(s.storage_bytes as f64),
     );
+    let per_model = |value: &dyn Fn(&ModelUsageLine) -> Vec<(&'static str, f64)>| {
+        let mut samples = Vec::new();
+        for line in &s.models {
+            for (kind, v) in value(line) {
+                let kind = if kind.is_empty() {
+                    String::new()
+                } else {
+                    format!(",kind=\"{kind}\"")
+                };
+                samples.push((
+                    format!(
+                        "{{feature=\"{}\",model=\"{}\"{kind}}}",
+                        line.feature, line.model
+                    ),
+                    v,
+                ));
+            }
+        }
+        samples
+    };
+    family(
+        "tally_model_requests_total",
+        "counter",
+        "Requests recorded on features priced by AI model, by feature and model.",
+        &per_model(&|l| vec![("", l.requests as f64)]),
+    );
+    family(
+        "tally_model_tokens_total",
+        "counter",
+        "Tokens recorded on features priced by AI model, by feature, model and kind.",
+        &per_model(&|l| {
+            vec![
+                ("input", l.input_tokens as f64),
+                ("output", l.output_tokens as f64),
+                ("cache_read", l.cache_read_tokens as f64),
+                ("cache_write", l.cache_write_tokens as f64),
+            ]
+        }),
+    );
+    family(
+        "tally_model_cost_dollars_total",
+        "counter",
+        "The providers' cost of those requests at the prices they were priced at, in dollars.",
+        &per_model(&|l| vec![("", l.cost_units as f64 / 1e10)]),
+    );
     family(
         "tally_revenue_month_dollars",
         "gauge",
@@ -326,6 +371,15 @@ mod tests {
                 mailbox_depth: 0,
                 handled: 12,
             }],
+            models: vec![ModelUsageLine {
+                feature: "chat".into(),
+                model: "gpt-4o".into(),
+                requests: 2,
+                input_tokens: 2_400,
+                output_tokens: 700,
+                cost_units: 130_000_000,
+                ..ModelUsageLine::default()
+            }],
             ..StatsSnapshot::default()
         };
         let text = render_metrics(true, true, Some(&snapshot));
@@ -338,6 +392,9 @@ mod tests {
             "tally_ready 1",
             "tally_store_healthy 1",
             "tally_uptime_seconds 1.5",
+            "tally_model_requests_total{feature=\"chat\",model=\"gpt-4o\"} 2",
+            "tally_model_tokens_total{feature=\"chat\",model=\"gpt-4o\",kind=\"output\"} 700",
+            "tally_model_cost_dollars_total{feature=\"chat\",model=\"gpt-4o\"} 0.013",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

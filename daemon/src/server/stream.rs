@@ -246,6 +246,24 @@ async fn answer(context: &ServerContext, role: Role, request: Request) -> Reply 
 }
 
 /// Gathers the console's snapshot: the server's counters and every shard's report.
+/// Adds one shard's `line` to the lines of every shard (sorted by feature and model).
+fn merge_model_line(lines: &mut Vec<ModelUsageLine>, line: ModelUsageLine) {
+    let key = |l: &ModelUsageLine| (l.feature.clone(), l.model.clone());
+    match lines.binary_search_by_key(&key(&line), key) {
+        Ok(at) => {
+            let total = &mut lines[at];
+            total.requests += line.requests;
+            total.input_tokens += line.input_tokens;
+            total.output_tokens += line.output_tokens;
+            total.cache_read_tokens += line.cache_read_tokens;
+            total.cache_write_tokens += line.cache_write_tokens;
+            total.cost_units += line.cost_units;
+            total.charged += line.charged;
+        }
+        Err(at) => lines.insert(at, line),
+    }
+}
+
 pub(crate) async fn stats(context: &ServerContext) -> StatsSnapshot {
     let (shards, storage_bytes) = context.router.collect_stats().await;
     let mut snapshot = StatsSnapshot {
@@ -269,6 +287,9 @@ pub(crate) async fn stats(context: &ServerContext) -> StatsSnapshot {
         revenue.net_units += activity.revenue.net_units;
         revenue.invoices += activity.revenue.invoices;
         revenue.transactions += activity.revenue.transactions;
+        for line in activity.models {
+            merge_model_line(&mut snapshot.models, line);
+        }
     }
     top.sort_by(|a, b| {
         b.units

@@ -35,6 +35,9 @@ pub struct StatsSnapshot {
     pub recent_transactions: Vec<TransactionView>,
     /// Length of the "last interval" that `recent` figures cover.
     pub interval_ms: u64,
+    /// Requests, tokens and cost per (feature, model) of features priced by model since the
+    /// daemon started, sorted.
+    pub models: Vec<ModelUsageLine>,
 }
 
 /// One operation's counters.

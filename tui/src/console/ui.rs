@@ -12,6 +12,18 @@ use tally_protocol::message::{Model, StatsSnapshot};
 use super::app::{App, CustomerDetail, Link, View};
 use crate::output::{dollars, hold_id, timestamp};
 
+/// Money as the console prints it everywhere: dollars with cents, and four places when there
+/// is a fraction of a cent (rate units are 1/100 of a cent).
+fn money(units: i64) -> String {
+    let mut text = dollars(units);
+    if let Some((_, fraction)) = text.split_once('.') {
+        if fraction.len() > 2 {
+            text.push_str(&"0".repeat(4 - fraction.len()));
+        }
+    }
+    format!("${text}")
+}
+
 /// Draws the whole screen.
 pub fn draw(frame: &mut Frame, app: &App) {
     let [title, body, footer] = Layout::vertical([
@@ -149,9 +161,9 @@ fn draw_money(frame: &mut Frame, area: Rect, stats: &StatsSnapshot) {
         stats.checks_denied as f64 * 100.0 / checks as f64
     };
     let lines = vec![
-        Line::from(format!("gross  ${:>14}", dollars(r.gross_units))),
-        Line::from(format!("fee    ${:>14}", dollars(r.fee_units))),
-        Line::from(format!("net    ${:>14}", dollars(r.net_units))),
+        Line::from(format!("gross  {:>15}", money(r.gross_units))),
+        Line::from(format!("fee    {:>15}", money(r.fee_units))),
+        Line::from(format!("net    {:>15}", money(r.net_units))),
         Line::from(format!("denied {denied_percent:.1}% of {checks} checks")),
         Line::from(format!(
             "{} invoices, {} transactions",
@@ -250,7 +262,7 @@ fn draw_top_customers(frame: &mut Frame, area: Rect, app: &App, stats: &StatsSna
         Row::new([
             c.customer.clone(),
             c.units.to_string(),
-            format!("${}", dollars(c.spend_units)),
+            money(c.spend_units),
         ])
     });
     let widths = [
@@ -277,8 +289,8 @@ fn draw_recent(frame: &mut Frame, area: Rect, stats: &StatsSnapshot) {
             i.customer.clone(),
             format!("#{}", i.number),
             timestamp(i.period_end_ms)[..10].to_string(),
-            format!("${}", dollars(i.total_units)),
-            format!("${}", dollars(i.net_units)),
+            money(i.total_units),
+            money(i.net_units),
         ])
     });
     let widths = [
@@ -300,8 +312,8 @@ fn draw_recent(frame: &mut Frame, area: Rect, stats: &StatsSnapshot) {
         Row::new([
             t.customer.clone(),
             timestamp(t.at_ms)[11..19].to_string(),
-            format!("${}", dollars(t.total_units)),
-            format!("${}", dollars(t.fee_units)),
+            money(t.total_units),
+            money(t.fee_units),
         ])
     });
     let widths = [
@@ -345,14 +357,20 @@ fn draw_customer(
         Some(Ok(fetched)) => (&fetched.0, &fetched.1),
     };
     let usage_rows = view.usage.len() as u16 + 3;
-    let [summary, usage, holds, history] = Layout::vertical([
+    let model_rows = if view.models.is_empty() {
+        0
+    } else {
+        view.models.len().min(6) as u16 + 3
+    };
+    let [summary, usage, models, holds, history] = Layout::vertical([
         Constraint::Length(5),
         Constraint::Length(usage_rows),
+        Constraint::Length(model_rows),
         Constraint::Length(view.holds.len().clamp(1, 6) as u16 + 3),
         Constraint::Min(4),
     ])
     .areas(area);
-    let money = match view.model {
+    let standing = match view.model {
         Model::Metered => "metered: usage past included is invoiced at period end".to_string(),
         Model::Credits => format!(
             "credits {} available ({} granted, {} purchased)",
@@ -361,7 +379,7 @@ fn draw_customer(
             view.granted_credits,
             view.purchased_credits
         ),
-        Model::Balance => format!("balance ${}", dollars(view.balance_units)),
+        Model::Balance => format!("balance {}", money(view.balance_units)),
     };
     let lines = vec![
         Line::from(vec![
@@ -376,7 +394,7 @@ fn draw_customer(
             timestamp(view.period_start_ms),
             timestamp(view.period_end_ms)
         )),
-        Line::from(money),
+        Line::from(standing),
     ];
     frame.render_widget(
         Paragraph::new(lines).block(Block::bordered().title(" customer ")),
@@ -411,6 +429,39 @@ fn draw_customer(
         usage,
     );
 
+    if !view.models.is_empty() {
+        let charged = |units: i64| match view.model {
+            Model::Credits => format!("{units} credits"),
+            Model::Metered | Model::Balance => money(units),
+        };
+        let rows = view.models.iter().map(|m| {
+            Row::new([
+                format!("{} · {}", m.feature, m.model),
+                m.requests.to_string(),
+                m.input_tokens.to_string(),
+                m.output_tokens.to_string(),
+                (m.cache_read_tokens + m.cache_write_tokens).to_string(),
+                charged(m.charged),
+            ])
+        });
+        let header = Row::new(["model", "requests", "input", "output", "cache", "spend"])
+            .style(Style::new().add_modifier(Modifier::BOLD));
+        let widths = [
+            Constraint::Min(16),
+            Constraint::Length(9),
+            Constraint::Length(11),
+            Constraint::Length(11),
+            Constraint::Length(9),
+            Constraint::Length(12),
+        ];
+        frame.render_widget(
+            Table::new(rows, widths)
+                .header(header)
+                .block(Block::bordered().title(" spend per model this period ")),
+            models,
+        );
+    }
+
     let rows = view.holds.iter().map(|h| {
         Row::new([
             hold_id(h.hold),
@@ -441,9 +492,9 @@ fn draw_customer(
             format!("#{}", i.number),
             timestamp(i.period_start_ms)[..10].to_string(),
             timestamp(i.period_end_ms)[..10].to_string(),
-            format!("${}", dollars(i.total_units)),
-            format!("${}", dollars(i.fee_units)),
-            format!("${}", dollars(i.net_units)),
+            money(i.total_units),
+            money(i.fee_units),
+            money(i.net_units),
         ])
     });
     let header = Row::new(["#", "from", "to", "total", "fee", "net"])
@@ -621,6 +672,7 @@ mod tests {
                 net_units: 91_500,
             }],
             interval_ms: 5_000,
+            models: vec![],
         }
     }
 
@@ -758,6 +810,38 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_drill_down_shows_spend_per_model_and_money_has_cents_or_four_places() {
+        let mut app = app();
+        app.update(Event::Key(crossterm::event::KeyEvent::from(
+            crossterm::event::KeyCode::Enter,
+        )));
+        let (mut view, invoices) = customer_view();
+        view.model = Model::Balance;
+        view.balance_units = 17_124_780;
+        view.models = vec![ModelUsageLine {
+            feature: "chat".into(),
+            model: "gpt-4o".into(),
+            requests: 3,
+            input_tokens: 3_600,
+            output_tokens: 1_050,
+            cost_units: 195_000_000,
+            charged: 234,
+            ..ModelUsageLine::default()
+        }];
+        app.update(Event::Customer(Ok((view, invoices))));
+        let screen = render(&app, 80, 30);
+        for expected in ["chat · gpt-4o", "3600", "1050", "$0.0234", "$1712.4780"] {
+            assert!(
+                screen.contains(expected),
+                "missing {expected:?} in\n{screen}"
+            );
+        }
+        assert_eq!(money(490_000), "$49.00");
+        assert_eq!(money(20), "$0.0020");
+        assert_eq!(money(-15), "$-0.0015");
     }
 
     #[test]
