@@ -20,7 +20,8 @@ use hdrhistogram::Histogram;
 use tally_daemon::config::{Config, Durability};
 use tally_daemon::{Daemon, SystemClock};
 use tally_protocol::message::{
-    BatchItemResult, ModelUsage, OperationStats, ReportItem, Role, TallyError,
+    BatchItemResult, ModelUsage, OperationStats, ReportItem, ReserveOutcome, Role, TallyError,
+    TopUpAmount, RATE_UNITS_PER_DOLLAR,
 };
 use tally_protocol::{Client, ClientConfig, Error};
 
@@ -186,11 +187,15 @@ pub fn run(args: Args) -> anyhow::Result<Report> {
         (true, None, None) => bail!("--http needs --spawn or --http-addr"),
     };
     let mix = Mix::parse(&args.mix)?;
-    if mix.ops().any(|op| op == Op::Tokens) && mix.ops().any(|op| op != Op::Tokens) {
-        bail!("--mix: tokens runs on its own (its customers are on plan assistant, the others' on pro)");
+    if mix.ops().any(Op::is_priced_by_model) && !mix.ops().all(Op::is_priced_by_model) {
+        bail!("--mix: model and stream run without the others (their customers are on plan assistant, the others' on pro)");
     }
-    if args.http && mix.ops().any(|op| matches!(op, Op::Consume | Op::Batch)) {
-        bail!("--http: the mix may have check, report, reserve-settle or tokens (the API has no consume or batch)");
+    if args.http
+        && mix
+            .ops()
+            .any(|op| matches!(op, Op::Consume | Op::Batch | Op::Stream))
+    {
+        bail!("--http: the mix may have check, report, reserve-settle or model (consume, batch and stream are QUIC's)");
     }
     let runtime = if args.client_threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -277,7 +282,7 @@ async fn drive(
                 .context("connecting")?,
         );
     }
-    let seeded_on = if plan.mix.ops().any(|op| op == Op::Tokens) {
+    let seeded_on = if plan.mix.ops().any(Op::is_priced_by_model) {
         "assistant"
     } else {
         "pro"
@@ -363,6 +368,16 @@ pub async fn seed_customers(client: &Client, customers: usize, plan: &str) -> an
                     .create_customer(&customer(index), &plan)
                     .await
                 {
+                    Ok(_) if plan == "assistant" => {
+                        // The largest top-up the shipped config takes: $10,000, which a run's
+                        // streams do not spend.
+                        let wallet = TopUpAmount::Units(10_000 * RATE_UNITS_PER_DOLLAR);
+                        client
+                            .admin()
+                            .top_up(&customer(index), wallet, None)
+                            .await
+                            .map_err(|e| anyhow!("topping up {}: {e}", customer(index)))?;
+                    }
                     Ok(_) | Err(Error::Rejected(TallyError::CustomerExists { .. })) => {}
                     Err(e) => return Err(anyhow!("seeding {}: {e}", customer(index))),
                 }
@@ -385,6 +400,7 @@ async fn load(
     tally: Arc<Mutex<Tally>>,
 ) -> anyhow::Result<()> {
     let mut rng = Rng::with_seed(seed);
+    let mut streaming = None;
     let measuring_from = started + plan.warmup;
     let end = measuring_from + plan.duration;
     let mut intended = started
@@ -413,6 +429,9 @@ async fn load(
         };
         let op = plan.mix.pick(rng.u64(..));
         let (ok, reports) = match &door {
+            Door::Quic(client) if op == Op::Stream => {
+                stream_step(client, &plan, &mut streaming, &mut rng).await
+            }
             Door::Quic(client) => one_request(client, &plan, op, &mut rng).await,
             Door::Http(client) => one_http_request(client, &plan, op, &mut rng).await,
         };
@@ -460,11 +479,12 @@ async fn one_request(client: &Client, plan: &Plan, op: Op, rng: &mut Rng) -> (bo
                 None => (false, 0),
             }
         }
-        Op::Tokens => {
+        Op::Model => {
             let usage = ModelUsage::new("gpt-4o", 1_200, 350);
             let item = ReportItem::tokens(id, "chat", usage);
             (client.usage().report(item).await.is_ok(), 1)
         }
+        Op::Stream => unreachable!("a stream step keeps its task's answer: stream_step"),
         Op::Batch => {
             let items = (0..plan.batch)
                 .map(|_| {
@@ -521,14 +541,69 @@ async fn one_http_request(client: &HttpClient, plan: &Plan, op: Op, rng: &mut Rn
                 None => (false, 0),
             }
         }
-        Op::Tokens => {
+        Op::Model => {
             let body = serde_json::json!({
                 "customerId": id, "feature": "chat", "model": "gpt-4o",
                 "inputTokens": 1_200, "outputTokens": 350,
             });
             (success(client.post("/usage/events", &body).await), 1)
         }
-        Op::Consume | Op::Batch => (false, 0),
+        Op::Consume | Op::Batch | Op::Stream => (false, 0),
+    }
+}
+
+/// A task's answer being streamed: its hold and the output reported so far.
+struct Streaming {
+    hold: u64,
+    delivered: u64,
+}
+
+/// Output tokens one `stream` step adds, and the length of a streamed answer.
+const STREAM_STEP: u64 = 50;
+const STREAM_ANSWER: u64 = 4_096;
+
+/// One `stream` operation: the next `progress` of the task's answer, opening a new answer (and
+/// settling the finished one) when there is none. Returns whether it succeeded and the reports
+/// it carried (a settle).
+async fn stream_step(
+    client: &Client,
+    plan: &Plan,
+    streaming: &mut Option<Streaming>,
+    rng: &mut Rng,
+) -> (bool, u64) {
+    let holds = client.holds();
+    let mut reports = 0;
+    if let Some(done) = streaming.take_if(|s| s.delivered >= STREAM_ANSWER) {
+        if holds
+            .settle_output(done.hold, done.delivered, None)
+            .await
+            .is_err()
+        {
+            return (false, 0);
+        }
+        reports = 1;
+    }
+    if streaming.is_none() {
+        let id = customer(plan.dist.pick(rng.u64(..), plan.customers));
+        let request = ModelUsage::new("gpt-4o", 1_200, 256);
+        match holds
+            .reserve_tokens(&id, "chat", request, Duration::from_secs(30))
+            .await
+        {
+            Ok(ReserveOutcome {
+                hold: Some(hold), ..
+            }) => *streaming = Some(Streaming { hold, delivered: 0 }),
+            _ => return (false, reports),
+        }
+    }
+    let stream = streaming.as_mut().expect("opened above");
+    stream.delivered += STREAM_STEP;
+    match holds.progress(stream.hold, stream.delivered).await {
+        Ok(answer) if !answer.cut_off => (true, reports),
+        _ => {
+            *streaming = None;
+            (false, reports)
+        }
     }
 }
 

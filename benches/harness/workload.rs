@@ -17,8 +17,19 @@ pub enum Op {
     /// `report_batch` of `--batch` items.
     Batch,
     /// A report of one gpt-4o request's tokens on the `assistant` plan's `chat` (priced by model;
-    /// with it in the mix, customers are seeded on `assistant` and only it may be in the mix).
-    Tokens,
+    /// with it in the mix, customers are seeded on `assistant` and only `stream` may join it).
+    Model,
+    /// One `progress` of a streamed answer (50 more output tokens) against the task's hold of a
+    /// gpt-4o request on `assistant`'s `chat`; every 4,096 tokens the answer is settled and a
+    /// new one opened, within the same timed operation.
+    Stream,
+}
+
+impl Op {
+    /// Whether it runs on plan `assistant`'s customers (priced by model).
+    pub fn is_priced_by_model(self) -> bool {
+        matches!(self, Op::Model | Op::Stream)
+    }
 }
 
 impl Op {
@@ -30,7 +41,8 @@ impl Op {
             Op::Consume => "consume",
             Op::ReserveSettle => "reserve-settle",
             Op::Batch => "batch",
-            Op::Tokens => "tokens",
+            Op::Model => "model",
+            Op::Stream => "stream",
         }
     }
 
@@ -41,8 +53,10 @@ impl Op {
             "consume" => Op::Consume,
             "reserve-settle" => Op::ReserveSettle,
             "batch" => Op::Batch,
-            "tokens" => Op::Tokens,
-            other => bail!("unknown operation `{other}` in --mix; use check, report, consume, reserve-settle, batch or tokens"),
+            // `tokens` was this operation's first name.
+            "model" | "tokens" => Op::Model,
+            "stream" => Op::Stream,
+            other => bail!("unknown operation `{other}` in --mix; use check, report, consume, reserve-settle, batch, model or stream"),
         })
     }
 }
