@@ -622,9 +622,11 @@ impl ShardCore {
         Ok(outcome)
     }
 
-    /// `progress`: a streamed answer's output so far against its hold. An answer that only
-    /// notes the running total is served at once (its note persists with the next commit); one
-    /// that grew the hold waits for the growth to persist, like a reserve.
+    /// `progress`: a streamed answer's output so far against its hold. One that grew the hold
+    /// waits for the growth to persist, like a reserve. One that only notes the running total is
+    /// served at once and writes nothing: the total persists with the customer's next change
+    /// (the hold's next growth at the latest), so a crash forgets at most the output reported
+    /// since the last growth — only ever under-charged, at an abandoned stream's expiry.
     fn progress(
         &mut self,
         now_ms: u64,
@@ -640,8 +642,8 @@ impl ShardCore {
             .ok_or(TallyError::UnknownHold { hold: p.hold })?;
         let terms = customer.usage_terms(&catalogue, &feature)?;
         let progress = customer.progress_hold(p.hold, terms, p.output_tokens)?;
-        self.changes.customers.insert(owner);
         if progress.grew {
+            self.changes.customers.insert(owner);
             self.did_touch_change = true;
         }
         let customer = self.customers.at(owner);
