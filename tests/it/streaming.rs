@@ -181,6 +181,7 @@ async fn model_prices_reload_whole_or_not_at_all_and_open_holds_keep_theirs() {
     );
 
     // The invoice bills every request at the prices it was priced at, per model.
+    daemon.clock.advance_ms(1_000);
     let invoice = admin.admin().close_period("ann").await.unwrap();
     let line = &invoice.models[0];
     assert_eq!((line.model.as_str(), line.requests), ("gpt-4o", 4));
@@ -188,4 +189,7 @@ async fn model_prices_reload_whole_or_not_at_all_and_open_holds_keep_theirs() {
     assert_eq!(line.charged, charged(used_before + 65_000_000));
     let listed = admin.admin().list_invoices("ann").await.unwrap();
     assert_eq!(listed.last().unwrap().models, invoice.models, "as stored");
+    // And `tally reconcile` accepts it: the events carry each request's cost at its prices.
+    let check = tally_tui::run::reconcile(&admin, invoice).await.unwrap();
+    assert!(check.is_reconciled(), "{check:?}");
 }
