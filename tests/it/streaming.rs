@@ -193,3 +193,63 @@ async fn model_prices_reload_whole_or_not_at_all_and_open_holds_keep_theirs() {
     let check = tally_tui::run::reconcile(&admin, invoice).await.unwrap();
     assert!(check.is_reconciled(), "{check:?}");
 }
+
+#[tokio::test]
+async fn the_http_door_streams_against_a_hold_and_settles_with_the_output_alone() {
+    let daemon = TestDaemon::start();
+    let admin = daemon.client(Role::Admin).await;
+    admin
+        .admin()
+        .create_customer("ann", "assistant")
+        .await
+        .unwrap();
+    admin
+        .admin()
+        .top_up("ann", TopUpAmount::Units(10_000), None)
+        .await
+        .unwrap();
+    let http = tally::http::HttpClient::new(
+        daemon.daemon().http_addr().unwrap(),
+        Some(daemon.key(Role::Client)),
+    );
+    let body = serde_json::json!({"customerId": "ann", "featureCode": "chat", "ttlSeconds": 60,
+                                  "model": "gpt-4o", "inputTokens": 1_000, "maxOutputTokens": 256});
+    let opened = http.post("/x-tally/holds", &body).await.unwrap();
+    assert_eq!(opened.status, 201, "{:?}", opened.body);
+    let id = opened.data()["id"].as_str().unwrap().to_owned();
+    let progress = |output: u64| {
+        let (http, path) = (&http, format!("/x-tally/holds/{id}/progress"));
+        async move {
+            http.post(&path, &serde_json::json!({ "outputTokens": output }))
+                .await
+                .unwrap()
+        }
+    };
+    let grown = progress(256).await;
+    assert_eq!(grown.status, 200, "{:?}", grown.body);
+    assert_eq!(grown.data()["cutOff"], false);
+    assert_eq!(grown.data()["outputTokensAllowed"], 512);
+    let cut = progress(200_000).await;
+    assert_eq!(cut.data()["cutOff"], true);
+    assert_eq!(cut.data()["outputTokensAllowed"], 83_083);
+    let settled = http
+        .post(
+            &format!("/x-tally/holds/{id}/settle"),
+            &serde_json::json!({ "outputTokens": 83_083 }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(settled.status, 200, "{:?}", settled.body);
+    assert_eq!(settled.data()["charged"], 10_000);
+    let gone = progress(1).await;
+    assert_eq!((gone.status, gone.code()), (404, "hold_not_found"));
+    assert_eq!(
+        admin
+            .admin()
+            .get_customer("ann")
+            .await
+            .unwrap()
+            .balance_units,
+        0
+    );
+}
