@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use tally_protocol::message::*;
 
+use super::alerts::{self, Alert, AlertKind, Levels};
 use super::billing::{BillingTerms, Invoice, Transaction};
 use super::catalogue::{Catalogue, ModelTerms};
 use super::customer::{Customer, HoldRequest};
@@ -57,6 +58,8 @@ pub struct Changes {
     pub invoices: Vec<Invoice>,
     /// Purchases and top-ups.
     pub transactions: Vec<Transaction>,
+    /// What products are told about, in the order it happened.
+    pub alerts: Vec<Alert>,
 }
 
 impl Changes {
@@ -68,6 +71,7 @@ impl Changes {
             && self.keys_forgotten.is_empty()
             && self.invoices.is_empty()
             && self.transactions.is_empty()
+            && self.alerts.is_empty()
     }
 }
 
@@ -296,6 +300,13 @@ impl ShardCore {
                 let invoice =
                     customer.close_period(end_ms, now_ms, CloseReason::Scheduled, &self.billing);
                 customer.enter_period_prices(&self.catalogue);
+                self.changes.alerts.push(Alert {
+                    customer: customer.id().to_string(),
+                    seq: customer.seq(),
+                    index: 0,
+                    at_ms: now_ms,
+                    kind: invoice_created(&invoice),
+                });
                 self.changes.invoices.push(invoice);
             }
             self.period_ends
@@ -335,10 +346,12 @@ impl ShardCore {
         if cost == 0 {
             return;
         }
+        let before = Levels::of(customer, &hold.feature);
         let charged = customer.record(&hold.feature, terms, cost);
         customer.add_model_usage(&hold.feature, &usage, cost, charged);
         let outcome = report_outcome(customer, &hold.feature, terms, cost, charged);
         self.record_usage(now_ms, slot, &hold.feature, &outcome, None, Some(usage));
+        self.alert_crossings(now_ms, slot, &hold.feature, terms, before);
     }
 
     fn report(&mut self, now_ms: u64, item: ReportItem) -> Result<ReportOutcome, TallyError> {
@@ -379,6 +392,7 @@ impl ShardCore {
                 return Err(assessment.refusal());
             }
         }
+        let before = Levels::of(customer, &item.feature);
         let charged = customer.record(&item.feature, terms, item.amount);
         if let Some(usage) = &item.model {
             customer.add_model_usage(&item.feature, usage, item.amount, charged);
@@ -392,10 +406,48 @@ impl ShardCore {
             item.idempotency_key,
             item.model,
         );
+        self.alert_crossings(now_ms, slot, &item.feature, terms, before);
         if let Some(first_use) = first_use {
             self.remember(now_ms, first_use, Remembered::Report(outcome.clone()));
         }
         Ok(outcome)
+    }
+
+    /// Notes what happened to the customer in `slot` in the change that brought it to its current
+    /// `seq`, for the outbox.
+    fn alert(&mut self, now_ms: u64, slot: Slot, kind: AlertKind) {
+        let customer = self.customers.at(slot);
+        let seq = customer.seq();
+        let index = self
+            .changes
+            .alerts
+            .iter()
+            .rev()
+            .take_while(|a| a.seq == seq && a.customer == customer.id())
+            .count() as u8;
+        self.changes.alerts.push(Alert {
+            customer: customer.id().to_string(),
+            seq,
+            index,
+            at_ms: now_ms,
+            kind,
+        });
+    }
+
+    /// The lines the customer in `slot` crossed on `feature` (with `terms`) since `before`, as
+    /// alerts.
+    fn alert_crossings(
+        &mut self,
+        now_ms: u64,
+        slot: Slot,
+        feature: &str,
+        terms: super::catalogue::UsageTerms,
+        before: Levels,
+    ) {
+        let customer = self.customers.at(slot);
+        for kind in alerts::crossings(before, customer, feature, terms) {
+            self.alert(now_ms, slot, kind);
+        }
     }
 
     /// Notes recorded usage: the customer's new state and the raw event, for the store.
@@ -600,6 +652,7 @@ impl ShardCore {
                 amount_of(&catalogue, customer, &feature, s.actual, s.model.as_ref())?,
             ),
         };
+        let before = Levels::of(customer, &feature);
         let (hold, terms, charged) = customer.settle_hold(&catalogue, s.hold, actual)?;
         let usage = usage.filter(|_| actual > 0);
         if let Some(usage) = &usage {
@@ -616,6 +669,7 @@ impl ShardCore {
             s.idempotency_key,
             usage,
         );
+        self.alert_crossings(now_ms, owner, &hold.feature, terms, before);
         if let Some(first_use) = first_use {
             self.remember(now_ms, first_use, Remembered::Report(outcome.clone()));
         }
@@ -679,10 +733,12 @@ impl ShardCore {
         customer.enter_period_prices(&catalogue);
         let next_end = customer.period_end_ms();
         let view = invoice.view();
+        let created = invoice_created(&invoice);
         self.changes.invoices.push(invoice);
         self.changes.customers.insert(slot);
         self.period_ends
             .push(Reverse(DueEntry::new(next_end, slot)));
+        self.alert(now_ms, slot, created);
         Ok(view)
     }
 
@@ -711,6 +767,11 @@ impl ShardCore {
         self.changes.customers.insert(slot);
         self.period_ends
             .push(Reverse(DueEntry::new(period_end_ms, slot)));
+        let created = AlertKind::CustomerCreated {
+            plan: view.plan.clone(),
+            period_start_ms: view.period_start_ms,
+        };
+        self.alert(now_ms, slot, created);
         Ok(view)
     }
 
@@ -732,9 +793,11 @@ impl ShardCore {
                 ),
             });
         }
+        let from = customer.plan().slug.clone();
         let invoice = customer.close_period(now_ms, now_ms, CloseReason::PlanChange, &billing);
         let dropped = customer.start_plan(plan, now_ms);
         let view = customer.view();
+        let created = invoice_created(&invoice);
         self.changes.invoices.push(invoice);
         self.period_ends
             .push(Reverse(DueEntry::new(view.period_end_ms, slot)));
@@ -742,6 +805,9 @@ impl ShardCore {
             self.hold_owners.remove(&hold);
         }
         self.changes.customers.insert(slot);
+        self.alert(now_ms, slot, created);
+        let to = view.plan.clone();
+        self.alert(now_ms, slot, AlertKind::PlanChanged { from, to });
         Ok(view)
     }
 
@@ -838,6 +904,18 @@ impl ShardCore {
         };
         self.changes.transactions.push(transaction);
         self.changes.customers.insert(slot);
+        let kind = if credits_added > 0 {
+            AlertKind::CreditsPurchased {
+                credits: credits_added,
+                transaction: number,
+            }
+        } else {
+            AlertKind::BalanceToppedUp {
+                amount_units: balance_added_units,
+                transaction: number,
+            }
+        };
+        self.alert(now_ms, slot, kind);
         if let Some(first_use) = first_use {
             self.remember(
                 now_ms,
@@ -953,6 +1031,17 @@ fn amount_of(
                 plan.slug
             ),
         }),
+    }
+}
+
+/// `invoice.created` for `invoice`.
+fn invoice_created(invoice: &Invoice) -> AlertKind {
+    AlertKind::InvoiceCreated {
+        number: invoice.number,
+        period_start_ms: invoice.period_start_ms,
+        period_end_ms: invoice.period_end_ms,
+        total_units: invoice.total_units,
+        reason: invoice.reason,
     }
 }
 

@@ -26,6 +26,8 @@ struct ExtraParts {
     splits: Vec<PriceSplit>,
     /// The period's usage per (feature, model) of features priced by model, sorted.
     model_lines: Vec<ModelUsageLine>,
+    /// Rate units of the balance's last refill (what `balance.low` is a tenth of).
+    last_refill_units: i64,
 }
 
 /// No open hold (what [`Extras::holds`] lends when there is no box).
@@ -213,12 +215,27 @@ impl Extras {
         lines
     }
 
+    /// Rate units of the balance's last refill; 0 before any.
+    pub fn last_refill_units(&self) -> i64 {
+        self.0.as_deref().map_or(0, |parts| parts.last_refill_units)
+    }
+
+    /// Notes a refill of `units`.
+    pub fn set_last_refill_units(&mut self, units: i64) {
+        if units == 0 && self.0.is_none() {
+            return;
+        }
+        self.0.get_or_insert_default().last_refill_units = units;
+        self.drop_box_if_empty();
+    }
+
     fn drop_box_if_empty(&mut self) {
         if self.0.as_ref().is_some_and(|parts| {
             parts.holds.is_empty()
                 && parts.wide_counters.is_empty()
                 && parts.splits.is_empty()
                 && parts.model_lines.is_empty()
+                && parts.last_refill_units == 0
         }) {
             self.0 = None;
         }

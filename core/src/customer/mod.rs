@@ -92,6 +92,8 @@ pub struct CustomerParts {
     pub transactions_made: u32,
     /// The period's usage per model of features priced by model.
     pub model_lines: Vec<ModelUsageLine>,
+    /// Rate units of the balance's last refill.
+    pub last_refill_units: i64,
 }
 
 /// Counters held inline: every plan in the shipped catalogue has at most this many usage features.
@@ -179,6 +181,9 @@ impl Customer {
             transactions_made: parts.transactions_made,
         };
         customer.extras.set_model_lines(parts.model_lines);
+        customer
+            .extras
+            .set_last_refill_units(parts.last_refill_units);
         customer.reset_counters();
         customer
     }
@@ -231,6 +236,19 @@ impl Customer {
     /// Open holds by id.
     pub fn holds(&self) -> &BTreeMap<u64, Hold> {
         self.extras.holds()
+    }
+
+    /// Rate units of the balance's last refill (a top-up); 0 before any.
+    pub fn last_refill_units(&self) -> i64 {
+        self.extras.last_refill_units()
+    }
+
+    /// Credits the plan grants each period (0 unless a credits plan).
+    pub fn plan_credits(&self) -> i64 {
+        match self.plan.terms {
+            ModelTerms::Credits { grant_credits, .. } => grant_credits,
+            _ => 0,
+        }
     }
 
     /// The period's usage per model of the features priced by model, sorted.
@@ -485,6 +503,9 @@ impl Customer {
         let number = self.transactions_made.checked_add(1)?;
         self.purchased_credits += credits;
         self.balance_units += balance_units;
+        if balance_units > 0 {
+            self.extras.set_last_refill_units(balance_units);
+        }
         self.transactions_made = number;
         self.seq += 1;
         Some(number)

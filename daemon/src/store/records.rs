@@ -48,6 +48,7 @@ pub struct StoredCustomer {
     invoices_issued: u64,
     transactions_made: u64,
     model_lines: Vec<StoredModelLine>,
+    last_refill_units: i64,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -243,6 +244,7 @@ pub fn upgrade_customer_row_v3(bytes: &[u8]) -> Result<Vec<u8>, RecordError> {
         invoices_issued: old.invoices_issued,
         transactions_made: old.transactions_made,
         model_lines: Vec::new(),
+        last_refill_units: 0,
     }))
 }
 
@@ -410,6 +412,7 @@ fn stored_customer(customer: &Customer) -> StoredCustomer {
             .iter()
             .map(StoredModelLine::from)
             .collect(),
+        last_refill_units: customer.last_refill_units(),
     }
 }
 
@@ -508,6 +511,7 @@ pub fn decode_customer(
             .iter()
             .map(ModelUsageLine::from)
             .collect(),
+        last_refill_units: stored.last_refill_units.to_native(),
     });
     // Only a customer whose period a price change splits needs its usage as a list.
     let usage = || {
