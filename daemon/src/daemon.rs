@@ -30,6 +30,7 @@ use crate::shard::STATS_INTERVAL;
 use crate::stable_hash::{shard_of, stable_hash};
 use crate::store::prices::{self, PriceRecovery};
 use crate::store::{Store, StoreError, StoreFaults, Tail, Write};
+use crate::webhooks::delivery::Delivery;
 
 /// File in the data dir where a running daemon writes the address it listens on, so tools find
 /// it even when the config says port 0.
@@ -235,6 +236,15 @@ impl Daemon {
             "opened the store (journal replayed)"
         );
         let (cores, clock_floor_ms, log) = recover(&store, &config, clock.now_ms())?;
+        // Alerts are kept only for endpoints to take (an outbox nobody drains would only grow).
+        store.set_outbox_enabled(!config.webhooks.endpoints.is_empty());
+        let delivery = (!config.webhooks.endpoints.is_empty()).then(|| {
+            Delivery::start(
+                store.clone(),
+                config.webhooks.endpoints.clone(),
+                config.webhooks.terms,
+            )
+        });
         // Shards and the janitor see time that never goes back, from the newest stored event on.
         let clock: Arc<dyn Clock> = Arc::new(NeverBackwards::new(clock, clock_floor_ms));
         // Answers are awaited by tasks on the server thread, so they are released there.
@@ -268,6 +278,7 @@ impl Daemon {
             committer,
             released,
             janitor,
+            delivery,
             health,
             data_dir_lock,
             status,
@@ -378,6 +389,8 @@ struct Parts {
     /// The committer's answers, to release on the server thread.
     released: tokio::sync::mpsc::UnboundedReceiver<Released>,
     janitor: Janitor,
+    /// Webhook delivery, when endpoints are configured.
+    delivery: Option<Delivery>,
     health: StoreHealth,
     /// Held until the store is flushed and closed, so a successor never opens it early.
     data_dir_lock: DataDirLock,
@@ -402,6 +415,7 @@ fn serve_on_this_thread(
         committer,
         released,
         janitor,
+        delivery,
         health,
         data_dir_lock,
         status,
@@ -519,6 +533,9 @@ fn serve_on_this_thread(
     // Every shard is gone, so the committer drains what they handed over and ends.
     committer.stop();
     janitor.stop();
+    if let Some(delivery) = delivery {
+        delivery.stop();
+    }
     let outcome = close_store(store, data_dir_lock, &health, grace);
     match &outcome {
         Ok(()) => tracing::info!("tallyd stopped"),

@@ -30,6 +30,7 @@ pub mod router;
 pub mod server;
 pub mod shard;
 pub mod store;
+pub mod webhooks;
 
 /// The metering core (the `tally-core` crate), under the name the daemon's modules use.
 pub use tally_core as metering;

@@ -83,11 +83,22 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[sandbox]`.
     pub sandbox: SandboxConfig,
+    /// `[[webhooks]]` and `[webhook_delivery]`.
+    pub webhooks: WebhooksConfig,
     /// `[features]` and `[plans]`.
     pub catalogue: Arc<Catalogue>,
     /// The file it was read from and the overrides applied (`None`: text, such as the embedded
     /// defaults) — what a reload of the model prices reads again.
     pub source: Option<ConfigSource>,
+}
+
+/// `[[webhooks]]`: where alerts are delivered, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhooksConfig {
+    /// The endpoints (none: alerts are not kept).
+    pub endpoints: Vec<crate::webhooks::delivery::Endpoint>,
+    /// Retries, timeouts, mode.
+    pub terms: crate::webhooks::delivery::DeliveryTerms,
 }
 
 /// Where a config came from, to read it again.
@@ -356,6 +367,12 @@ impl Config {
         let sandbox = SandboxConfig {
             test_clock: raw.sandbox.test_clock,
         };
+        let webhooks = webhooks_config(
+            &raw.webhooks,
+            &raw.webhook_delivery,
+            sandbox.test_clock,
+            &mut errors,
+        );
         let mut catalogue =
             Catalogue::build(&raw.features, &raw.plans).unwrap_or_else(|catalogue_errors| {
                 errors.extend(catalogue_errors);
@@ -391,6 +408,7 @@ impl Config {
             ops,
             http,
             sandbox,
+            webhooks,
             catalogue: Arc::new(catalogue),
             source: None,
         })

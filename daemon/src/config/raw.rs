@@ -33,6 +33,41 @@ pub(super) struct ConfigToml {
     pub(super) plans: BTreeMap<String, PlanToml>,
     #[serde(default)]
     pub(super) models: BTreeMap<String, ModelToml>,
+    #[serde(default)]
+    pub(super) webhooks: Vec<WebhookToml>,
+    #[serde(default)]
+    pub(super) webhook_delivery: WebhookDeliveryToml,
+}
+
+/// `[[webhooks]]`: one endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WebhookToml {
+    pub(super) url: String,
+    pub(super) secret: String,
+    #[serde(default)]
+    pub(super) events: Option<Vec<String>>,
+}
+
+/// `[webhook_delivery]`: how every endpoint is retried.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct WebhookDeliveryToml {
+    pub(super) retry_for: String,
+    pub(super) timeout: String,
+    pub(super) backoff: String,
+    pub(super) backoff_max: String,
+}
+
+impl Default for WebhookDeliveryToml {
+    fn default() -> Self {
+        Self {
+            retry_for: "24h".into(),
+            timeout: "10s".into(),
+            backoff: "1s".into(),
+            backoff_max: "10m".into(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

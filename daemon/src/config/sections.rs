@@ -3,6 +3,9 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
+
+use crate::webhooks::delivery::{DeliveryTerms, Endpoint};
 
 use super::raw::*;
 use super::*;
@@ -295,4 +298,85 @@ pub(super) fn billing_config(raw: &BillingToml, errors: &mut Vec<String>) -> Bil
         ));
     }
     config
+}
+
+/// The event names Tally sends, as Commet names them.
+pub(super) const WEBHOOK_EVENTS: &[&str] = &[
+    "customer.created",
+    "subscription.plan_changed",
+    "balance.topped_up",
+    "balance.low",
+    "balance.depleted",
+    "credits.purchased",
+    "credits.low",
+    "credits.depleted",
+    "quota.threshold_reached",
+    "quota.exceeded",
+    "invoice.created",
+];
+
+pub(super) fn webhooks_config(
+    endpoints: &[WebhookToml],
+    delivery: &WebhookDeliveryToml,
+    sandbox: bool,
+    errors: &mut Vec<String>,
+) -> WebhooksConfig {
+    let mut found = Vec::new();
+    for (index, raw) in endpoints.iter().enumerate() {
+        let at = format!("webhooks[{index}]");
+        let url = match raw.url.parse::<hyper::Uri>() {
+            Ok(url)
+                if matches!(url.scheme_str(), Some("http" | "https")) && url.host().is_some() =>
+            {
+                url
+            }
+            _ => {
+                errors.push(format!(
+                    "{at}.url: `{}` is not an http:// or https:// URL",
+                    raw.url
+                ));
+                continue;
+            }
+        };
+        if raw.secret.len() < 16 {
+            errors.push(format!(
+                "{at}.secret: is {} bytes; it must be at least 16 (receivers check signatures with it)",
+                raw.secret.len()
+            ));
+        }
+        let events = raw.events.as_ref().map(|events| {
+            for event in events {
+                if !WEBHOOK_EVENTS.contains(&event.as_str()) {
+                    errors.push(format!(
+                        "{at}.events: Tally never sends `{event}`; it sends {}",
+                        WEBHOOK_EVENTS.join(", ")
+                    ));
+                }
+            }
+            events.iter().cloned().collect()
+        });
+        let endpoint = Endpoint::configured(url, raw.secret.clone(), events);
+        if found.iter().any(|e: &Endpoint| e.id == endpoint.id) {
+            errors.push(format!("{at}.url: `{}` is listed twice", raw.url));
+            continue;
+        }
+        found.push(endpoint);
+    }
+    let ms = |key: &str, text: &str, errors: &mut Vec<String>| {
+        Duration::from_millis(duration(&format!("webhook_delivery.{key}"), text, errors))
+    };
+    let terms = DeliveryTerms {
+        retry_for: ms("retry_for", &delivery.retry_for, errors),
+        timeout: ms("timeout", &delivery.timeout, errors),
+        backoff: ms("backoff", &delivery.backoff, errors),
+        backoff_max: ms("backoff_max", &delivery.backoff_max, errors),
+        sandbox,
+    };
+    if terms.backoff > terms.backoff_max {
+        errors.push("webhook_delivery.backoff: is longer than backoff_max".into());
+    }
+    WebhooksConfig {
+        endpoints: found,
+        terms,
+    }
 }

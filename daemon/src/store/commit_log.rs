@@ -54,6 +54,8 @@ pub enum Write {
         /// [`records::encode_model_lines`] of a period with usage priced by model.
         models: Option<Vec<u8>>,
     },
+    /// An alert for the webhook outbox (numbered when persisted).
+    Alert(super::outbox::StoredAlert),
     /// A purchase or top-up.
     Transaction {
         /// [`records::transaction_key`].
@@ -97,6 +99,15 @@ pub fn writes_for(changes: Changes, core: &ShardCore) -> Vec<Write> {
             models: (!invoice.models.is_empty())
                 .then(|| records::encode_model_lines(&invoice.models)),
         });
+    }
+    for alert in &changes.alerts {
+        writes.push(Write::Alert(super::outbox::StoredAlert {
+            event: alert.kind.event_name().into(),
+            customer: alert.customer.clone(),
+            at_ms: alert.at_ms,
+            data: serde_json::to_vec(&crate::webhooks::payload::data(alert))
+                .expect("JSON values serialize"),
+        }));
     }
     for transaction in &changes.transactions {
         writes.push(Write::Transaction {
@@ -217,6 +228,7 @@ impl Store {
         }
         let mut batch = self.db.batch().durability(Some(mode));
         let mut commit = StoredCommit::default();
+        let mut alerts = Vec::new();
         for write in writes {
             match write {
                 Write::Customer { id, record } => commit.customers.push(LoggedRow {
@@ -243,8 +255,10 @@ impl Store {
                 Write::Transaction { key, record } => {
                     batch.insert(&self.transactions, key.as_slice(), record.as_slice());
                 }
+                Write::Alert(alert) => alerts.push(alert),
             }
         }
+        let outbox_next = self.outbox_alerts(&mut batch, alerts);
         let logged = if commit.is_empty() {
             None
         } else {
@@ -259,6 +273,9 @@ impl Store {
         batch.commit()?;
         if let Some((key, record)) = logged {
             tail.push(key, record);
+        }
+        if let Some(next) = outbox_next {
+            self.outbox_persisted(next);
         }
         Ok(())
     }

@@ -51,6 +51,7 @@ pub mod commit_log;
 pub mod faults;
 pub mod flush;
 pub mod migrate;
+pub mod outbox;
 pub mod prices;
 pub mod profiles;
 pub mod queries;
@@ -164,6 +165,10 @@ pub struct Store {
     transactions: Keyspace,
     /// Customers' contact details (the HTTP API's), by id; the engine never reads them.
     profiles: Keyspace,
+    outbox: outbox::Outbox,
+    next_outbox: AtomicU64,
+    outbox_head: tokio::sync::watch::Sender<u64>,
+    outbox_enabled: std::sync::atomic::AtomicBool,
     faults: StoreFaults,
 }
 
@@ -202,7 +207,25 @@ impl Store {
             Some(guard) => records::log_number(&guard.key()?)? + 1,
             None => 0,
         };
+        let next_outbox =
+            match meta.get("outbox_next")? {
+                Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
+                    RecordError::Corrupt {
+                        what: "outbox_next",
+                        reason: format!("{} bytes, not 8", bytes.len()),
+                    }
+                })?),
+                None => 0,
+            };
         Ok(Store {
+            outbox: outbox::Outbox {
+                events: db.keyspace("outbox", data_keyspace)?,
+                cursors: db.keyspace("webhook_cursors", KeyspaceCreateOptions::default)?,
+                failed: db.keyspace("webhook_failed", KeyspaceCreateOptions::default)?,
+            },
+            next_outbox: AtomicU64::new(next_outbox),
+            outbox_head: tokio::sync::watch::channel(next_outbox).0,
+            outbox_enabled: std::sync::atomic::AtomicBool::new(false),
             commit_buffer: Mutex::new(AlignedVec::new()),
             log,
             next_log: AtomicU64::new(next_log),

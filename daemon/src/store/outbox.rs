@@ -1,0 +1,178 @@
+//! The webhook outbox: every alert, numbered in commit order, written in the same atomic batch
+//! as the change that caused it — so none is lost in a crash and none exists for a change that
+//! was not persisted. Beside it, each endpoint's cursor (the last event it took) and its dead
+//! letters (events given up on after the retry window).
+//!
+//! - `outbox`: number BE → [`StoredAlert`]; `meta/outbox_next` → the next number (never reused,
+//!   also after the events before it are purged).
+//! - `webhook_cursors`: endpoint id → number BE of the last event done with (delivered, skipped
+//!   or dead-lettered).
+//! - `webhook_failed`: `[endpoint id][0][number BE]` → [`StoredFailure`].
+
+use std::sync::atomic::Ordering;
+
+use fjall::{Keyspace, OwnedWriteBatch, PersistMode};
+use rkyv::{Archive, Deserialize, Serialize};
+use tally_protocol::codec::decode;
+
+use super::records::{encode, RecordError};
+use super::{Store, StoreError};
+
+/// One alert as the outbox keeps it: Commet's event name and its `data` already rendered (the
+/// envelope is put around it when delivered).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StoredAlert {
+    /// Commet's event name (`balance.low`, …).
+    pub event: String,
+    /// The customer.
+    pub customer: String,
+    /// When the change happened.
+    pub at_ms: u64,
+    /// The event's `data`, JSON.
+    pub data: Vec<u8>,
+}
+
+/// An event an endpoint never took.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StoredFailure {
+    /// The event's outbox number.
+    pub number: u64,
+    /// Commet's event name.
+    pub event: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When the last attempt failed.
+    pub last_attempt_ms: u64,
+    /// Why it failed (status or transport error).
+    pub reason: String,
+}
+
+/// The outbox keyspaces and where numbering stands.
+pub(super) struct Outbox {
+    pub(super) events: Keyspace,
+    pub(super) cursors: Keyspace,
+    pub(super) failed: Keyspace,
+}
+
+fn decode_alert(bytes: &[u8]) -> Result<StoredAlert, RecordError> {
+    decode(bytes).map_err(|e| RecordError::Corrupt {
+        what: "outbox event",
+        reason: e.to_string(),
+    })
+}
+
+fn failure_key(endpoint: &str, number: u64) -> Vec<u8> {
+    let mut key = endpoint.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&number.to_be_bytes());
+    key
+}
+
+impl Store {
+    /// Adds `alerts` to `batch` under the next numbers; returns the number after the last.
+    pub(super) fn outbox_alerts(
+        &self,
+        batch: &mut OwnedWriteBatch,
+        alerts: Vec<StoredAlert>,
+    ) -> Option<u64> {
+        if alerts.is_empty() || !self.outbox_enabled.load(Ordering::Relaxed) {
+            return None;
+        }
+        // Only the committer persists, so the numbers it takes here are consecutive.
+        let count = alerts.len() as u64;
+        let first = self.next_outbox.fetch_add(count, Ordering::Relaxed);
+        for (offset, alert) in alerts.into_iter().enumerate() {
+            let number = first + offset as u64;
+            batch.insert(&self.outbox.events, number.to_be_bytes(), encode(&alert));
+        }
+        let next = first + count;
+        batch.insert(&self.meta, "outbox_next", next.to_be_bytes());
+        Some(next)
+    }
+
+    /// Whether alerts are kept (some endpoint takes them); off, they are not written at all.
+    pub fn set_outbox_enabled(&self, enabled: bool) {
+        self.outbox_enabled.store(enabled, Ordering::Relaxed);
+    }
+
+    /// Tells the delivery tasks that events up to `next` (exclusive) are persisted.
+    pub(super) fn outbox_persisted(&self, next: u64) {
+        self.outbox_head.send_if_modified(|head| {
+            let moved = next > *head;
+            *head = (*head).max(next);
+            moved
+        });
+    }
+
+    /// Follows the outbox: the number after the last persisted event, as it moves.
+    pub fn watch_outbox(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.outbox_head.subscribe()
+    }
+
+    /// Up to `limit` events after `after` (from the first with `None`), oldest first.
+    pub fn read_outbox(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, StoredAlert)>, StoreError> {
+        let from = after.map_or(0, |n| n.saturating_add(1));
+        let mut found = Vec::new();
+        for guard in self.outbox.events.range(from.to_be_bytes()..).take(limit) {
+            let (key, value) = guard.into_inner()?;
+            let number =
+                u64::from_be_bytes(key.as_ref().try_into().map_err(|_| RecordError::Corrupt {
+                    what: "outbox key",
+                    reason: format!("{} bytes, not 8", key.len()),
+                })?);
+            found.push((number, decode_alert(&value)?));
+        }
+        Ok(found)
+    }
+
+    /// The last event `endpoint` is done with.
+    pub fn webhook_cursor(&self, endpoint: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .outbox
+            .cursors
+            .get(endpoint)?
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
+            .map(u64::from_be_bytes))
+    }
+
+    /// Notes that `endpoint` is done with every event up to `number` — and, with `failure`,
+    /// that it never took that one — in one batch. Not synced: after a crash an event may be
+    /// delivered again (at least once), never skipped.
+    pub fn webhook_done(
+        &self,
+        endpoint: &str,
+        number: u64,
+        failure: Option<&StoredFailure>,
+    ) -> Result<(), StoreError> {
+        let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
+        batch.insert(&self.outbox.cursors, endpoint, number.to_be_bytes());
+        if let Some(failure) = failure {
+            batch.insert(
+                &self.outbox.failed,
+                failure_key(endpoint, number),
+                encode(failure),
+            );
+        }
+        batch.commit()?;
+        Ok(())
+    }
+
+    /// The events `endpoint` never took, oldest first.
+    pub fn webhook_failures(&self, endpoint: &str) -> Result<Vec<StoredFailure>, StoreError> {
+        let mut prefix = endpoint.as_bytes().to_vec();
+        prefix.push(0);
+        let mut found = Vec::new();
+        for guard in self.outbox.failed.prefix(prefix) {
+            let (_, value) = guard.into_inner()?;
+            found.push(decode(&value).map_err(|e| RecordError::Corrupt {
+                what: "webhook failure",
+                reason: e.to_string(),
+            })?);
+        }
+        Ok(found)
+    }
+}

@@ -1,0 +1,374 @@
+//! Delivering the outbox: one thread of its own (never a shard's or the QUIC server's), one
+//! task per endpoint walking the outbox in order from its cursor. Each event is POSTed with its
+//! raw JSON body and Commet's headers until the endpoint answers 2xx — retried with exponential
+//! backoff and jitter for `retry_for`, then dead-lettered — and the cursor moves past it. An
+//! endpoint takes one event at a time, so it sees each customer's events in order; a slow or dead
+//! endpoint only holds up its own task.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::Request;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use super::payload;
+use crate::store::outbox::{StoredAlert, StoredFailure};
+use crate::store::Store;
+
+/// Events read from the outbox at a time.
+const READ_BATCH: usize = 256;
+
+/// Where events go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    /// A stable id (`wh_` and a hash of the URL for endpoints from the config).
+    pub id: String,
+    /// The receiver.
+    pub url: hyper::Uri,
+    /// What the signature is keyed with.
+    pub secret: String,
+    /// The event names it takes; `None`: every one.
+    pub events: Option<BTreeSet<String>>,
+}
+
+impl Endpoint {
+    /// An endpoint from the config: its id follows from its URL.
+    pub fn configured(url: hyper::Uri, secret: String, events: Option<BTreeSet<String>>) -> Self {
+        let digest = Sha256::digest(url.to_string().as_bytes());
+        let id = digest[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        Endpoint {
+            id: format!("wh_{id}"),
+            url,
+            secret,
+            events,
+        }
+    }
+
+    fn wants(&self, event: &str) -> bool {
+        self.events
+            .as_ref()
+            .is_none_or(|events| events.contains(event))
+    }
+}
+
+/// How delivery retries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeliveryTerms {
+    /// How long an event is retried before it is dead-lettered.
+    pub retry_for: Duration,
+    /// Longest wait for one attempt's answer.
+    pub timeout: Duration,
+    /// The first retry's wait; each next one doubles, up to `backoff_max`.
+    pub backoff: Duration,
+    /// Longest wait between attempts.
+    pub backoff_max: Duration,
+    /// Whether envelopes say `mode: sandbox`.
+    pub sandbox: bool,
+}
+
+/// The running delivery thread.
+pub struct Delivery {
+    stop: watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+impl Delivery {
+    /// Starts delivering `store`'s outbox to `endpoints`.
+    pub fn start(store: Arc<Store>, endpoints: Vec<Endpoint>, terms: DeliveryTerms) -> Delivery {
+        let (stop, stopped) = watch::channel(false);
+        let thread = std::thread::Builder::new()
+            .name("tallyd-webhooks".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime for webhook delivery");
+                runtime.block_on(async move {
+                    let client = https_client();
+                    let tasks: Vec<_> = endpoints
+                        .into_iter()
+                        .map(|endpoint| {
+                            tokio::spawn(serve_endpoint(
+                                store.clone(),
+                                endpoint,
+                                terms,
+                                client.clone(),
+                                stopped.clone(),
+                            ))
+                        })
+                        .collect();
+                    for task in tasks {
+                        let _ = task.await;
+                    }
+                });
+            })
+            .expect("starting the webhook thread");
+        Delivery {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops delivering (an attempt in flight is abandoned; its event is delivered again after
+    /// the next start) and waits for the thread.
+    pub fn stop(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// HTTP and HTTPS (the system's roots; none found, HTTPS endpoints fail their handshake).
+fn https_client() -> HttpsClient {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let connector = match builder.with_provider_and_native_roots(provider.clone()) {
+        Ok(builder) => builder.https_or_http().enable_http1().build(),
+        Err(e) => {
+            tracing::warn!(error = %e, "no system root certificates: HTTPS webhook endpoints cannot be verified");
+            let tls = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .build()
+        }
+    };
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+/// Why an endpoint's task ended.
+struct Stopped;
+
+async fn serve_endpoint(
+    store: Arc<Store>,
+    endpoint: Endpoint,
+    terms: DeliveryTerms,
+    client: HttpsClient,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut head = store.watch_outbox();
+    let mut cursor = match store.webhook_cursor(&endpoint.id) {
+        Ok(cursor) => cursor,
+        Err(e) => {
+            tracing::error!(endpoint = %endpoint.url, error = %e, "cannot read the webhook cursor; not delivering");
+            return;
+        }
+    };
+    loop {
+        let events = match store.read_outbox(cursor, READ_BATCH) {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the webhook outbox; retrying");
+                if wait(&mut stop, terms.backoff_max).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        if events.is_empty() {
+            head.mark_unchanged();
+            tokio::select! {
+                _ = head.changed() => continue,
+                _ = stop.changed() => return,
+            }
+        }
+        for (number, alert) in events {
+            let failure = if endpoint.wants(&alert.event) {
+                match deliver(&client, &endpoint, terms, number, &alert, &mut stop).await {
+                    Ok(failure) => failure,
+                    Err(Stopped) => return,
+                }
+            } else {
+                None
+            };
+            if let Err(e) = store.webhook_done(&endpoint.id, number, failure.as_ref()) {
+                tracing::error!(error = %e, "cannot note a webhook delivery; it may be sent again");
+            }
+            cursor = Some(number);
+        }
+    }
+}
+
+/// Sends one event until the endpoint takes it (`None`) or the retry window closes (the
+/// failure to dead-letter).
+async fn deliver(
+    client: &HttpsClient,
+    endpoint: &Endpoint,
+    terms: DeliveryTerms,
+    number: u64,
+    alert: &StoredAlert,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Option<StoredFailure>, Stopped> {
+    let body = match payload::envelope(
+        number,
+        &alert.event,
+        alert.at_ms,
+        terms.sandbox,
+        &alert.data,
+    ) {
+        Ok(body) => Bytes::from(body),
+        Err(e) => {
+            return Ok(Some(failure(
+                number,
+                alert,
+                0,
+                format!("stored data is not JSON: {e}"),
+            )));
+        }
+    };
+    let signature = payload::signature(&endpoint.secret, &body);
+    let first = Instant::now();
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let sent = attempt(client, endpoint, terms, number, alert, &body, &signature);
+        let reason = tokio::select! {
+            outcome = sent => match outcome {
+                Ok(()) => return Ok(None),
+                Err(reason) => reason,
+            },
+            _ = stop.changed() => return Err(Stopped),
+        };
+        let delay = backoff(terms, attempts);
+        if first.elapsed() + delay > terms.retry_for {
+            tracing::warn!(endpoint = %endpoint.url, event = %payload::event_id(number), attempts, %reason, "webhook dead-lettered");
+            return Ok(Some(failure(number, alert, attempts, reason)));
+        }
+        tracing::debug!(endpoint = %endpoint.url, event = %payload::event_id(number), attempts, %reason, "webhook attempt failed; retrying");
+        wait(stop, delay).await?;
+    }
+}
+
+async fn attempt(
+    client: &HttpsClient,
+    endpoint: &Endpoint,
+    terms: DeliveryTerms,
+    number: u64,
+    alert: &StoredAlert,
+    body: &Bytes,
+    signature: &str,
+) -> Result<(), String> {
+    let sent_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let request = Request::post(endpoint.url.clone())
+        .header("content-type", "application/json")
+        .header("user-agent", concat!("tallyd/", env!("CARGO_PKG_VERSION")))
+        .header("x-commet-signature", signature)
+        .header("x-commet-event", alert.event.as_str())
+        .header("x-commet-timestamp", sent_at.to_string())
+        .header("x-commet-event-id", payload::event_id(number))
+        .body(Full::new(body.clone()))
+        .map_err(|e| format!("building the request: {e}"))?;
+    match tokio::time::timeout(terms.timeout, client.request(request)).await {
+        Err(_) => Err(format!("no answer within {:?}", terms.timeout)),
+        Ok(Err(e)) => Err(format!("{e}")),
+        Ok(Ok(answer)) if answer.status().is_success() => Ok(()),
+        Ok(Ok(answer)) => Err(format!("answered {}", answer.status())),
+    }
+}
+
+/// The wait before attempt `attempts + 1`: doubling from `backoff`, capped, with full jitter in
+/// its upper half so endpoints that failed together do not retry together.
+fn backoff(terms: DeliveryTerms, attempts: u32) -> Duration {
+    let doubled = terms
+        .backoff
+        .saturating_mul(1u32 << attempts.saturating_sub(1).min(20));
+    let capped = doubled.min(terms.backoff_max);
+    capped.mul_f64(0.5 + fastrand::f64() / 2.0)
+}
+
+async fn wait(stop: &mut watch::Receiver<bool>, delay: Duration) -> Result<(), Stopped> {
+    if *stop.borrow() {
+        return Err(Stopped);
+    }
+    tokio::select! {
+        () = tokio::time::sleep(delay) => Ok(()),
+        _ = stop.changed() => Err(Stopped),
+    }
+}
+
+fn failure(number: u64, alert: &StoredAlert, attempts: u32, reason: String) -> StoredFailure {
+    StoredFailure {
+        number,
+        event: alert.event.clone(),
+        attempts,
+        last_attempt_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64,
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_jitter_in_the_upper_half() {
+        let terms = DeliveryTerms {
+            retry_for: Duration::from_secs(60),
+            timeout: Duration::from_secs(1),
+            backoff: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            sandbox: false,
+        };
+        for (attempts, full) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1_000),
+            (30, 1_000),
+        ] {
+            let delay = backoff(terms, attempts).as_millis() as u64;
+            assert!(
+                (full / 2..=full).contains(&delay),
+                "attempt {attempts}: {delay} ms"
+            );
+        }
+    }
+
+    #[test]
+    fn endpoints_from_the_config_have_stable_ids_and_filter_events() {
+        let url: hyper::Uri = "http://127.0.0.1:9/hooks".parse().unwrap();
+        let all = Endpoint::configured(url.clone(), "s".into(), None);
+        assert_eq!(all, Endpoint::configured(url.clone(), "s".into(), None));
+        assert!(all.id.starts_with("wh_") && all.id.len() == 19);
+        assert!(all.wants("balance.low"));
+        let some = Endpoint::configured(url, "s".into(), Some(["balance.low".to_string()].into()));
+        assert!(some.wants("balance.low") && !some.wants("invoice.created"));
+    }
+}

@@ -1,0 +1,166 @@
+//! Alerts reaching a product: a real receiver on loopback gets Commet-shaped events, signed
+//! with its secret, in order, from the outbox written with each change — also after it was down
+//! and the daemon restarted.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tally_daemon::config::Config;
+use tally_daemon::webhooks::delivery::{DeliveryTerms, Endpoint};
+use tally_protocol::message::{ModelUsage, ReportItem, Role, TopUpAmount};
+
+use crate::receiver::{Received, Receiver};
+use crate::test_daemon::TestDaemon;
+
+const SECRET: &str = "whsec_test_0123456789abcdef";
+
+fn with_endpoint(config: &mut Config, receiver: &Receiver) {
+    config.webhooks.endpoints = vec![Endpoint::configured(
+        receiver.url().parse().unwrap(),
+        SECRET.into(),
+        None,
+    )];
+    config.webhooks.terms = DeliveryTerms {
+        retry_for: Duration::from_secs(3_600),
+        timeout: Duration::from_secs(5),
+        backoff: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(50),
+        sandbox: true,
+    };
+}
+
+fn signed_by_the_secret(received: &Received) -> bool {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(&received.body);
+    hex::encode(mac.finalize().into_bytes()) == received.signature
+}
+
+/// 1,000 prompt tokens and `output` answer tokens of gpt-4o: 0.03 + 0.12 × output rate units.
+fn request(customer: &str, output: u64) -> ReportItem {
+    ReportItem::tokens(customer, "chat", ModelUsage::new("gpt-4o", 1_000, output))
+}
+
+#[tokio::test]
+async fn alerts_reach_a_signed_endpoint_in_order_and_a_crossing_fires_once() {
+    let receiver = Receiver::start().await;
+    let daemon = TestDaemon::start_with(|c| with_endpoint(c, &receiver), Default::default());
+    let admin = daemon.client(Role::Admin).await;
+    admin
+        .admin()
+        .create_customer("ann", "assistant")
+        .await
+        .unwrap();
+    admin
+        .admin()
+        .top_up("ann", TopUpAmount::Units(10_000), None)
+        .await
+        .unwrap();
+    // Eight clients at once take $1.00 down in steps of $0.051: the balance crosses
+    // $0.10 (a tenth of the refill) and zero exactly once each, whoever's report does it.
+    let mut reporters = Vec::new();
+    for _ in 0..8 {
+        let client = daemon.client(Role::Client).await;
+        reporters.push(tokio::spawn(async move {
+            for _ in 0..3 {
+                client.usage().report(request("ann", 4_000)).await.unwrap();
+            }
+        }));
+    }
+    for reporter in reporters {
+        reporter.await.unwrap();
+    }
+    let received = receiver.accepted(4).await;
+    let events: Vec<&str> = received.iter().map(|r| r.event.as_str()).collect();
+    assert_eq!(
+        events,
+        [
+            "customer.created",
+            "balance.topped_up",
+            "balance.low",
+            "balance.depleted"
+        ]
+    );
+    assert!(received.iter().all(signed_by_the_secret));
+    let bodies: Vec<serde_json::Value> = received.iter().map(Received::json).collect();
+    for (body, event) in bodies.iter().zip(&events) {
+        assert_eq!(body["event"], *event);
+        assert_eq!(body["mode"], "sandbox");
+        assert_eq!(body["apiVersion"], "2026-07-11");
+        assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+    let ids: Vec<&str> = bodies.iter().map(|b| b["id"].as_str().unwrap()).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "unique and in order: {ids:?}"
+    );
+    assert_eq!(bodies[1]["data"]["amount"], 10_000);
+    assert_eq!(bodies[2]["data"]["customerId"], "ann");
+    assert_eq!(bodies[2]["data"]["thresholdBalance"], 1_000);
+    let low = bodies[2]["data"]["currentBalance"].as_i64().unwrap();
+    assert!((0..1_000).contains(&low), "{low}");
+    let depleted = bodies[3]["data"]["currentBalance"].as_i64().unwrap();
+    let view = admin.admin().get_customer("ann").await.unwrap();
+    assert!(depleted <= 0 && depleted >= view.balance_units);
+    assert_eq!(
+        receiver.received().len(),
+        4,
+        "nothing else was sent: each crossing once"
+    );
+}
+
+#[tokio::test]
+async fn a_receiver_that_was_down_gets_the_backlog_in_order_after_a_restart() {
+    let receiver = Receiver::start().await;
+    receiver.set_failing(true);
+    let mut daemon = TestDaemon::start_with(|c| with_endpoint(c, &receiver), Default::default());
+    let admin = daemon.client(Role::Admin).await;
+    for customer in ["a", "b", "c"] {
+        admin
+            .admin()
+            .create_customer(customer, "assistant")
+            .await
+            .unwrap();
+    }
+    // Refused while down, retried with backoff: nothing is lost by it.
+    let refused = receiver.attempts(3).await;
+    assert!(refused.iter().all(|r| !r.accepted));
+    assert!(
+        refused.iter().all(|r| r.json()["data"]["id"] == "a"),
+        "the first event is retried, the others wait behind it"
+    );
+    admin.close().await;
+    daemon.restart();
+    let admin = daemon.client(Role::Admin).await;
+    admin
+        .admin()
+        .top_up("b", TopUpAmount::Units(20_000), None)
+        .await
+        .unwrap();
+    receiver.set_failing(false);
+    let received = receiver.accepted(4).await;
+    let seen: Vec<(String, String)> = received
+        .iter()
+        .map(|r| {
+            let body = r.json();
+            (
+                body["event"].as_str().unwrap().to_string(),
+                body["data"]["id"]
+                    .as_str()
+                    .or(body["data"]["customerId"].as_str())
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("customer.created".to_string(), "a".to_string()),
+            ("customer.created".into(), "b".into()),
+            ("customer.created".into(), "c".into()),
+            ("balance.topped_up".into(), "b".into()),
+        ]
+    );
+    assert!(received.iter().all(signed_by_the_secret));
+}
