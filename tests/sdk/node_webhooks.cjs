@@ -1,0 +1,24 @@
+// The webhooks a Tally daemon delivered, checked with @commet/node's own webhooks.verify and
+// verifyAndParse (the raw body, the X-Commet-Signature header, the endpoint's secret); a body
+// changed by one byte must fail. Run by tests/it/sdks.rs.
+"use strict";
+const assert = require("node:assert/strict");
+const fs = require("node:fs");
+const { Commet } = require(process.env.TALLY_NODE_SDK);
+
+const commet = new Commet({ apiKey: process.env.TALLY_ADMIN_KEY, telemetry: false });
+const secret = process.env.TALLY_WEBHOOK_SECRET;
+const deliveries = JSON.parse(fs.readFileSync(process.env.TALLY_WEBHOOKS, "utf8"));
+assert.ok(deliveries.length > 0);
+for (const { body, signature, event } of deliveries) {
+  assert.equal(commet.webhooks.verify({ payload: body, signature, secret }), true, body);
+  const parsed = commet.webhooks.verifyAndParse({ rawBody: body, signature, secret });
+  assert.equal(parsed.event, event);
+  assert.ok(["live", "sandbox"].includes(parsed.mode));
+  assert.match(parsed.apiVersion, /^\d{4}-\d{2}-\d{2}$/);
+  assert.ok(parsed.data.customerId || parsed.data.id, body);
+  const tampered = body.replace(/}$/, " }");
+  assert.equal(commet.webhooks.verify({ payload: tampered, signature, secret }), false);
+  assert.equal(commet.webhooks.verify({ payload: body, signature, secret: secret + "x" }), false);
+}
+console.log(`SDK: ${deliveries.length} webhooks verified`);
