@@ -424,6 +424,7 @@ fn serve_on_this_thread(
         test_clock,
     } = parts;
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    let delivery_stats = delivery.as_ref().map(Delivery::stats);
     let system = actix::System::new();
     let commits = committer.sender();
     let shard_store = store.clone();
@@ -468,6 +469,7 @@ fn serve_on_this_thread(
             shards.router.clone(),
         ));
         let context = Arc::new(ServerContext {
+            webhooks: delivery_stats,
             models: models.clone(),
             router: shards.router.clone(),
             keys: credentials.keys.clone(),

@@ -26,6 +26,7 @@ fn with_endpoint(config: &mut Config, receiver: &Receiver) {
         timeout: Duration::from_secs(5),
         backoff: Duration::from_millis(10),
         backoff_max: Duration::from_millis(50),
+        retention: Duration::from_secs(3_600),
         sandbox: true,
     };
 }

@@ -57,6 +57,7 @@ pub(super) struct WebhookDeliveryToml {
     pub(super) timeout: String,
     pub(super) backoff: String,
     pub(super) backoff_max: String,
+    pub(super) retention: String,
 }
 
 impl Default for WebhookDeliveryToml {
@@ -66,6 +67,7 @@ impl Default for WebhookDeliveryToml {
             timeout: "10s".into(),
             backoff: "1s".into(),
             backoff_max: "10m".into(),
+            retention: "7d".into(),
         }
     }
 }

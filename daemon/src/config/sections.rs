@@ -370,6 +370,7 @@ pub(super) fn webhooks_config(
         timeout: ms("timeout", &delivery.timeout, errors),
         backoff: ms("backoff", &delivery.backoff, errors),
         backoff_max: ms("backoff_max", &delivery.backoff_max, errors),
+        retention: ms("retention", &delivery.retention, errors),
         sandbox,
     };
     if terms.backoff > terms.backoff_max {

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tally_protocol::message::{ModelUsageLine, StatsSnapshot};
+use tally_protocol::message::{ModelUsageLine, StatsSnapshot, WebhookStats};
 use tokio::sync::watch;
 
 use super::serve::{self, Limits};
@@ -320,6 +320,42 @@ pub fn render_metrics(
         "The providers' cost of those requests at the prices they were priced at, in dollars.",
         &per_model(&|l| vec![("", l.cost_units as f64 / 1e10)]),
     );
+    let per_endpoint = |value: &dyn Fn(&WebhookStats) -> f64| {
+        s.webhooks
+            .iter()
+            .map(|w| (format!("{{endpoint=\"{}\"}}", w.endpoint), value(w)))
+            .collect::<Vec<_>>()
+    };
+    family(
+        "tally_webhook_pending",
+        "gauge",
+        "Events in the outbox an endpoint has not taken yet.",
+        &per_endpoint(&|w| w.pending as f64),
+    );
+    family(
+        "tally_webhook_delivered_total",
+        "counter",
+        "Events an endpoint took (answered 2xx) since start.",
+        &per_endpoint(&|w| w.delivered as f64),
+    );
+    family(
+        "tally_webhook_failed_total",
+        "counter",
+        "Events dead-lettered after the retry window since start.",
+        &per_endpoint(&|w| w.failed as f64),
+    );
+    family(
+        "tally_webhook_attempts_failed_total",
+        "counter",
+        "Delivery attempts answered with an error or not at all since start.",
+        &per_endpoint(&|w| w.attempts_failed as f64),
+    );
+    family(
+        "tally_webhook_last_lag_seconds",
+        "gauge",
+        "From the change's commit to the endpoint's 2xx, for the last event delivered.",
+        &per_endpoint(&|w| w.last_lag_ms as f64 / 1000.0),
+    );
     family(
         "tally_revenue_month_dollars",
         "gauge",
@@ -371,6 +407,15 @@ mod tests {
                 mailbox_depth: 0,
                 handled: 12,
             }],
+            webhooks: vec![WebhookStats {
+                endpoint: "wh_0123456789abcdef".into(),
+                url: "https://example.com/hooks".into(),
+                pending: 3,
+                delivered: 40,
+                failed: 1,
+                attempts_failed: 7,
+                last_lag_ms: 12,
+            }],
             models: vec![ModelUsageLine {
                 feature: "chat".into(),
                 model: "gpt-4o".into(),
@@ -395,6 +440,9 @@ mod tests {
             "tally_model_requests_total{feature=\"chat\",model=\"gpt-4o\"} 2",
             "tally_model_tokens_total{feature=\"chat\",model=\"gpt-4o\",kind=\"output\"} 700",
             "tally_model_cost_dollars_total{feature=\"chat\",model=\"gpt-4o\"} 0.013",
+            "tally_webhook_pending{endpoint=\"wh_0123456789abcdef\"} 3",
+            "tally_webhook_delivered_total{endpoint=\"wh_0123456789abcdef\"} 40",
+            "tally_webhook_last_lag_seconds{endpoint=\"wh_0123456789abcdef\"} 0.012",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -39,6 +39,8 @@ pub struct ServerContext {
     pub router: Router,
     /// The model prices in force, and how to reload them (`reload_models`).
     pub models: Arc<crate::models_reload::ModelPrices>,
+    /// Webhook delivery's figures, when endpoints are configured.
+    pub webhooks: Option<crate::webhooks::delivery::DeliveryStats>,
     /// Accepted API keys.
     pub keys: ApiKeys,
     /// Limits from `[server]`.

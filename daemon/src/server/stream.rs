@@ -313,6 +313,9 @@ pub(crate) async fn stats(context: &ServerContext) -> StatsSnapshot {
         .recent_transactions
         .sort_by_key(|t| std::cmp::Reverse(t.at_ms));
     snapshot.recent_transactions.truncate(RECENT_MAX);
+    if let Some(webhooks) = &context.webhooks {
+        snapshot.webhooks = webhooks.snapshot();
+    }
     let mut telemetry = context.telemetry();
     snapshot.operations = telemetry.operations();
     snapshot.checks_allowed = telemetry.checks_allowed;

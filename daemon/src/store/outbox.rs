@@ -18,6 +18,9 @@ use tally_protocol::codec::decode;
 use super::records::{encode, RecordError};
 use super::{Store, StoreError};
 
+/// Most events one purge deletes (the rest in the next one).
+const PURGE_MAX: usize = 10_000;
+
 /// One alert as the outbox keeps it: Commet's event name and its `data` already rendered (the
 /// envelope is put around it when delivered).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -129,6 +132,35 @@ impl Store {
         Ok(found)
     }
 
+    /// Deletes the events numbered below `done` that happened before `before_ms`, in one
+    /// batch; returns how many.
+    pub fn purge_outbox(&self, done: u64, before_ms: u64) -> Result<usize, StoreError> {
+        let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
+        let mut purged = 0;
+        for guard in self
+            .outbox
+            .events
+            .range(..done.to_be_bytes())
+            .take(PURGE_MAX)
+        {
+            let (key, value) = guard.into_inner()?;
+            if decode_alert(&value)?.at_ms >= before_ms {
+                break;
+            }
+            batch.remove(&self.outbox.events, key);
+            purged += 1;
+        }
+        if purged > 0 {
+            batch.commit()?;
+        }
+        Ok(purged)
+    }
+
+    /// Events waiting in the outbox: from the first kept to the last written.
+    pub fn outbox_next(&self) -> u64 {
+        self.next_outbox.load(Ordering::Relaxed)
+    }
+
     /// The last event `endpoint` is done with.
     pub fn webhook_cursor(&self, endpoint: &str) -> Result<Option<u64>, StoreError> {
         Ok(self
@@ -174,5 +206,100 @@ impl Store {
             })?);
         }
         Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{StoreFaults, Tail, Write};
+
+    fn alert(customer: &str, at_ms: u64) -> Write {
+        Write::Alert(StoredAlert {
+            event: "balance.low".into(),
+            customer: customer.into(),
+            at_ms,
+            data: b"{}".to_vec(),
+        })
+    }
+
+    #[test]
+    fn the_outbox_numbers_alerts_in_commit_order_across_restarts_and_purges_what_was_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
+            store
+                .persist(
+                    vec![alert("a", 10)],
+                    PersistMode::SyncAll,
+                    &mut Tail::default(),
+                )
+                .unwrap();
+            assert!(
+                store.read_outbox(None, 10).unwrap().is_empty(),
+                "off: nothing kept"
+            );
+            store.set_outbox_enabled(true);
+            let mut head = store.watch_outbox();
+            let writes = vec![alert("a", 10), alert("b", 20)];
+            store
+                .persist(writes, PersistMode::SyncAll, &mut Tail::default())
+                .unwrap();
+            assert!(head.has_changed().unwrap());
+            assert_eq!(*head.borrow_and_update(), 2);
+        }
+        let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
+        store.set_outbox_enabled(true);
+        store
+            .persist(
+                vec![alert("c", 30)],
+                PersistMode::SyncAll,
+                &mut Tail::default(),
+            )
+            .unwrap();
+        let numbers: Vec<(u64, String)> = store
+            .read_outbox(None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(n, a)| (n, a.customer))
+            .collect();
+        assert_eq!(numbers, [(0, "a".into()), (1, "b".into()), (2, "c".into())]);
+        assert_eq!(store.read_outbox(Some(0), 1).unwrap()[0].0, 1);
+
+        let failure = StoredFailure {
+            number: 1,
+            event: "balance.low".into(),
+            attempts: 9,
+            last_attempt_ms: 99,
+            reason: "answered 500".into(),
+        };
+        store.webhook_done("wh_a", 0, None).unwrap();
+        store.webhook_done("wh_a", 1, Some(&failure)).unwrap();
+        assert_eq!(store.webhook_cursor("wh_a").unwrap(), Some(1));
+        assert_eq!(store.webhook_cursor("wh_b").unwrap(), None);
+        assert_eq!(store.webhook_failures("wh_a").unwrap(), [failure]);
+
+        // Taken by everyone up to 1 (done = 2), and older than 25 ms: 0 and 1 go, 2 stays.
+        assert_eq!(store.purge_outbox(2, 25).unwrap(), 2);
+        let left: Vec<u64> = store
+            .read_outbox(None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(left, [2]);
+        store.set_outbox_enabled(true);
+        store
+            .persist(
+                vec![alert("d", 40)],
+                PersistMode::SyncAll,
+                &mut Tail::default(),
+            )
+            .unwrap();
+        assert_eq!(
+            store.read_outbox(Some(2), 10).unwrap()[0].0,
+            3,
+            "numbers are never reused"
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! endpoint only holds up its own task.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use sha2::{Digest, Sha256};
+use tally_protocol::message::WebhookStats;
 use tokio::sync::watch;
 
 use super::payload;
@@ -26,6 +28,10 @@ use crate::store::Store;
 
 /// Events read from the outbox at a time.
 const READ_BATCH: usize = 256;
+/// An endpoint this many events behind is logged (and again at each further multiple).
+pub const BACKLOG_WARN: u64 = 100_000;
+/// How often delivered events past their retention are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
 
 /// Where events go.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +80,8 @@ pub struct DeliveryTerms {
     pub backoff: Duration,
     /// Longest wait between attempts.
     pub backoff_max: Duration,
+    /// How long delivered events stay in the outbox.
+    pub retention: Duration,
     /// Whether envelopes say `mode: sandbox`.
     pub sandbox: bool,
 }
@@ -82,6 +90,54 @@ pub struct DeliveryTerms {
 pub struct Delivery {
     stop: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
+    stats: DeliveryStats,
+}
+
+/// What `stats` reads of delivery: each endpoint's counters and the outbox's head.
+#[derive(Debug, Clone)]
+pub struct DeliveryStats {
+    counters: Arc<[Counters]>,
+    head: watch::Receiver<u64>,
+}
+
+impl DeliveryStats {
+    /// Each endpoint's figures now.
+    pub fn snapshot(&self) -> Vec<WebhookStats> {
+        let next = *self.head.borrow();
+        self.counters.iter().map(|c| c.stats(next)).collect()
+    }
+}
+
+/// One endpoint's figures since start, for `stats` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// The endpoint's id and URL.
+    pub endpoint: (String, String),
+    /// The last event it is done with, plus one (0: none yet).
+    pub done: AtomicU64,
+    /// Events delivered.
+    pub delivered: AtomicU64,
+    /// Events dead-lettered.
+    pub failed: AtomicU64,
+    /// Failed attempts.
+    pub attempts_failed: AtomicU64,
+    /// Commit-to-2xx of the last delivery, ms.
+    pub last_lag_ms: AtomicU64,
+}
+
+impl Counters {
+    /// The endpoint's figures, with the outbox's head (`next`, the number after the last event).
+    pub fn stats(&self, next: u64) -> WebhookStats {
+        WebhookStats {
+            endpoint: self.endpoint.0.clone(),
+            url: self.endpoint.1.clone(),
+            pending: next.saturating_sub(self.done.load(Ordering::Relaxed)),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            attempts_failed: self.attempts_failed.load(Ordering::Relaxed),
+            last_lag_ms: self.last_lag_ms.load(Ordering::Relaxed),
+        }
+    }
 }
 
 type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -90,6 +146,18 @@ impl Delivery {
     /// Starts delivering `store`'s outbox to `endpoints`.
     pub fn start(store: Arc<Store>, endpoints: Vec<Endpoint>, terms: DeliveryTerms) -> Delivery {
         let (stop, stopped) = watch::channel(false);
+        let counters: Arc<[Counters]> = endpoints
+            .iter()
+            .map(|e| Counters {
+                endpoint: (e.id.clone(), e.url.to_string()),
+                ..Counters::default()
+            })
+            .collect();
+        let shared = counters.clone();
+        let stats = DeliveryStats {
+            counters: counters.clone(),
+            head: store.watch_outbox(),
+        };
         let thread = std::thread::Builder::new()
             .name("tallyd-webhooks".into())
             .spawn(move || {
@@ -99,18 +167,26 @@ impl Delivery {
                     .expect("a runtime for webhook delivery");
                 runtime.block_on(async move {
                     let client = https_client();
-                    let tasks: Vec<_> = endpoints
+                    let mut tasks: Vec<_> = endpoints
                         .into_iter()
-                        .map(|endpoint| {
+                        .enumerate()
+                        .map(|(index, endpoint)| {
                             tokio::spawn(serve_endpoint(
                                 store.clone(),
                                 endpoint,
                                 terms,
                                 client.clone(),
                                 stopped.clone(),
+                                (shared.clone(), index),
                             ))
                         })
                         .collect();
+                    tasks.push(tokio::spawn(purge_delivered(
+                        store.clone(),
+                        terms,
+                        shared,
+                        stopped.clone(),
+                    )));
                     for task in tasks {
                         let _ = task.await;
                     }
@@ -120,7 +196,13 @@ impl Delivery {
         Delivery {
             stop,
             thread: Some(thread),
+            stats,
         }
+    }
+
+    /// What `stats` reads of delivery.
+    pub fn stats(&self) -> DeliveryStats {
+        self.stats.clone()
     }
 
     /// Stops delivering (an attempt in flight is abandoned; its event is delivered again after
@@ -175,7 +257,9 @@ async fn serve_endpoint(
     terms: DeliveryTerms,
     client: HttpsClient,
     mut stop: watch::Receiver<bool>,
+    (counters, index): (Arc<[Counters]>, usize),
 ) {
+    let counters = &counters[index];
     let mut head = store.watch_outbox();
     let mut cursor = match store.webhook_cursor(&endpoint.id) {
         Ok(cursor) => cursor,
@@ -184,6 +268,10 @@ async fn serve_endpoint(
             return;
         }
     };
+    counters
+        .done
+        .store(cursor.map_or(0, |n| n + 1), Ordering::Relaxed);
+    let mut backlog_warned = 0;
     loop {
         let events = match store.read_outbox(cursor, READ_BATCH) {
             Ok(events) => events,
@@ -202,9 +290,20 @@ async fn serve_endpoint(
                 _ = stop.changed() => return,
             }
         }
+        let backlog = (*head.borrow()).saturating_sub(counters.done.load(Ordering::Relaxed));
+        if backlog >= BACKLOG_WARN * (backlog_warned + 1) {
+            backlog_warned = backlog / BACKLOG_WARN;
+            tracing::warn!(endpoint = %endpoint.url, backlog, "a webhook endpoint is behind; its events are kept until it takes them or they are dead-lettered");
+        } else if backlog < BACKLOG_WARN {
+            backlog_warned = 0;
+        }
         for (number, alert) in events {
             let failure = if endpoint.wants(&alert.event) {
-                match deliver(&client, &endpoint, terms, number, &alert, &mut stop).await {
+                match deliver(
+                    &client, &endpoint, terms, number, &alert, &mut stop, counters,
+                )
+                .await
+                {
                     Ok(failure) => failure,
                     Err(Stopped) => return,
                 }
@@ -215,6 +314,7 @@ async fn serve_endpoint(
                 tracing::error!(error = %e, "cannot note a webhook delivery; it may be sent again");
             }
             cursor = Some(number);
+            counters.done.store(number + 1, Ordering::Relaxed);
         }
     }
 }
@@ -228,6 +328,7 @@ async fn deliver(
     number: u64,
     alert: &StoredAlert,
     stop: &mut watch::Receiver<bool>,
+    counters: &Counters,
 ) -> Result<Option<StoredFailure>, Stopped> {
     let body = match payload::envelope(
         number,
@@ -254,13 +355,22 @@ async fn deliver(
         let sent = attempt(client, endpoint, terms, number, alert, &body, &signature);
         let reason = tokio::select! {
             outcome = sent => match outcome {
-                Ok(()) => return Ok(None),
-                Err(reason) => reason,
+                Ok(()) => {
+                    counters.delivered.fetch_add(1, Ordering::Relaxed);
+                    let lag = now_ms().saturating_sub(alert.at_ms);
+                    counters.last_lag_ms.store(lag, Ordering::Relaxed);
+                    return Ok(None);
+                }
+                Err(reason) => {
+                    counters.attempts_failed.fetch_add(1, Ordering::Relaxed);
+                    reason
+                }
             },
             _ = stop.changed() => return Err(Stopped),
         };
         let delay = backoff(terms, attempts);
         if first.elapsed() + delay > terms.retry_for {
+            counters.failed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(endpoint = %endpoint.url, event = %payload::event_id(number), attempts, %reason, "webhook dead-lettered");
             return Ok(Some(failure(number, alert, attempts, reason)));
         }
@@ -319,16 +429,46 @@ async fn wait(stop: &mut watch::Receiver<bool>, delay: Duration) -> Result<(), S
     }
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
 fn failure(number: u64, alert: &StoredAlert, attempts: u32, reason: String) -> StoredFailure {
     StoredFailure {
         number,
         event: alert.event.clone(),
         attempts,
-        last_attempt_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64,
+        last_attempt_ms: now_ms(),
         reason,
+    }
+}
+
+/// Deletes, every [`PURGE_EVERY`], the events every endpoint is done with that are older than
+/// `terms.retention`.
+async fn purge_delivered(
+    store: Arc<Store>,
+    terms: DeliveryTerms,
+    counters: Arc<[Counters]>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if wait(&mut stop, PURGE_EVERY).await.is_err() {
+            return;
+        }
+        let done = counters
+            .iter()
+            .map(|c| c.done.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0);
+        let before_ms = now_ms().saturating_sub(terms.retention.as_millis() as u64);
+        match store.purge_outbox(done, before_ms) {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "purged delivered webhook events"),
+            Err(e) => tracing::warn!(error = %e, "cannot purge delivered webhook events"),
+        }
     }
 }
 
@@ -343,6 +483,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             backoff: Duration::from_millis(100),
             backoff_max: Duration::from_secs(1),
+            retention: Duration::from_secs(60),
             sandbox: false,
         };
         for (attempts, full) in [

@@ -38,6 +38,27 @@ pub struct StatsSnapshot {
     /// Requests, tokens and cost per (feature, model) of features priced by model since the
     /// daemon started, sorted.
     pub models: Vec<ModelUsageLine>,
+    /// Webhook delivery, per endpoint.
+    pub webhooks: Vec<WebhookStats>,
+}
+
+/// One webhook endpoint's delivery.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct WebhookStats {
+    /// The endpoint's id.
+    pub endpoint: String,
+    /// Its URL.
+    pub url: String,
+    /// Events in the outbox it has not taken yet.
+    pub pending: u64,
+    /// Events it took since the daemon started.
+    pub delivered: u64,
+    /// Events given up on (dead-lettered) since the daemon started.
+    pub failed: u64,
+    /// Attempts answered with an error or not at all since the daemon started.
+    pub attempts_failed: u64,
+    /// From the change's commit to the endpoint's 2xx, for the last event delivered, in ms.
+    pub last_lag_ms: u64,
 }
 
 /// One operation's counters.

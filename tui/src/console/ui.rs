@@ -673,6 +673,7 @@ mod tests {
             }],
             interval_ms: 5_000,
             models: vec![],
+            webhooks: vec![],
         }
     }
 
