@@ -27,6 +27,7 @@ use tally_protocol::{Client, ClientConfig, Error};
 
 use crate::http::HttpClient;
 use crate::pacer::Pacer;
+use crate::webhook_sink::{Received, Sink};
 use crate::workload::{Distribution, Mix, Op, Rng};
 
 /// Largest latency recorded, in microseconds.
@@ -106,6 +107,14 @@ pub struct Args {
     /// The daemon's `[http] listen` address, for `--http` without `--spawn`.
     #[arg(long, requires = "http")]
     pub http_addr: Option<SocketAddr>,
+    /// With `--spawn`: a webhook endpoint on loopback takes every alert (the seeding's
+    /// `customer.created` ones at least); its deliveries per second and commit-to-arrival lag
+    /// are reported after the run (it waits for the outbox to drain, at most 60 s).
+    #[arg(long, requires = "spawn")]
+    pub webhooks: bool,
+    /// The webhook endpoint answers each delivery after this many ms (a slow receiver).
+    #[arg(long, default_value_t = 0, requires = "webhooks")]
+    pub webhook_delay_ms: u64,
 }
 
 /// How the load reaches the daemon.
@@ -175,7 +184,12 @@ pub fn run(args: Args) -> anyhow::Result<Report> {
             None => None,
         },
     };
-    let (daemon, _dir, client_config) = target(&args)?;
+    let sink = if args.webhooks {
+        Some(Sink::start(Duration::from_millis(args.webhook_delay_ms))?)
+    } else {
+        None
+    };
+    let (daemon, _dir, client_config) = target(&args, sink.as_ref().map(|s| s.addr))?;
     let http = match (args.http, &daemon, args.http_addr) {
         (false, _, _) => None,
         (true, _, Some(addr)) => Some(addr),
@@ -215,18 +229,41 @@ pub fn run(args: Args) -> anyhow::Result<Report> {
         args.inflight,
         plan.clone(),
     ))?;
+    let webhooks = sink.map(|sink| {
+        // Until the outbox is drained: no delivery for a second, or 60 s.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut seen = sink.count();
+        while std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_secs(1));
+            let now = sink.count();
+            if now == seen && now > 0 {
+                break;
+            }
+            seen = now;
+        }
+        sink.received()
+    });
     if let Some(daemon) = daemon {
         daemon.shutdown().context("stopping the spawned daemon")?;
     }
-    Ok(report(&args, &plan, tally))
+    Ok(report(&args, &plan, tally, webhooks))
 }
 
 type Target = (Option<Daemon>, Option<tempfile::TempDir>, ClientConfig);
 
-fn target(args: &Args) -> anyhow::Result<Target> {
+fn target(args: &Args, webhook_sink: Option<SocketAddr>) -> anyhow::Result<Target> {
     if args.spawn {
         let dir = tempfile::tempdir()?;
         let mut config = Config::loopback_in(dir.path());
+        if let Some(addr) = webhook_sink {
+            let url = format!("http://{addr}/hooks").parse()?;
+            config.webhooks.endpoints =
+                vec![tally_daemon::webhooks::delivery::Endpoint::configured(
+                    url,
+                    "whsec_bench_0123456789".into(),
+                    None,
+                )];
+        }
         config.storage.durability = match args.durability.as_str() {
             "sync" => Durability::Sync,
             "buffered" => Durability::Buffered,
@@ -613,7 +650,7 @@ fn table_row(name: &str, count: u64, rate: &str, micros: [u64; 5]) -> String {
     format!("{name:<15} {count:>10} {rate:>10} {p50:>8} {p90:>8} {p99:>8} {p999:>8} {max:>9}\n")
 }
 
-fn report(args: &Args, plan: &Plan, tally: Tally) -> Report {
+fn report(args: &Args, plan: &Plan, tally: Tally, webhooks: Option<Received>) -> Report {
     let seconds = plan.duration.as_secs_f64();
     let mut table = format!(
         "{:<15} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9}\n",
@@ -713,6 +750,22 @@ fn report(args: &Args, plan: &Plan, tally: Tally) -> Report {
             );
         }
         json.insert("daemon_side".into(), daemon.into());
+    }
+    if let Some(w) = webhooks {
+        let rate = w.count as f64 / w.span.as_secs_f64().max(1e-3);
+        let (p50, p99) = (
+            w.lag_ms.value_at_quantile(0.5),
+            w.lag_ms.value_at_quantile(0.99),
+        );
+        table.push_str(&format!(
+            "webhooks: {} delivered in {:.1} s ({rate:.0}/s), commit-to-arrival lag p50 {p50} ms, p99 {p99} ms\n",
+            w.count,
+            w.span.as_secs_f64()
+        ));
+        json.insert("webhooks_delivered".into(), w.count.into());
+        json.insert("webhooks_per_sec".into(), (rate.round() as u64).into());
+        json.insert("webhook_lag_p50_ms".into(), p50.into());
+        json.insert("webhook_lag_p99_ms".into(), p99.into());
     }
     table.push_str(&format!(
         "{ops} ops in {seconds:.1} s: {:.0} ops/s, {:.0} reports/s, {} errors",

@@ -13,4 +13,5 @@ pub mod driver;
 pub mod http;
 pub mod local;
 pub mod pacer;
+pub mod webhook_sink;
 pub mod workload;

@@ -310,12 +310,23 @@ async fn serve_endpoint(
             } else {
                 None
             };
-            if let Err(e) = store.webhook_done(&endpoint.id, number, failure.as_ref()) {
-                tracing::error!(error = %e, "cannot note a webhook delivery; it may be sent again");
+            // The cursor is written with each dead letter and after each batch read: a crash
+            // sends at most a batch again (at least once), never skips one.
+            if failure.is_some() {
+                note_done(&store, &endpoint, number, failure.as_ref());
             }
             cursor = Some(number);
             counters.done.store(number + 1, Ordering::Relaxed);
         }
+        if let Some(number) = cursor {
+            note_done(&store, &endpoint, number, None);
+        }
+    }
+}
+
+fn note_done(store: &Store, endpoint: &Endpoint, number: u64, failure: Option<&StoredFailure>) {
+    if let Err(e) = store.webhook_done(&endpoint.id, number, failure) {
+        tracing::error!(endpoint = %endpoint.url, error = %e, "cannot note a webhook delivery; it may be sent again");
     }
 }
 
