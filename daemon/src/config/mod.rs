@@ -489,6 +489,55 @@ mod tests {
     }
 
     #[test]
+    fn webhook_endpoints_are_checked_with_their_key_named() {
+        let text = format!(
+            "{DEFAULT_CONFIG_TOML}\n{}",
+            r#"
+[[webhooks]]
+url = "https://example.com/a"
+secret = "whsec_0123456789abcdef"
+events = ["balance.low"]
+
+[[webhooks]]
+url = "ftp://example.com/b"
+secret = "short"
+
+[[webhooks]]
+url = "https://example.com/c"
+secret = "whsec_0123456789abcdef"
+events = ["payout.paid"]
+
+[[webhooks]]
+url = "https://example.com/a"
+secret = "whsec_0123456789abcdef"
+"#
+        );
+        let err = Config::parse(&text, Path::new("."), "c.toml")
+            .unwrap_err()
+            .to_string();
+        for expected in [
+            "webhooks[1].url",
+            "webhooks[1].secret",
+            "webhooks[2].events: Tally never sends `payout.paid`",
+            "webhooks[3].url: `https://example.com/a` is listed twice",
+        ] {
+            assert!(err.contains(expected), "{expected} missing from {err}");
+        }
+        assert!(!err.contains("webhooks[0]"), "{err}");
+        let good = text.split("\n[[webhooks]]\nurl = \"ftp").next().unwrap();
+        let config = Config::parse(good, Path::new("."), "c.toml").unwrap();
+        assert_eq!(config.webhooks.endpoints.len(), 1);
+        assert!(config.webhooks.endpoints[0]
+            .events
+            .as_ref()
+            .is_some_and(|e| e.contains("balance.low")));
+        assert_eq!(
+            config.webhooks.terms.retry_for,
+            std::time::Duration::from_secs(24 * 3_600)
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_refused_with_their_name() {
         let err = Config::parse(
             "[server]\nlisten = \"127.0.0.1:1\"\nspeed = 3\n",

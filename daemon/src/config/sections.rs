@@ -324,6 +324,12 @@ pub(super) fn webhooks_config(
     let mut found = Vec::new();
     for (index, raw) in endpoints.iter().enumerate() {
         let at = format!("webhooks[{index}]");
+        if raw.secret.len() < 16 {
+            errors.push(format!(
+                "{at}.secret: is {} bytes; it must be at least 16 (receivers check signatures with it)",
+                raw.secret.len()
+            ));
+        }
         let url = match raw.url.parse::<hyper::Uri>() {
             Ok(url)
                 if matches!(url.scheme_str(), Some("http" | "https")) && url.host().is_some() =>
@@ -338,12 +344,6 @@ pub(super) fn webhooks_config(
                 continue;
             }
         };
-        if raw.secret.len() < 16 {
-            errors.push(format!(
-                "{at}.secret: is {} bytes; it must be at least 16 (receivers check signatures with it)",
-                raw.secret.len()
-            ));
-        }
         let events = raw.events.as_ref().map(|events| {
             for event in events {
                 if !WEBHOOK_EVENTS.contains(&event.as_str()) {
