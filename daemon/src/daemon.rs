@@ -236,15 +236,21 @@ impl Daemon {
             "opened the store (journal replayed)"
         );
         let (cores, clock_floor_ms, log) = recover(&store, &config, clock.now_ms())?;
-        // Alerts are kept only for endpoints to take (an outbox nobody drains would only grow).
-        store.set_outbox_enabled(!config.webhooks.endpoints.is_empty());
-        let delivery = (!config.webhooks.endpoints.is_empty()).then(|| {
-            Delivery::start(
-                store.clone(),
-                config.webhooks.endpoints.clone(),
-                config.webhooks.terms,
-            )
-        });
+        let mut endpoints = config.webhooks.endpoints.clone();
+        for stored in store.webhook_endpoints()? {
+            match crate::webhooks::endpoints::from_stored(&stored) {
+                Some(endpoint) if stored.active => endpoints.push(endpoint),
+                Some(_) => {}
+                None => {
+                    tracing::warn!(id = %stored.id, url = %stored.url, "a stored webhook endpoint's URL no longer parses; skipped");
+                }
+            }
+        }
+        let delivery = Some(Delivery::start(
+            store.clone(),
+            endpoints,
+            config.webhooks.terms,
+        ));
         // Shards and the janitor see time that never goes back, from the newest stored event on.
         let clock: Arc<dyn Clock> = Arc::new(NeverBackwards::new(clock, clock_floor_ms));
         // Answers are awaited by tasks on the server thread, so they are released there.
@@ -425,6 +431,7 @@ fn serve_on_this_thread(
     } = parts;
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let delivery_stats = delivery.as_ref().map(Delivery::stats);
+    let delivery_control = delivery.as_ref().map(Delivery::control);
     let system = actix::System::new();
     let commits = committer.sender();
     let shard_store = store.clone();
@@ -498,6 +505,10 @@ fn serve_on_this_thread(
                 telemetry,
                 test_clock,
                 set_locks: api::SetLocks::default(),
+                webhooks: api::WebhookAdmin {
+                    control: delivery_control.expect("delivery runs with the API"),
+                    configured: config.webhooks.endpoints.clone(),
+                },
                 limits: api::BodyLimits {
                     body_bytes_max: config.http.body_bytes_max as usize,
                     read_timeout: Duration::from_millis(config.http.read_timeout_ms),

@@ -165,3 +165,137 @@ async fn a_receiver_that_was_down_gets_the_backlog_in_order_after_a_restart() {
     );
     assert!(received.iter().all(signed_by_the_secret));
 }
+
+#[tokio::test]
+async fn endpoints_made_through_the_api_get_events_from_then_on_signed_with_their_own_secret() {
+    use hyper::Method;
+    use serde_json::json;
+    let configured = Receiver::start().await;
+    let receiver = Receiver::start().await;
+    let daemon = TestDaemon::start_with(|c| with_endpoint(c, &configured), Default::default());
+    let admin = daemon.client(Role::Admin).await;
+    admin
+        .admin()
+        .create_customer("early", "assistant")
+        .await
+        .unwrap();
+    configured.accepted(1).await;
+    let http = tally::http::HttpClient::new(
+        daemon.daemon().http_addr().unwrap(),
+        Some(daemon.key(Role::Admin)),
+    );
+    let body = json!({"url": receiver.url(), "events": ["customer.created", "balance.topped_up"],
+                      "description": "the product"});
+    let created = http.post("/webhooks", &body).await.unwrap();
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let endpoint = created.data().clone();
+    let (id, secret) = (
+        endpoint["id"].as_str().unwrap().to_owned(),
+        endpoint["secretKey"].as_str().unwrap().to_owned(),
+    );
+    assert!(id.starts_with("wh_") && secret.starts_with("whsec_"));
+    assert_eq!(endpoint["object"], "webhook");
+    assert_eq!(endpoint["isActive"], true);
+
+    // Events from now on (not "early"'s), the ones it asked for, signed with its secret.
+    admin
+        .admin()
+        .create_customer("later", "assistant")
+        .await
+        .unwrap();
+    admin
+        .admin()
+        .top_up("later", TopUpAmount::Units(10_000), None)
+        .await
+        .unwrap();
+    admin.admin().close_period("later").await.unwrap();
+    let got = receiver.accepted(2).await;
+    let events: Vec<(String, String)> = got
+        .iter()
+        .map(|r| {
+            let body = r.json();
+            let customer = body["data"]["id"]
+                .as_str()
+                .or(body["data"]["customerId"].as_str());
+            (r.event.clone(), customer.unwrap().to_owned())
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("customer.created".to_string(), "later".to_string()),
+            ("balance.topped_up".into(), "later".into()),
+        ]
+    );
+    for r in &got {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(&r.body);
+        assert_eq!(hex::encode(mac.finalize().into_bytes()), r.signature);
+    }
+
+    // Listed with the configured one; tested; the configured one is changed only in the file.
+    let listed = http.get("/webhooks").await.unwrap();
+    let ids: Vec<&str> = listed.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&id.as_str()));
+    let tested = http
+        .post(&format!("/webhooks/{id}/test"), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(tested.data()["success"], true, "{:?}", tested.body);
+    assert_eq!(receiver.accepted(3).await[2].event, "webhook.test");
+    let configured_id = ids.iter().find(|i| **i != id).unwrap().to_string();
+    let refused = http
+        .send(
+            Method::DELETE,
+            &format!("/api/v1/webhooks/{configured_id}"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((refused.status, refused.code()), (409, "webhook_in_config"));
+
+    // Turned off, then deleted: nothing more reaches it.
+    let off = http
+        .send(
+            Method::PUT,
+            &format!("/api/v1/webhooks/{id}"),
+            Some(&json!({"isActive": false})),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(off.data()["isActive"], false);
+    let deleted = http
+        .send(Method::DELETE, &format!("/api/v1/webhooks/{id}"), None, &[])
+        .await
+        .unwrap();
+    assert_eq!(deleted.data()["deleted"], true);
+    let again = http
+        .send(Method::DELETE, &format!("/api/v1/webhooks/{id}"), None, &[])
+        .await
+        .unwrap();
+    assert_eq!((again.status, again.code()), (404, "webhook_not_found"));
+    admin
+        .admin()
+        .create_customer("last", "assistant")
+        .await
+        .unwrap();
+    configured.accepted(5).await;
+    assert_eq!(
+        receiver.received().len(),
+        3,
+        "nothing after it was turned off"
+    );
+    let bad = http
+        .post("/webhooks", &json!({"url": "ftp://x", "events": []}))
+        .await
+        .unwrap();
+    assert_eq!((bad.status, bad.code()), (400, "validation_error"));
+}

@@ -14,6 +14,7 @@ mod sandbox;
 mod subscriptions;
 mod usage;
 mod views;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +40,14 @@ use extract::Caller;
 #[derive(Clone)]
 pub struct ApiState(Arc<Shared>);
 
+/// What the webhook endpoints' routes act on.
+pub struct WebhookAdmin {
+    /// Starts, stops and tests endpoints on the delivery thread.
+    pub control: crate::webhooks::delivery::DeliveryControl,
+    /// The endpoints of `config.toml` (listed and tested, changed only there).
+    pub configured: Vec<crate::webhooks::delivery::Endpoint>,
+}
+
 /// The parts of the daemon the API uses.
 pub struct Shared {
     /// The same router the QUIC server uses.
@@ -58,6 +67,8 @@ pub struct Shared {
     pub test_clock: Option<Arc<TestClock>>,
     /// Body limits.
     pub limits: BodyLimits,
+    /// Webhook endpoints: the running delivery's control, and those of `config.toml`.
+    pub webhooks: WebhookAdmin,
     /// `PUT /usage` reads a counter and then records the difference: one at a time per
     /// customer and feature, so two concurrent sets cannot both add it.
     pub set_locks: SetLocks,
@@ -225,6 +236,14 @@ pub fn routes(state: ApiState) -> axum::Router {
             "/test-clock/process-billing",
             post(sandbox::process_billing),
         )
+        .route("/webhooks", get(webhooks::list).post(webhooks::create))
+        .route(
+            "/webhooks/{id}",
+            get(webhooks::get)
+                .put(webhooks::update)
+                .delete(webhooks::delete),
+        )
+        .route("/webhooks/{id}/test", post(webhooks::test))
         .route("/x-tally/holds", post(holds::reserve))
         .route("/x-tally/holds/{id}/settle", post(holds::settle))
         .route("/x-tally/holds/{id}/release", post(holds::release))

@@ -300,21 +300,6 @@ pub(super) fn billing_config(raw: &BillingToml, errors: &mut Vec<String>) -> Bil
     config
 }
 
-/// The event names Tally sends, as Commet names them.
-pub(super) const WEBHOOK_EVENTS: &[&str] = &[
-    "customer.created",
-    "subscription.plan_changed",
-    "balance.topped_up",
-    "balance.low",
-    "balance.depleted",
-    "credits.purchased",
-    "credits.low",
-    "credits.depleted",
-    "quota.threshold_reached",
-    "quota.exceeded",
-    "invoice.created",
-];
-
 pub(super) fn webhooks_config(
     endpoints: &[WebhookToml],
     delivery: &WebhookDeliveryToml,
@@ -330,26 +315,19 @@ pub(super) fn webhooks_config(
                 raw.secret.len()
             ));
         }
-        let url = match raw.url.parse::<hyper::Uri>() {
-            Ok(url)
-                if matches!(url.scheme_str(), Some("http" | "https")) && url.host().is_some() =>
-            {
-                url
-            }
-            _ => {
-                errors.push(format!(
-                    "{at}.url: `{}` is not an http:// or https:// URL",
-                    raw.url
-                ));
-                continue;
-            }
+        let Some(url) = crate::webhooks::endpoints::parse_url(&raw.url) else {
+            errors.push(format!(
+                "{at}.url: `{}` is not an http:// or https:// URL",
+                raw.url
+            ));
+            continue;
         };
         let events = raw.events.as_ref().map(|events| {
             for event in events {
-                if !WEBHOOK_EVENTS.contains(&event.as_str()) {
+                if !crate::webhooks::endpoints::EVENTS.contains(&event.as_str()) {
                     errors.push(format!(
                         "{at}.events: Tally never sends `{event}`; it sends {}",
-                        WEBHOOK_EVENTS.join(", ")
+                        crate::webhooks::endpoints::EVENTS.join(", ")
                     ));
                 }
             }

@@ -222,6 +222,7 @@ impl Store {
                 events: db.keyspace("outbox", data_keyspace)?,
                 cursors: db.keyspace("webhook_cursors", KeyspaceCreateOptions::default)?,
                 failed: db.keyspace("webhook_failed", KeyspaceCreateOptions::default)?,
+                endpoints: db.keyspace("webhook_endpoints", KeyspaceCreateOptions::default)?,
             },
             next_outbox: AtomicU64::new(next_outbox),
             outbox_head: tokio::sync::watch::channel(next_outbox).0,

@@ -50,11 +50,33 @@ pub struct StoredFailure {
     pub reason: String,
 }
 
+/// An endpoint added through the API (`webhook_endpoints`: id → this, JSON).
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+pub struct StoredEndpoint {
+    /// `wh_…`.
+    pub id: String,
+    /// The receiver.
+    pub url: String,
+    /// What signatures are keyed with.
+    pub secret: String,
+    /// The event names it takes; `None`: every one.
+    pub events: Option<Vec<String>>,
+    /// The owner's note.
+    pub description: Option<String>,
+    /// Whether events are delivered to it.
+    pub active: bool,
+    /// The API version it asked for, if any.
+    pub api_version: Option<String>,
+    /// When it was created.
+    pub created_at_ms: u64,
+}
+
 /// The outbox keyspaces and where numbering stands.
 pub(super) struct Outbox {
     pub(super) events: Keyspace,
     pub(super) cursors: Keyspace,
     pub(super) failed: Keyspace,
+    pub(super) endpoints: Keyspace,
 }
 
 fn decode_alert(bytes: &[u8]) -> Result<StoredAlert, RecordError> {
@@ -191,6 +213,51 @@ impl Store {
         }
         batch.commit()?;
         Ok(())
+    }
+
+    /// The endpoints added through the API, by id.
+    pub fn webhook_endpoints(&self) -> Result<Vec<StoredEndpoint>, StoreError> {
+        let mut found = Vec::new();
+        for guard in self.outbox.endpoints.iter() {
+            let (_, value) = guard.into_inner()?;
+            found.push(
+                serde_json::from_slice(&value).map_err(|e| RecordError::Corrupt {
+                    what: "webhook endpoint",
+                    reason: e.to_string(),
+                })?,
+            );
+        }
+        Ok(found)
+    }
+
+    /// Keeps `endpoint` (a new one, or new values of one), synced.
+    pub fn put_webhook_endpoint(&self, endpoint: &StoredEndpoint) -> Result<(), StoreError> {
+        let record = serde_json::to_vec(endpoint).expect("an endpoint serializes");
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+        batch.insert(&self.outbox.endpoints, endpoint.id.as_str(), record);
+        batch.commit()?;
+        Ok(())
+    }
+
+    /// Forgets endpoint `id` with its cursor, synced; `false` if there was none.
+    pub fn remove_webhook_endpoint(&self, id: &str) -> Result<bool, StoreError> {
+        if self.outbox.endpoints.get(id)?.is_none() {
+            return Ok(false);
+        }
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+        batch.remove(&self.outbox.endpoints, id);
+        batch.remove(&self.outbox.cursors, id);
+        batch.commit()?;
+        Ok(true)
+    }
+
+    /// Starts endpoint `id` at the outbox's head: it takes the events from now on, not the
+    /// ones kept for others.
+    pub fn start_webhook_at_head(&self, id: &str) -> Result<(), StoreError> {
+        match self.next_outbox.load(Ordering::Relaxed).checked_sub(1) {
+            Some(last) => self.webhook_done(id, last, None),
+            None => Ok(()),
+        }
     }
 
     /// The events `endpoint` never took, oldest first.

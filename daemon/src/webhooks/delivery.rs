@@ -5,9 +5,9 @@
 //! endpoint takes one event at a time, so it sees each customer's events in order; a slow or dead
 //! endpoint only holds up its own task.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use sha2::{Digest, Sha256};
 use tally_protocol::message::WebhookStats;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::payload;
 use crate::store::outbox::{StoredAlert, StoredFailure};
@@ -91,21 +91,7 @@ pub struct Delivery {
     stop: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
     stats: DeliveryStats,
-}
-
-/// What `stats` reads of delivery: each endpoint's counters and the outbox's head.
-#[derive(Debug, Clone)]
-pub struct DeliveryStats {
-    counters: Arc<[Counters]>,
-    head: watch::Receiver<u64>,
-}
-
-impl DeliveryStats {
-    /// Each endpoint's figures now.
-    pub fn snapshot(&self) -> Vec<WebhookStats> {
-        let next = *self.head.borrow();
-        self.counters.iter().map(|c| c.stats(next)).collect()
-    }
+    control: DeliveryControl,
 }
 
 /// One endpoint's figures since start, for `stats` and `/metrics`.
@@ -142,21 +128,82 @@ impl Counters {
 
 type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
+/// Each endpoint's counters, by endpoint id.
+type CounterMap = Arc<Mutex<BTreeMap<String, Arc<Counters>>>>;
+
+/// What `stats` reads of delivery: each endpoint's counters and the outbox's head.
+#[derive(Debug, Clone)]
+pub struct DeliveryStats {
+    counters: CounterMap,
+    head: watch::Receiver<u64>,
+}
+
+impl DeliveryStats {
+    /// Each endpoint's figures now.
+    pub fn snapshot(&self) -> Vec<WebhookStats> {
+        let next = *self.head.borrow();
+        let counters = self.counters.lock().expect("counters lock");
+        counters.values().map(|c| c.stats(next)).collect()
+    }
+}
+
+/// What the delivery thread is told while it runs.
+enum Control {
+    /// Deliver to this endpoint (again, if it was: a changed endpoint restarts).
+    Start(Endpoint),
+    /// Stop delivering to the endpoint with this id.
+    Stop(String),
+    /// Send one test event to the endpoint and say how it went.
+    Test(Endpoint, oneshot::Sender<Result<(), String>>),
+}
+
+/// Adds, changes and removes endpoints of the running delivery (the API's endpoints).
+#[derive(Clone)]
+pub struct DeliveryControl {
+    sender: mpsc::UnboundedSender<Control>,
+    store: Arc<Store>,
+}
+
+impl DeliveryControl {
+    /// Delivers to `endpoint` from now on (events from its cursor on; set it first).
+    pub fn start(&self, endpoint: Endpoint) {
+        self.store.set_outbox_enabled(true);
+        let _ = self.sender.send(Control::Start(endpoint));
+    }
+
+    /// Stops delivering to endpoint `id`.
+    pub fn stop(&self, id: &str) {
+        let _ = self.sender.send(Control::Stop(id.to_owned()));
+    }
+
+    /// Sends `endpoint` one signed `webhook.test` event, from the delivery thread.
+    pub async fn test(&self, endpoint: Endpoint) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Control::Test(endpoint, reply))
+            .map_err(|_| "webhook delivery has stopped".to_string())?;
+        answer
+            .await
+            .map_err(|_| "webhook delivery has stopped".to_string())?
+    }
+}
+
 impl Delivery {
-    /// Starts delivering `store`'s outbox to `endpoints`.
+    /// Starts delivering `store`'s outbox to `endpoints` (more can be added through
+    /// [`Delivery::control`]).
     pub fn start(store: Arc<Store>, endpoints: Vec<Endpoint>, terms: DeliveryTerms) -> Delivery {
         let (stop, stopped) = watch::channel(false);
-        let counters: Arc<[Counters]> = endpoints
-            .iter()
-            .map(|e| Counters {
-                endpoint: (e.id.clone(), e.url.to_string()),
-                ..Counters::default()
-            })
-            .collect();
-        let shared = counters.clone();
+        let (sender, controls) = mpsc::unbounded_channel();
+        // Alerts are kept only while some endpoint takes them (one nobody drains would grow).
+        store.set_outbox_enabled(!endpoints.is_empty());
+        let counters = CounterMap::default();
         let stats = DeliveryStats {
             counters: counters.clone(),
             head: store.watch_outbox(),
+        };
+        let control = DeliveryControl {
+            sender,
+            store: store.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("tallyd-webhooks".into())
@@ -165,44 +212,32 @@ impl Delivery {
                     .enable_all()
                     .build()
                     .expect("a runtime for webhook delivery");
-                runtime.block_on(async move {
-                    let client = https_client();
-                    let mut tasks: Vec<_> = endpoints
-                        .into_iter()
-                        .enumerate()
-                        .map(|(index, endpoint)| {
-                            tokio::spawn(serve_endpoint(
-                                store.clone(),
-                                endpoint,
-                                terms,
-                                client.clone(),
-                                stopped.clone(),
-                                (shared.clone(), index),
-                            ))
-                        })
-                        .collect();
-                    tasks.push(tokio::spawn(purge_delivered(
-                        store.clone(),
-                        terms,
-                        shared,
-                        stopped.clone(),
-                    )));
-                    for task in tasks {
-                        let _ = task.await;
-                    }
-                });
+                let supervisor = Supervisor {
+                    store,
+                    terms,
+                    client: https_client(),
+                    counters,
+                    running: HashMap::new(),
+                };
+                runtime.block_on(supervisor.run(endpoints, controls, stopped));
             })
             .expect("starting the webhook thread");
         Delivery {
             stop,
             thread: Some(thread),
             stats,
+            control,
         }
     }
 
     /// What `stats` reads of delivery.
     pub fn stats(&self) -> DeliveryStats {
         self.stats.clone()
+    }
+
+    /// Adds, changes and removes endpoints while it runs.
+    pub fn control(&self) -> DeliveryControl {
+        self.control.clone()
     }
 
     /// Stops delivering (an attempt in flight is abandoned; its event is delivered again after
@@ -223,6 +258,118 @@ impl Drop for Delivery {
     fn drop(&mut self) {
         self.stop_and_join();
     }
+}
+
+/// The delivery thread's state: one task per endpoint, started and stopped as told.
+struct Supervisor {
+    store: Arc<Store>,
+    terms: DeliveryTerms,
+    client: HttpsClient,
+    counters: CounterMap,
+    running: HashMap<String, (watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+}
+
+impl Supervisor {
+    async fn run(
+        mut self,
+        endpoints: Vec<Endpoint>,
+        mut controls: mpsc::UnboundedReceiver<Control>,
+        mut stopped: watch::Receiver<bool>,
+    ) {
+        for endpoint in endpoints {
+            self.start(endpoint).await;
+        }
+        let (purge_stop, purge_stopped) = watch::channel(false);
+        let purge = tokio::spawn(purge_delivered(
+            self.store.clone(),
+            self.terms,
+            self.counters.clone(),
+            purge_stopped,
+        ));
+        loop {
+            tokio::select! {
+                control = controls.recv() => match control {
+                    Some(Control::Start(endpoint)) => self.start(endpoint).await,
+                    Some(Control::Stop(id)) => {
+                        self.stop(&id).await;
+                        self.counters.lock().expect("counters lock").remove(&id);
+                        self.store.set_outbox_enabled(!self.running.is_empty());
+                    }
+                    Some(Control::Test(endpoint, reply)) => {
+                        let (client, terms) = (self.client.clone(), self.terms);
+                        tokio::spawn(async move {
+                            let _ = reply.send(send_test(&client, &endpoint, terms).await);
+                        });
+                    }
+                    None => break,
+                },
+                _ = stopped.changed() => break,
+            }
+        }
+        let ids: Vec<String> = self.running.keys().cloned().collect();
+        for id in ids {
+            self.stop(&id).await;
+        }
+        let _ = purge_stop.send(true);
+        let _ = purge.await;
+    }
+
+    async fn start(&mut self, endpoint: Endpoint) {
+        self.stop(&endpoint.id).await;
+        let counters = Arc::new(Counters {
+            endpoint: (endpoint.id.clone(), endpoint.url.to_string()),
+            ..Counters::default()
+        });
+        self.counters
+            .lock()
+            .expect("counters lock")
+            .insert(endpoint.id.clone(), counters.clone());
+        let (stop, stopped) = watch::channel(false);
+        let id = endpoint.id.clone();
+        let task = tokio::spawn(serve_endpoint(
+            self.store.clone(),
+            endpoint,
+            self.terms,
+            self.client.clone(),
+            stopped,
+            counters,
+        ));
+        self.running.insert(id, (stop, task));
+    }
+
+    async fn stop(&mut self, id: &str) {
+        if let Some((stop, task)) = self.running.remove(id) {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
+    }
+}
+
+/// One signed `webhook.test` event, one attempt.
+async fn send_test(
+    client: &HttpsClient,
+    endpoint: &Endpoint,
+    terms: DeliveryTerms,
+) -> Result<(), String> {
+    let data =
+        serde_json::json!({ "endpointId": endpoint.id, "message": "a test event from tallyd" });
+    let alert = StoredAlert {
+        event: "webhook.test".into(),
+        customer: String::new(),
+        at_ms: now_ms(),
+        data: serde_json::to_vec(&data).expect("JSON values serialize"),
+    };
+    let body = payload::envelope(
+        u64::MAX,
+        &alert.event,
+        alert.at_ms,
+        terms.sandbox,
+        &alert.data,
+    )
+    .map(Bytes::from)
+    .map_err(|e| e.to_string())?;
+    let signature = payload::signature(&endpoint.secret, &body);
+    attempt(client, endpoint, terms, u64::MAX, &alert, &body, &signature).await
 }
 
 /// HTTP and HTTPS (the system's roots; none found, HTTPS endpoints fail their handshake).
@@ -257,9 +404,9 @@ async fn serve_endpoint(
     terms: DeliveryTerms,
     client: HttpsClient,
     mut stop: watch::Receiver<bool>,
-    (counters, index): (Arc<[Counters]>, usize),
+    counters: Arc<Counters>,
 ) {
-    let counters = &counters[index];
+    let counters = &*counters;
     let mut head = store.watch_outbox();
     let mut cursor = match store.webhook_cursor(&endpoint.id) {
         Ok(cursor) => cursor,
@@ -462,7 +609,7 @@ fn failure(number: u64, alert: &StoredAlert, attempts: u32, reason: String) -> S
 async fn purge_delivered(
     store: Arc<Store>,
     terms: DeliveryTerms,
-    counters: Arc<[Counters]>,
+    counters: CounterMap,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -470,7 +617,9 @@ async fn purge_delivered(
             return;
         }
         let done = counters
-            .iter()
+            .lock()
+            .expect("counters lock")
+            .values()
             .map(|c| c.done.load(Ordering::Relaxed))
             .min()
             .unwrap_or(0);

@@ -4,4 +4,5 @@
 //! outbox order, off the shards' and the QUIC server's threads.
 
 pub mod delivery;
+pub mod endpoints;
 pub mod payload;
