@@ -103,11 +103,13 @@ fn run_against_a_sandbox(
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), serde_json::to_vec(&deliveries).unwrap()).unwrap();
     let path = file.path().to_str().unwrap();
+    let receiver_url = receiver.url();
     let stdout = run(
         verifier,
         &[
             ("TALLY_WEBHOOKS", path),
             ("TALLY_WEBHOOK_SECRET", WEBHOOK_SECRET),
+            ("TALLY_RECEIVER_URL", &receiver_url),
         ],
     );
     assert!(

@@ -239,8 +239,10 @@ pub fn routes(state: ApiState) -> axum::Router {
         .route("/webhooks", get(webhooks::list).post(webhooks::create))
         .route(
             "/webhooks/{id}",
+            // Node's SDK updates with PUT, Python's with PATCH.
             get(webhooks::get)
                 .put(webhooks::update)
+                .patch(webhooks::update)
                 .delete(webhooks::delete),
         )
         .route("/webhooks/{id}/test", post(webhooks::test))

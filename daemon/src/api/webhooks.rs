@@ -27,7 +27,7 @@ pub(super) struct CreateBody {
     api_version: Option<String>,
 }
 
-/// `PUT /webhooks/{id}` body.
+/// `PUT`/`PATCH /webhooks/{id}` body.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct UpdateBody {
@@ -85,7 +85,7 @@ fn configured_view(endpoint: &Endpoint) -> Value {
         "description": "defined in config.toml",
         "isActive": true,
         "apiVersion": null,
-        "createdAt": null,
+        "createdAt": iso(0),
     })
 }
 
@@ -182,7 +182,7 @@ pub(super) async fn get(
     Ok(ok(view(&stored(&state, &id)?)).into_response())
 }
 
-/// `PUT /webhooks/{id}`: new values; delivery restarts with them (or stops, inactive).
+/// `PUT` (or `PATCH`) `/webhooks/{id}`: new values; delivery restarts with them (or stops, inactive).
 pub(super) async fn update(
     State(state): State<ApiState>,
     caller: Caller,
@@ -261,6 +261,8 @@ pub(super) async fn test(
     };
     let sent = state.webhooks.control.test(endpoint).await;
     let answer = json!({
+        "object": "webhook_delivery",
+        "livemode": false,
         "success": sent.is_ok(),
         "deliveryId": endpoints::random_token("whd_"),
         "deliveredAt": iso(state.clock.now_ms()),
