@@ -299,3 +299,82 @@ async fn endpoints_made_through_the_api_get_events_from_then_on_signed_with_thei
         .unwrap();
     assert_eq!((bad.status, bad.code()), (400, "validation_error"));
 }
+
+#[tokio::test]
+async fn an_event_never_taken_is_dead_lettered_listed_and_redelivered_by_command() {
+    use serde_json::json;
+    let receiver = Receiver::start().await;
+    receiver.set_failing(true);
+    let daemon = TestDaemon::start_with(
+        |c| {
+            with_endpoint(c, &receiver);
+            // No retry window: a refused event is dead-lettered at once and the next follows.
+            c.webhooks.terms.retry_for = Duration::ZERO;
+        },
+        Default::default(),
+    );
+    let admin = daemon.client(Role::Admin).await;
+    for customer in ["a", "b", "c", "d"] {
+        admin
+            .admin()
+            .create_customer(customer, "assistant")
+            .await
+            .unwrap();
+    }
+    // Events go one at a time: once d's is tried, a's to c's were given up on and noted.
+    let tried = receiver.attempts(4).await;
+    let customers: Vec<String> = tried
+        .iter()
+        .map(|r| r.json()["data"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(customers, ["a", "b", "c", "d"], "each tried once, in order");
+    let http = tally::http::HttpClient::new(
+        daemon.daemon().http_addr().unwrap(),
+        Some(daemon.key(Role::Admin)),
+    );
+    let id = daemon.config.webhooks.endpoints[0].id.clone();
+    let failed = http
+        .get(&format!("/x-tally/webhooks/{id}/failed"))
+        .await
+        .unwrap();
+    let listed: Vec<&str> = failed.data()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["eventId"].as_str().unwrap())
+        .collect();
+    assert!(listed.len() >= 3, "{:?}", failed.body);
+    assert!(failed.data()["data"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("500"));
+
+    receiver.set_failing(false);
+    let again = http
+        .post(&format!("/x-tally/webhooks/{id}/redeliver"), &json!({}))
+        .await
+        .unwrap();
+    let outcomes = again.data()["data"].as_array().unwrap().clone();
+    assert!(outcomes.len() >= 3);
+    assert!(
+        outcomes.iter().all(|o| o["success"] == true),
+        "{outcomes:?}"
+    );
+    let accepted = receiver.accepted(outcomes.len()).await;
+    assert!(accepted.iter().all(signed_by_the_secret));
+    let first: Vec<String> = accepted
+        .iter()
+        .take(3)
+        .map(|r| r.json()["data"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(first, ["a", "b", "c"]);
+    let left = http
+        .get(&format!("/x-tally/webhooks/{id}/failed"))
+        .await
+        .unwrap();
+    let left = left.data()["data"].as_array().unwrap().len();
+    assert!(
+        left <= 1,
+        "only d's may be left, given up on after the redelivery began"
+    );
+}

@@ -246,6 +246,11 @@ pub fn routes(state: ApiState) -> axum::Router {
                 .delete(webhooks::delete),
         )
         .route("/webhooks/{id}/test", post(webhooks::test))
+        .route("/x-tally/webhooks/{id}/failed", get(webhooks::failed))
+        .route(
+            "/x-tally/webhooks/{id}/redeliver",
+            post(webhooks::redeliver),
+        )
         .route("/x-tally/holds", post(holds::reserve))
         .route("/x-tally/holds/{id}/settle", post(holds::settle))
         .route("/x-tally/holds/{id}/release", post(holds::release))

@@ -247,6 +247,70 @@ pub(super) async fn delete(
     Ok(ok(json!({ "id": id, "deleted": true })).into_response())
 }
 
+/// The endpoint `id` as delivery takes it, from the config or the store.
+fn delivery_endpoint(state: &ApiState, id: &str) -> Result<Endpoint, ApiError> {
+    match configured(state, id) {
+        Some(endpoint) => Ok(endpoint.clone()),
+        None => endpoints::from_stored(&stored(state, id)?)
+            .ok_or_else(|| ApiError::invalid("url", "the endpoint's URL does not parse")),
+    }
+}
+
+/// `GET /x-tally/webhooks/{id}/failed`: the events the endpoint never took (dead letters).
+pub(super) async fn failed(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin_only(caller, "list_webhook_failures")?;
+    delivery_endpoint(&state, &id)?;
+    let failures = state
+        .store
+        .webhook_failures(&id)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let data: Vec<Value> = failures
+        .iter()
+        .map(|f| {
+            json!({
+                "eventId": crate::webhooks::payload::event_id(f.number),
+                "event": f.event,
+                "attempts": f.attempts,
+                "lastAttemptAt": iso(f.last_attempt_ms),
+                "reason": f.reason,
+            })
+        })
+        .collect();
+    Ok(ok(json!({ "object": "list", "data": data })).into_response())
+}
+
+/// `POST /x-tally/webhooks/{id}/redeliver`: the endpoint's dead letters sent again, one attempt
+/// each; those it takes stop being dead letters.
+pub(super) async fn redeliver(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin_only(caller, "redeliver_webhooks")?;
+    let endpoint = delivery_endpoint(&state, &id)?;
+    let outcomes = state
+        .webhooks
+        .control
+        .redeliver(endpoint)
+        .await
+        .map_err(ApiError::internal)?;
+    let data: Vec<Value> = outcomes
+        .into_iter()
+        .map(|(number, outcome)| {
+            json!({
+                "eventId": crate::webhooks::payload::event_id(number),
+                "success": outcome.is_ok(),
+                "error": outcome.err(),
+            })
+        })
+        .collect();
+    Ok(ok(json!({ "object": "list", "data": data })).into_response())
+}
+
 /// `POST /webhooks/{id}/test`: one signed `webhook.test` event, one attempt.
 pub(super) async fn test(
     State(state): State<ApiState>,
@@ -254,11 +318,7 @@ pub(super) async fn test(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     admin_only(caller, "test_webhook")?;
-    let endpoint = match configured(&state, &id) {
-        Some(endpoint) => endpoint.clone(),
-        None => endpoints::from_stored(&stored(&state, &id)?)
-            .ok_or_else(|| ApiError::invalid("url", "the endpoint's URL does not parse"))?,
-    };
+    let endpoint = delivery_endpoint(&state, &id)?;
     let sent = state.webhooks.control.test(endpoint).await;
     let answer = json!({
         "object": "webhook_delivery",

@@ -260,6 +260,20 @@ impl Store {
         }
     }
 
+    /// Event `number` of the outbox, if it is still kept.
+    pub fn outbox_event(&self, number: u64) -> Result<Option<StoredAlert>, StoreError> {
+        match self.outbox.events.get(number.to_be_bytes())? {
+            Some(bytes) => Ok(Some(decode_alert(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Forgets `endpoint`'s dead letter of event `number` (it was delivered after all).
+    pub fn forget_webhook_failure(&self, endpoint: &str, number: u64) -> Result<(), StoreError> {
+        self.outbox.failed.remove(failure_key(endpoint, number))?;
+        Ok(())
+    }
+
     /// The events `endpoint` never took, oldest first.
     pub fn webhook_failures(&self, endpoint: &str) -> Result<Vec<StoredFailure>, StoreError> {
         let mut prefix = endpoint.as_bytes().to_vec();

@@ -155,6 +155,8 @@ enum Control {
     Stop(String),
     /// Send one test event to the endpoint and say how it went.
     Test(Endpoint, oneshot::Sender<Result<(), String>>),
+    /// Send the endpoint's dead letters again, one attempt each; say which were taken.
+    Redeliver(Endpoint, oneshot::Sender<Vec<(u64, Result<(), String>)>>),
 }
 
 /// Adds, changes and removes endpoints of the running delivery (the API's endpoints).
@@ -174,6 +176,21 @@ impl DeliveryControl {
     /// Stops delivering to endpoint `id`.
     pub fn stop(&self, id: &str) {
         let _ = self.sender.send(Control::Stop(id.to_owned()));
+    }
+
+    /// Sends `endpoint`'s dead letters again (one attempt each, from the delivery thread); the
+    /// ones it takes are no longer dead letters. Returns each one's outcome.
+    pub async fn redeliver(
+        &self,
+        endpoint: Endpoint,
+    ) -> Result<Vec<(u64, Result<(), String>)>, String> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Control::Redeliver(endpoint, reply))
+            .map_err(|_| "webhook delivery has stopped".to_string())?;
+        answer
+            .await
+            .map_err(|_| "webhook delivery has stopped".to_string())
     }
 
     /// Sends `endpoint` one signed `webhook.test` event, from the delivery thread.
@@ -301,6 +318,13 @@ impl Supervisor {
                             let _ = reply.send(send_test(&client, &endpoint, terms).await);
                         });
                     }
+                    Some(Control::Redeliver(endpoint, reply)) => {
+                        let (client, terms, store) =
+                            (self.client.clone(), self.terms, self.store.clone());
+                        tokio::spawn(async move {
+                            let _ = reply.send(redeliver(&store, &client, &endpoint, terms).await);
+                        });
+                    }
                     None => break,
                 },
                 _ = stopped.changed() => break,
@@ -343,6 +367,60 @@ impl Supervisor {
             let _ = task.await;
         }
     }
+}
+
+/// Each dead letter of `endpoint` sent again, one attempt, in order.
+async fn redeliver(
+    store: &Store,
+    client: &HttpsClient,
+    endpoint: &Endpoint,
+    terms: DeliveryTerms,
+) -> Vec<(u64, Result<(), String>)> {
+    let failures = match store.webhook_failures(&endpoint.id) {
+        Ok(failures) => failures,
+        Err(e) => return vec![(0, Err(e.to_string()))],
+    };
+    let mut outcomes = Vec::new();
+    for failure in failures {
+        let outcome = match store.outbox_event(failure.number) {
+            Ok(Some(alert)) => {
+                let body = payload::envelope(
+                    failure.number,
+                    &alert.event,
+                    alert.at_ms,
+                    terms.sandbox,
+                    &alert.data,
+                )
+                .map(Bytes::from)
+                .map_err(|e| e.to_string());
+                match body {
+                    Ok(body) => {
+                        let signature = payload::signature(&endpoint.secret, &body);
+                        attempt(
+                            client,
+                            endpoint,
+                            terms,
+                            failure.number,
+                            &alert,
+                            &body,
+                            &signature,
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Ok(None) => Err("purged from the outbox (past its retention)".into()),
+            Err(e) => Err(e.to_string()),
+        };
+        if outcome.is_ok() {
+            if let Err(e) = store.forget_webhook_failure(&endpoint.id, failure.number) {
+                tracing::warn!(error = %e, "cannot forget a redelivered dead letter");
+            }
+        }
+        outcomes.push((failure.number, outcome));
+    }
+    outcomes
 }
 
 /// One signed `webhook.test` event, one attempt.
