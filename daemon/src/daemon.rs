@@ -30,6 +30,7 @@ use crate::shard::STATS_INTERVAL;
 use crate::stable_hash::{shard_of, stable_hash};
 use crate::store::prices::{self, PriceRecovery};
 use crate::store::{Store, StoreError, StoreFaults, Tail, Write};
+use crate::webhooks::admin::WebhookAdmin;
 use crate::webhooks::delivery::Delivery;
 
 /// File in the data dir where a running daemon writes the address it listens on, so tools find
@@ -431,7 +432,12 @@ fn serve_on_this_thread(
     } = parts;
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let delivery_stats = delivery.as_ref().map(Delivery::stats);
-    let delivery_control = delivery.as_ref().map(Delivery::control);
+    let webhook_admin = delivery.as_ref().map(|delivery| WebhookAdmin {
+        control: delivery.control(),
+        configured: config.webhooks.endpoints.clone(),
+        store: store.clone(),
+        clock: clock.clone(),
+    });
     let system = actix::System::new();
     let commits = committer.sender();
     let shard_store = store.clone();
@@ -475,7 +481,9 @@ fn serve_on_this_thread(
             catalogue,
             shards.router.clone(),
         ));
+        let admin_for_api = webhook_admin.clone();
         let context = Arc::new(ServerContext {
+            webhook_admin,
             webhooks: delivery_stats,
             models: models.clone(),
             router: shards.router.clone(),
@@ -505,10 +513,7 @@ fn serve_on_this_thread(
                 telemetry,
                 test_clock,
                 set_locks: api::SetLocks::default(),
-                webhooks: api::WebhookAdmin {
-                    control: delivery_control.expect("delivery runs with the API"),
-                    configured: config.webhooks.endpoints.clone(),
-                },
+                webhooks: admin_for_api.expect("delivery runs with the API"),
                 limits: api::BodyLimits {
                     body_bytes_max: config.http.body_bytes_max as usize,
                     read_timeout: Duration::from_millis(config.http.read_timeout_ms),

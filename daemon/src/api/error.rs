@@ -195,6 +195,9 @@ impl From<TallyError> for ApiError {
                 ApiError::billing("model_not_in_plan", message).with_param("model")
             }
             TallyError::UnknownHold { .. } => ApiError::not_found("hold_not_found", "id", message),
+            TallyError::UnknownWebhook { .. } => {
+                ApiError::not_found("webhook_not_found", "id", message)
+            }
             TallyError::InsufficientBalance { .. } => {
                 ApiError::billing("insufficient_balance", message)
             }

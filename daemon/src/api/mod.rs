@@ -40,14 +40,6 @@ use extract::Caller;
 #[derive(Clone)]
 pub struct ApiState(Arc<Shared>);
 
-/// What the webhook endpoints' routes act on.
-pub struct WebhookAdmin {
-    /// Starts, stops and tests endpoints on the delivery thread.
-    pub control: crate::webhooks::delivery::DeliveryControl,
-    /// The endpoints of `config.toml` (listed and tested, changed only there).
-    pub configured: Vec<crate::webhooks::delivery::Endpoint>,
-}
-
 /// The parts of the daemon the API uses.
 pub struct Shared {
     /// The same router the QUIC server uses.
@@ -67,8 +59,8 @@ pub struct Shared {
     pub test_clock: Option<Arc<TestClock>>,
     /// Body limits.
     pub limits: BodyLimits,
-    /// Webhook endpoints: the running delivery's control, and those of `config.toml`.
-    pub webhooks: WebhookAdmin,
+    /// Webhook endpoints: added, changed, tested (shared with the QUIC command).
+    pub webhooks: crate::webhooks::admin::WebhookAdmin,
     /// `PUT /usage` reads a counter and then records the difference: one at a time per
     /// customer and feature, so two concurrent sets cannot both add it.
     pub set_locks: SetLocks,

@@ -13,7 +13,10 @@ use super::error::ApiError;
 use super::extract::{Caller, Json, ListShape};
 use super::views::{iso, ok, page};
 use super::{admin_only, ApiState};
+use tally_protocol::message::TallyError;
+
 use crate::store::outbox::StoredEndpoint;
+use crate::webhooks::admin::{self, check};
 use crate::webhooks::delivery::Endpoint;
 use crate::webhooks::endpoints::{self, EVENTS};
 
@@ -38,22 +41,21 @@ pub(super) struct UpdateBody {
     api_version: Option<String>,
 }
 
-fn checked_url(url: &str) -> Result<(), ApiError> {
-    endpoints::parse_url(url).map(|_| ()).ok_or_else(|| {
-        ApiError::invalid("url", format!("`{url}` is not an http:// or https:// URL"))
-    })
+/// A checked URL and events, with the field at fault named (the API's shape of the error).
+fn checked(url: Option<&str>, events: Option<&[String]>) -> Result<(), ApiError> {
+    if let Some(url) = url {
+        check(url, &[]).map_err(|e| ApiError::invalid("url", reason(e)))?;
+    }
+    if let Some(events) = events {
+        check("http://x", events).map_err(|e| ApiError::invalid("events", reason(e)))?;
+    }
+    Ok(())
 }
 
-fn checked_events(events: &[String]) -> Result<(), ApiError> {
-    match events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
-        Some(unknown) => Err(ApiError::invalid(
-            "events",
-            format!(
-                "Tally never sends `{unknown}`; it sends {}",
-                EVENTS.join(", ")
-            ),
-        )),
-        None => Ok(()),
+fn reason(error: TallyError) -> String {
+    match error {
+        TallyError::InvalidRequest { reason } => reason,
+        other => other.to_string(),
     }
 }
 
@@ -89,31 +91,8 @@ fn configured_view(endpoint: &Endpoint) -> Value {
     })
 }
 
-fn stored(state: &ApiState, id: &str) -> Result<StoredEndpoint, ApiError> {
-    state
-        .store
-        .webhook_endpoints()
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .into_iter()
-        .find(|e| e.id == id)
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "webhook_not_found",
-                "id",
-                format!("no webhook endpoint `{id}`"),
-            )
-        })
-}
-
-fn configured<'a>(state: &'a ApiState, id: &str) -> Option<&'a Endpoint> {
-    state.webhooks.configured.iter().find(|e| e.id == id)
-}
-
 fn in_config(id: &str) -> ApiError {
-    ApiError::conflict(
-        "webhook_in_config",
-        format!("webhook endpoint `{id}` is defined in config.toml; change it there"),
-    )
+    ApiError::conflict("webhook_in_config", reason(admin::in_config(id)))
 }
 
 /// `GET /webhooks`.
@@ -144,26 +123,10 @@ pub(super) async fn create(
     Json(body): Json<CreateBody>,
 ) -> Result<Response, ApiError> {
     admin_only(caller, "create_webhook")?;
-    checked_url(&body.url)?;
-    checked_events(&body.events)?;
-    let endpoint = StoredEndpoint {
-        id: endpoints::random_token("wh_"),
-        url: body.url,
-        secret: endpoints::random_token("whsec_"),
-        events: Some(body.events).filter(|events| !events.is_empty()),
-        description: body.description,
-        active: true,
-        api_version: body.api_version,
-        created_at_ms: state.clock.now_ms(),
-    };
-    state
-        .store
-        .put_webhook_endpoint(&endpoint)
-        .and_then(|()| state.store.start_webhook_at_head(&endpoint.id))
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    if let Some(delivery) = endpoints::from_stored(&endpoint) {
-        state.webhooks.control.start(delivery);
-    }
+    checked(Some(&body.url), Some(&body.events))?;
+    let endpoint = state
+        .webhooks
+        .add(body.url, body.events, body.description, body.api_version)?;
     let mut answer = view(&endpoint);
     answer["secretKey"] = endpoint.secret.clone().into();
     Ok((StatusCode::CREATED, ok(answer)).into_response())
@@ -176,10 +139,10 @@ pub(super) async fn get(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     admin_only(caller, "get_webhook")?;
-    if let Some(endpoint) = configured(&state, &id) {
+    if let Some(endpoint) = state.webhooks.configured(&id) {
         return Ok(ok(configured_view(endpoint)).into_response());
     }
-    Ok(ok(view(&stored(&state, &id)?)).into_response())
+    Ok(ok(view(&state.webhooks.stored_one(&id)?)).into_response())
 }
 
 /// `PUT` (or `PATCH`) `/webhooks/{id}`: new values; delivery restarts with them (or stops, inactive).
@@ -190,16 +153,15 @@ pub(super) async fn update(
     Json(body): Json<UpdateBody>,
 ) -> Result<Response, ApiError> {
     admin_only(caller, "update_webhook")?;
-    if configured(&state, &id).is_some() {
+    if state.webhooks.configured(&id).is_some() {
         return Err(in_config(&id));
     }
-    let mut endpoint = stored(&state, &id)?;
+    let mut endpoint = state.webhooks.stored_one(&id)?;
+    checked(body.url.as_deref(), body.events.as_deref())?;
     if let Some(url) = body.url {
-        checked_url(&url)?;
         endpoint.url = url;
     }
     if let Some(events) = body.events {
-        checked_events(&events)?;
         endpoint.events = Some(events).filter(|events| !events.is_empty());
     }
     if let Some(description) = body.description {
@@ -211,14 +173,7 @@ pub(super) async fn update(
     if let Some(version) = body.api_version {
         endpoint.api_version = Some(version);
     }
-    state
-        .store
-        .put_webhook_endpoint(&endpoint)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    match endpoints::from_stored(&endpoint).filter(|_| endpoint.active) {
-        Some(delivery) => state.webhooks.control.start(delivery),
-        None => state.webhooks.control.stop(&endpoint.id),
-    }
+    state.webhooks.update(&endpoint)?;
     Ok(ok(view(&endpoint)).into_response())
 }
 
@@ -229,31 +184,11 @@ pub(super) async fn delete(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     admin_only(caller, "delete_webhook")?;
-    if configured(&state, &id).is_some() {
+    if state.webhooks.configured(&id).is_some() {
         return Err(in_config(&id));
     }
-    let removed = state
-        .store
-        .remove_webhook_endpoint(&id)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    if !removed {
-        return Err(ApiError::not_found(
-            "webhook_not_found",
-            "id",
-            format!("no webhook endpoint `{id}`"),
-        ));
-    }
-    state.webhooks.control.stop(&id);
+    state.webhooks.remove(&id)?;
     Ok(ok(json!({ "id": id, "deleted": true })).into_response())
-}
-
-/// The endpoint `id` as delivery takes it, from the config or the store.
-fn delivery_endpoint(state: &ApiState, id: &str) -> Result<Endpoint, ApiError> {
-    match configured(state, id) {
-        Some(endpoint) => Ok(endpoint.clone()),
-        None => endpoints::from_stored(&stored(state, id)?)
-            .ok_or_else(|| ApiError::invalid("url", "the endpoint's URL does not parse")),
-    }
 }
 
 /// `GET /x-tally/webhooks/{id}/failed`: the events the endpoint never took (dead letters).
@@ -263,11 +198,7 @@ pub(super) async fn failed(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     admin_only(caller, "list_webhook_failures")?;
-    delivery_endpoint(&state, &id)?;
-    let failures = state
-        .store
-        .webhook_failures(&id)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let failures = state.webhooks.failures(&id)?;
     let data: Vec<Value> = failures
         .iter()
         .map(|f| {
@@ -291,20 +222,16 @@ pub(super) async fn redeliver(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     admin_only(caller, "redeliver_webhooks")?;
-    let endpoint = delivery_endpoint(&state, &id)?;
-    let outcomes = state
+    let data: Vec<Value> = state
         .webhooks
-        .control
-        .redeliver(endpoint)
-        .await
-        .map_err(ApiError::internal)?;
-    let data: Vec<Value> = outcomes
+        .redeliver(&id)
+        .await?
         .into_iter()
-        .map(|(number, outcome)| {
+        .map(|(number, error)| {
             json!({
                 "eventId": crate::webhooks::payload::event_id(number),
-                "success": outcome.is_ok(),
-                "error": outcome.err(),
+                "success": error.is_none(),
+                "error": error,
             })
         })
         .collect();
@@ -318,15 +245,14 @@ pub(super) async fn test(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     admin_only(caller, "test_webhook")?;
-    let endpoint = delivery_endpoint(&state, &id)?;
-    let sent = state.webhooks.control.test(endpoint).await;
+    let error = state.webhooks.test(&id).await?;
     let answer = json!({
         "object": "webhook_delivery",
         "livemode": false,
-        "success": sent.is_ok(),
+        "success": error.is_none(),
         "deliveryId": endpoints::random_token("whd_"),
         "deliveredAt": iso(state.clock.now_ms()),
-        "error": sent.err(),
+        "error": error,
     });
     Ok(ok(answer).into_response())
 }

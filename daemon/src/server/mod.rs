@@ -41,6 +41,8 @@ pub struct ServerContext {
     pub models: Arc<crate::models_reload::ModelPrices>,
     /// Webhook delivery's figures, when endpoints are configured.
     pub webhooks: Option<crate::webhooks::delivery::DeliveryStats>,
+    /// Webhook endpoints' management (the `webhooks` command).
+    pub webhook_admin: Option<crate::webhooks::admin::WebhookAdmin>,
     /// Accepted API keys.
     pub keys: ApiKeys,
     /// Limits from `[server]`.

@@ -233,6 +233,12 @@ async fn answer(context: &ServerContext, role: Role, request: Request) -> Reply 
         Ok(()) => match request {
             Request::Stats => Ok(Response::Stats(Box::new(stats(context).await))),
             Request::ReloadModels => context.models.reload().await.map(Response::ModelsReloaded),
+            Request::Webhooks(command) => match &context.webhook_admin {
+                Some(admin) => admin.run(command).await.map(Response::Webhooks),
+                None => Err(TallyError::Unsupported {
+                    operation: "webhooks".into(),
+                }),
+            },
             request => context.router.route(request).await,
         },
     };

@@ -3,6 +3,7 @@
 //! signed so Commet's SDKs verify them — to every endpoint that wants them, at least once and in
 //! outbox order, off the shards' and the QUIC server's threads.
 
+pub mod admin;
 pub mod delivery;
 pub mod endpoints;
 pub mod payload;

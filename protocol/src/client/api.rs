@@ -358,6 +358,14 @@ impl Admin<'_> {
         }
     }
 
+    /// Webhook endpoints: list, add, remove, test; dead letters and their redelivery.
+    pub async fn webhooks(&self, command: WebhookCommand) -> Result<WebhookAnswer, Error> {
+        match self.client.call(Request::Webhooks(command)).await? {
+            Response::Webhooks(answer) => Ok(answer),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// The customer's invoices, oldest first.
     pub async fn list_invoices(&self, customer: &str) -> Result<Vec<InvoiceView>, Error> {
         let request = Request::ListInvoices(CustomerRef {

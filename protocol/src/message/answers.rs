@@ -35,6 +35,8 @@ pub enum Response {
     Progress(ProgressOutcome),
     /// For `reload_models`.
     ModelsReloaded(ModelsReloaded),
+    /// For `webhooks`.
+    Webhooks(WebhookAnswer),
 }
 
 /// Raw usage events of one customer.

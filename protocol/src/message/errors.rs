@@ -128,4 +128,10 @@ pub enum TallyError {
     /// its restart, or to another daemon).
     #[error("the daemon is shutting down")]
     ShuttingDown,
+    /// No webhook endpoint has this id.
+    #[error("unknown webhook endpoint `{id}`")]
+    UnknownWebhook {
+        /// The id asked for.
+        id: String,
+    },
 }

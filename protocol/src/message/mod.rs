@@ -188,6 +188,8 @@ pub enum Request {
     Progress(ProgressRequest),
     /// Admin: re-read the model catalogue from the daemon's configuration file.
     ReloadModels,
+    /// Admin: list, add, remove, test webhook endpoints; their dead letters.
+    Webhooks(WebhookCommand),
 }
 
 impl Request {
@@ -211,7 +213,8 @@ impl Request {
             | Request::CreateCustomer(_)
             | Request::ChangePlan(_)
             | Request::ClosePeriod(_)
-            | Request::ReloadModels => false,
+            | Request::ReloadModels
+            | Request::Webhooks(_) => false,
         }
     }
 
@@ -250,6 +253,7 @@ impl Request {
             Request::Stats => "stats",
             Request::Progress(_) => "progress",
             Request::ReloadModels => "reload_models",
+            Request::Webhooks(_) => "webhooks",
         }
     }
 }

@@ -133,3 +133,89 @@ pub struct TopCustomer {
     /// What that usage cost, in rate units (credits valued at the pack's per-credit price).
     pub spend_units: i64,
 }
+
+/// Admin: what to do with webhook endpoints.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum WebhookCommand {
+    /// Every endpoint, with its delivery figures.
+    List,
+    /// A new endpoint taking `events` (empty: every event) from now on.
+    Add {
+        /// An http:// or https:// URL.
+        url: String,
+        /// Event names.
+        events: Vec<String>,
+    },
+    /// Forget an endpoint added through the API or this command.
+    Remove {
+        /// Its id.
+        id: String,
+    },
+    /// Send one signed `webhook.test` event.
+    Test {
+        /// The endpoint's id.
+        id: String,
+    },
+    /// The events an endpoint never took.
+    Failed {
+        /// The endpoint's id.
+        id: String,
+    },
+    /// Send an endpoint's dead letters again, one attempt each.
+    Redeliver {
+        /// The endpoint's id.
+        id: String,
+    },
+}
+
+/// An endpoint as `webhooks list` shows it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct WebhookEndpointView {
+    /// `wh_…`.
+    pub id: String,
+    /// The receiver.
+    pub url: String,
+    /// Event names (empty: every event).
+    pub events: Vec<String>,
+    /// Whether it was defined in `config.toml` (changed only there).
+    pub configured: bool,
+    /// Whether events are delivered to it.
+    pub active: bool,
+}
+
+/// A dead letter.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct WebhookFailureView {
+    /// `evt_…`.
+    pub event_id: String,
+    /// The event's name.
+    pub event: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When the last one failed, ms since the Unix epoch.
+    pub last_attempt_ms: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// The answer to a [`WebhookCommand`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum WebhookAnswer {
+    /// `List`.
+    Endpoints(Vec<WebhookEndpointView>),
+    /// `Add`: the endpoint and its signing secret (shown this once).
+    Added {
+        /// The endpoint.
+        endpoint: WebhookEndpointView,
+        /// What its signatures are keyed with.
+        secret: String,
+    },
+    /// `Remove`.
+    Removed,
+    /// `Test`: `None` when the endpoint answered 2xx, else why not.
+    Tested(Option<String>),
+    /// `Failed`.
+    Failures(Vec<WebhookFailureView>),
+    /// `Redeliver`: each dead letter's event id and, when it was refused again, why.
+    Redelivered(Vec<(String, Option<String>)>),
+}
