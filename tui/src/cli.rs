@@ -128,6 +128,12 @@ pub enum Command {
         #[command(subcommand)]
         action: ModelsAction,
     },
+    /// Webhook endpoints and their dead letters.
+    Webhooks {
+        /// What to do.
+        #[command(subcommand)]
+        action: WebhooksAction,
+    },
     /// A customer's invoices, oldest first.
     Invoices {
         /// Customer id.
@@ -234,6 +240,41 @@ fn packs(text: &str) -> Result<u32, String> {
             "`{text}` is not allowed; packs are whole numbers from 1 to {TOP_UP_PACKS_MAX}"
         )),
     }
+}
+
+/// `tally webhooks …`.
+#[derive(Debug, Subcommand)]
+pub enum WebhooksAction {
+    /// Every endpoint (those of config.toml too) with its delivery figures.
+    List,
+    /// A new endpoint; prints its signing secret once.
+    Add {
+        /// An http:// or https:// URL.
+        url: String,
+        /// Event names it takes (repeat; none: every event).
+        #[arg(long = "event")]
+        events: Vec<String>,
+    },
+    /// Forget an endpoint added with `add` or the API.
+    Remove {
+        /// The endpoint's id (`wh_…`).
+        id: String,
+    },
+    /// Send the endpoint one signed `webhook.test` event.
+    Test {
+        /// The endpoint's id.
+        id: String,
+    },
+    /// The events the endpoint never took (dead letters).
+    Failed {
+        /// The endpoint's id.
+        id: String,
+    },
+    /// Send the endpoint's dead letters again, one attempt each.
+    Redeliver {
+        /// The endpoint's id.
+        id: String,
+    },
 }
 
 /// `tally models …`.

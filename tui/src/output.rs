@@ -223,6 +223,120 @@ pub fn progress(hold: u64, output: u64, outcome: &ProgressOutcome) -> Output {
     Output { json, human }
 }
 
+/// `tally webhooks …`; `stats` gives the list its delivery figures.
+pub fn webhooks(answer: &WebhookAnswer, stats: &[WebhookStats]) -> Output {
+    match answer {
+        WebhookAnswer::Endpoints(endpoints) => {
+            let mut lines = Vec::new();
+            let mut json = Vec::new();
+            for e in endpoints {
+                let figures = stats.iter().find(|s| s.endpoint == e.id);
+                let events = if e.events.is_empty() {
+                    "every event".to_string()
+                } else {
+                    e.events.join(", ")
+                };
+                let source = if e.configured { "config.toml" } else { "added" };
+                let state = if e.active { "" } else { ", off" };
+                let counts = figures.map_or(String::new(), |f| {
+                    format!(
+                        "; {} delivered, {} pending, {} dead-lettered, last lag {} ms",
+                        f.delivered, f.pending, f.failed, f.last_lag_ms
+                    )
+                });
+                lines.push(format!(
+                    "{} {} ({source}{state}): {events}{counts}",
+                    e.id, e.url
+                ));
+                json.push(json!({
+                    "id": e.id, "url": e.url, "events": e.events, "configured": e.configured,
+                    "active": e.active,
+                    "delivered": figures.map(|f| f.delivered), "pending": figures.map(|f| f.pending),
+                    "failed": figures.map(|f| f.failed),
+                }));
+            }
+            if lines.is_empty() {
+                lines.push("no webhook endpoints".into());
+            }
+            Output {
+                json: Value::Array(json),
+                human: lines.join("\n"),
+            }
+        }
+        WebhookAnswer::Added { endpoint, secret } => Output {
+            json: json!({ "id": endpoint.id, "url": endpoint.url, "events": endpoint.events, "secret": secret }),
+            human: format!(
+                "added {} for {}; its signing secret (shown this once): {secret}",
+                endpoint.id, endpoint.url
+            ),
+        },
+        WebhookAnswer::Removed => Output {
+            json: json!({ "removed": true }),
+            human: "removed".into(),
+        },
+        WebhookAnswer::Tested(error) => Output {
+            json: json!({ "success": error.is_none(), "error": error }),
+            human: match error {
+                None => "the endpoint took the test event".into(),
+                Some(reason) => format!("the endpoint did not take the test event: {reason}"),
+            },
+        },
+        WebhookAnswer::Failures(failures) => {
+            let lines: Vec<String> = failures
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{} {}: {} attempts, last {} — {}",
+                        f.event_id,
+                        f.event,
+                        f.attempts,
+                        timestamp(f.last_attempt_ms),
+                        f.reason
+                    )
+                })
+                .collect();
+            Output {
+                json: Value::Array(
+                    failures
+                        .iter()
+                        .map(|f| {
+                            json!({
+                                "event_id": f.event_id, "event": f.event, "attempts": f.attempts,
+                                "last_attempt": timestamp(f.last_attempt_ms), "reason": f.reason,
+                            })
+                        })
+                        .collect(),
+                ),
+                human: if lines.is_empty() {
+                    "no dead letters".into()
+                } else {
+                    lines.join("\n")
+                },
+            }
+        }
+        WebhookAnswer::Redelivered(outcomes) => {
+            let taken = outcomes.iter().filter(|(_, e)| e.is_none()).count();
+            let mut lines = vec![format!("{taken} of {} taken", outcomes.len())];
+            lines.extend(
+                outcomes
+                    .iter()
+                    .filter_map(|(id, e)| e.as_ref().map(|e| format!("{id}: {e}"))),
+            );
+            Output {
+                json: Value::Array(
+                    outcomes
+                        .iter()
+                        .map(
+                            |(id, e)| json!({ "event_id": id, "success": e.is_none(), "error": e }),
+                        )
+                        .collect(),
+                ),
+                human: lines.join("\n"),
+            }
+        }
+    }
+}
+
 /// `tally models reload`.
 pub fn models_reloaded(answer: &ModelsReloaded) -> Output {
     Output {

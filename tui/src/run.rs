@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use rust_decimal::Decimal;
-use tally_protocol::message::{IdempotencyKey, ReportItem, TopUpAmount, RATE_UNITS_PER_DOLLAR};
+use tally_protocol::message::{
+    IdempotencyKey, ReportItem, TopUpAmount, WebhookAnswer, WebhookCommand, RATE_UNITS_PER_DOLLAR,
+};
 use tally_protocol::{Client, ClientConfig};
 
 use std::collections::BTreeMap;
@@ -12,7 +14,7 @@ use std::collections::BTreeMap;
 use tally_protocol::message::InvoiceView;
 
 use crate::billing_output::{self, InvoiceCheck};
-use crate::cli::{Cli, Command, CustomerCommand, ModelsAction};
+use crate::cli::{Cli, Command, CustomerCommand, ModelsAction, WebhooksAction};
 use crate::discovery::{discover, Overrides};
 use crate::output::{self, Output};
 
@@ -197,6 +199,22 @@ async fn execute(client: &Client, command: Command) -> anyhow::Result<Output> {
         } => Ok(output::models_reloaded(
             &client.admin().reload_models().await?,
         )),
+        Command::Webhooks { action } => {
+            let command = match action {
+                WebhooksAction::List => WebhookCommand::List,
+                WebhooksAction::Add { url, events } => WebhookCommand::Add { url, events },
+                WebhooksAction::Remove { id } => WebhookCommand::Remove { id },
+                WebhooksAction::Test { id } => WebhookCommand::Test { id },
+                WebhooksAction::Failed { id } => WebhookCommand::Failed { id },
+                WebhooksAction::Redeliver { id } => WebhookCommand::Redeliver { id },
+            };
+            let answer = client.admin().webhooks(command).await?;
+            let stats = match answer {
+                WebhookAnswer::Endpoints(_) => client.monitor().stats().await?.webhooks,
+                _ => Vec::new(),
+            };
+            Ok(output::webhooks(&answer, &stats))
+        }
         Command::Release { hold } => {
             let hold = parse_hold(&hold)?;
             Ok(output::release(hold, &client.holds().release(hold).await?))
