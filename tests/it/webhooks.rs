@@ -378,3 +378,69 @@ async fn an_event_never_taken_is_dead_lettered_listed_and_redelivered_by_command
         "only d's may be left, given up on after the redelivery began"
     );
 }
+
+#[tokio::test]
+async fn a_subscription_hears_committed_alerts_and_resumes_after_a_reconnect_without_a_gap() {
+    use tally_protocol::message::WatchRequest;
+    let daemon = TestDaemon::start();
+    let admin = daemon.client(Role::Admin).await;
+    admin
+        .admin()
+        .create_customer("before", "assistant")
+        .await
+        .unwrap();
+    let monitor = daemon.client(Role::Monitor).await;
+    let filter = WatchRequest {
+        customer: Some("ann".into()),
+        ..WatchRequest::default()
+    };
+    let mut subscription = monitor.events().subscribe(filter.clone());
+    // The first call sets "from now", so what follows is all the subscription hears.
+    let first = tokio::spawn({
+        let admin = daemon.client(Role::Admin).await;
+        async move {
+            admin
+                .admin()
+                .create_customer("bob", "assistant")
+                .await
+                .unwrap();
+            admin
+                .admin()
+                .create_customer("ann", "assistant")
+                .await
+                .unwrap();
+            admin
+                .admin()
+                .top_up("ann", TopUpAmount::Units(10_000), None)
+                .await
+                .unwrap();
+            admin.usage().report(request("ann", 90_000)).await.unwrap();
+        }
+    });
+    let created = subscription.next().await.unwrap();
+    assert_eq!(
+        (created.event.as_str(), created.customer.as_str()),
+        ("customer.created", "ann")
+    );
+    let data: serde_json::Value = serde_json::from_str(&created.data).unwrap();
+    assert_eq!(data["planCode"], "assistant");
+    let resume_after = subscription.position();
+    drop(subscription);
+    monitor.close().await;
+    first.await.unwrap();
+
+    // A new connection resumes after what it saw: the rest, in order, nothing twice.
+    let monitor = daemon.client(Role::Monitor).await;
+    let mut resumed = monitor.events().subscribe(WatchRequest {
+        after: resume_after,
+        ..filter
+    });
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        events.push(resumed.next().await.unwrap().event);
+    }
+    assert_eq!(
+        events,
+        ["balance.topped_up", "balance.low", "balance.depleted"]
+    );
+}

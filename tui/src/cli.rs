@@ -128,6 +128,14 @@ pub enum Command {
         #[command(subcommand)]
         action: ModelsAction,
     },
+    /// Print alerts live as they are committed (balance.low, quota.exceeded, …) until Ctrl-C.
+    Watch {
+        /// Only this customer's.
+        customer: Option<String>,
+        /// Only these event names (repeat).
+        #[arg(long = "event")]
+        events: Vec<String>,
+    },
     /// Webhook endpoints and their dead letters.
     Webhooks {
         /// What to do.

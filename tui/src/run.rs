@@ -5,7 +5,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use rust_decimal::Decimal;
 use tally_protocol::message::{
-    IdempotencyKey, ReportItem, TopUpAmount, WebhookAnswer, WebhookCommand, RATE_UNITS_PER_DOLLAR,
+    IdempotencyKey, ReportItem, TopUpAmount, WatchRequest, WebhookAnswer, WebhookCommand,
+    RATE_UNITS_PER_DOLLAR,
 };
 use tally_protocol::{Client, ClientConfig};
 
@@ -35,6 +36,43 @@ pub fn run_top(cli: &Cli, interval: &str) -> anyhow::Result<()> {
     crate::console::run::run_console(target, interval)
 }
 
+/// `tally watch`: one line per alert as it is committed, until interrupted (or an error).
+async fn watch(
+    client: &Client,
+    customer: Option<String>,
+    events: Vec<String>,
+    json: bool,
+) -> anyhow::Result<Output> {
+    let filter = WatchRequest {
+        customer,
+        events,
+        ..WatchRequest::default()
+    };
+    let mut subscription = client.events().subscribe(filter);
+    loop {
+        let alert = subscription.next().await?;
+        if json {
+            let data: serde_json::Value =
+                serde_json::from_str(&alert.data).unwrap_or(serde_json::Value::Null);
+            println!(
+                "{}",
+                serde_json::json!({
+                    "id": alert.id, "event": alert.event, "customer": alert.customer,
+                    "at": output::timestamp(alert.at_ms), "data": data,
+                })
+            );
+        } else {
+            println!(
+                "{} {} {} {}",
+                output::timestamp(alert.at_ms),
+                alert.event,
+                alert.customer,
+                alert.data
+            );
+        }
+    }
+}
+
 /// Runs a one-shot command.
 pub async fn run(cli: Cli) -> anyhow::Result<Output> {
     let overrides = overrides(&cli);
@@ -46,6 +84,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<Output> {
     ))
     .await
     .with_context(|| format!("connecting to tallyd at {}", target.addr))?;
+    if let Command::Watch { customer, events } = cli.command {
+        return watch(&client, customer, events, cli.json).await;
+    }
     let output = execute(&client, cli.command).await;
     // The daemon frees this connection's slot as soon as the close reaches it, rather than
     // after its idle timeout.
@@ -64,6 +105,7 @@ async fn execute(client: &Client, command: Command) -> anyhow::Result<Output> {
     }
     match command {
         Command::Top { .. } => bail!("`tally top` runs its own event loop; see run_top"),
+        Command::Watch { .. } => bail!("`tally watch` follows alerts until interrupted; see watch"),
         Command::Customer(CustomerCommand::Create { customer, plan }) => Ok(output::customer(
             &client.admin().create_customer(&customer, &plan).await?,
         )),

@@ -233,6 +233,18 @@ async fn answer(context: &ServerContext, role: Role, request: Request) -> Reply 
         Ok(()) => match request {
             Request::Stats => Ok(Response::Stats(Box::new(stats(context).await))),
             Request::ReloadModels => context.models.reload().await.map(Response::ModelsReloaded),
+            Request::WatchAlerts(request) => match &context.webhook_admin {
+                Some(admin) => crate::webhooks::watch::watch_alerts(
+                    &admin.store,
+                    request,
+                    context.draining.clone(),
+                )
+                .await
+                .map(Response::Alerts),
+                None => Err(TallyError::Unsupported {
+                    operation: "watch_alerts".into(),
+                }),
+            },
             Request::Webhooks(command) => match &context.webhook_admin {
                 Some(admin) => admin.run(command).await.map(Response::Webhooks),
                 None => Err(TallyError::Unsupported {

@@ -163,13 +163,11 @@ enum Control {
 #[derive(Clone)]
 pub struct DeliveryControl {
     sender: mpsc::UnboundedSender<Control>,
-    store: Arc<Store>,
 }
 
 impl DeliveryControl {
     /// Delivers to `endpoint` from now on (events from its cursor on; set it first).
     pub fn start(&self, endpoint: Endpoint) {
-        self.store.set_outbox_enabled(true);
         let _ = self.sender.send(Control::Start(endpoint));
     }
 
@@ -211,17 +209,14 @@ impl Delivery {
     pub fn start(store: Arc<Store>, endpoints: Vec<Endpoint>, terms: DeliveryTerms) -> Delivery {
         let (stop, stopped) = watch::channel(false);
         let (sender, controls) = mpsc::unbounded_channel();
-        // Alerts are kept only while some endpoint takes them (one nobody drains would grow).
-        store.set_outbox_enabled(!endpoints.is_empty());
+        // Alerts are kept for endpoints and watchers alike; `retention` bounds them.
+        store.set_outbox_enabled(true);
         let counters = CounterMap::default();
         let stats = DeliveryStats {
             counters: counters.clone(),
             head: store.watch_outbox(),
         };
-        let control = DeliveryControl {
-            sender,
-            store: store.clone(),
-        };
+        let control = DeliveryControl { sender };
         let thread = std::thread::Builder::new()
             .name("tallyd-webhooks".into())
             .spawn(move || {
@@ -310,7 +305,6 @@ impl Supervisor {
                     Some(Control::Stop(id)) => {
                         self.stop(&id).await;
                         self.counters.lock().expect("counters lock").remove(&id);
-                        self.store.set_outbox_enabled(!self.running.is_empty());
                     }
                     Some(Control::Test(endpoint, reply)) => {
                         let (client, terms) = (self.client.clone(), self.terms);
@@ -694,13 +688,14 @@ async fn purge_delivered(
         if wait(&mut stop, PURGE_EVERY).await.is_err() {
             return;
         }
+        // Taken by every endpoint (with none, by all of them), and past the retention.
         let done = counters
             .lock()
             .expect("counters lock")
             .values()
             .map(|c| c.done.load(Ordering::Relaxed))
             .min()
-            .unwrap_or(0);
+            .unwrap_or_else(|| store.outbox_next());
         let before_ms = now_ms().saturating_sub(terms.retention.as_millis() as u64);
         match store.purge_outbox(done, before_ms) {
             Ok(0) => {}

@@ -7,3 +7,4 @@ pub mod admin;
 pub mod delivery;
 pub mod endpoints;
 pub mod payload;
+pub mod watch;

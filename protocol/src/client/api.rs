@@ -33,6 +33,68 @@ impl Client {
     pub fn monitor(&self) -> Monitor<'_> {
         Monitor { client: self }
     }
+
+    /// Alerts as they are committed (monitor or admin role).
+    pub fn events(&self) -> Events<'_> {
+        Events { client: self }
+    }
+}
+
+/// `client.events()`.
+pub struct Events<'a> {
+    client: &'a Client,
+}
+
+impl<'a> Events<'a> {
+    /// Follows the alerts that match `filter`: after `filter.after` (resume after the last one
+    /// seen, e.g. across a reconnect), or with `after: None`, those committed from now on.
+    pub fn subscribe(&self, filter: WatchRequest) -> Subscription<'a> {
+        Subscription {
+            client: self.client,
+            needs_start: filter.after.is_none(),
+            filter,
+            buffered: std::collections::VecDeque::new(),
+        }
+    }
+}
+
+/// A subscription to alerts: each [`Subscription::next`] waits for the next one.
+pub struct Subscription<'a> {
+    client: &'a Client,
+    filter: WatchRequest,
+    buffered: std::collections::VecDeque<AlertView>,
+    needs_start: bool,
+}
+
+impl Subscription<'_> {
+    /// The next matching alert, in commit order, waiting as long as it takes. After an error
+    /// (a reconnect, say) calling it again resumes where it stopped, without a gap.
+    pub async fn next(&mut self) -> Result<AlertView, Error> {
+        loop {
+            if let Some(alert) = self.buffered.pop_front() {
+                return Ok(alert);
+            }
+            let mut request = self.filter.clone();
+            request.from_now = self.needs_start;
+            if request.wait_ms == 0 && !self.needs_start {
+                request.wait_ms = WATCH_WAIT_MS_MAX / 2;
+            }
+            let batch = match self.client.call(Request::WatchAlerts(request)).await? {
+                Response::Alerts(batch) => batch,
+                other => return Err(unexpected(other)),
+            };
+            self.needs_start = false;
+            if let Some(next) = batch.next_after {
+                self.filter.after = Some(next);
+            }
+            self.buffered.extend(batch.alerts);
+        }
+    }
+
+    /// The outbox number to resume after (the last alert looked at).
+    pub fn position(&self) -> Option<u64> {
+        self.filter.after
+    }
 }
 
 fn unexpected(response: Response) -> Error {

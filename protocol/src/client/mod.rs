@@ -18,7 +18,7 @@
 mod api;
 mod session;
 
-pub use api::{Admin, Entitlements, Holds, Monitor, Usage};
+pub use api::{Admin, Entitlements, Events, Holds, Monitor, Subscription, Usage};
 pub use session::transport_config;
 
 use std::net::SocketAddr;

@@ -37,6 +37,8 @@ pub enum Response {
     ModelsReloaded(ModelsReloaded),
     /// For `webhooks`.
     Webhooks(WebhookAnswer),
+    /// For `watch_alerts`.
+    Alerts(AlertBatch),
 }
 
 /// Raw usage events of one customer.

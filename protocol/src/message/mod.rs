@@ -190,6 +190,8 @@ pub enum Request {
     ReloadModels,
     /// Admin: list, add, remove, test webhook endpoints; their dead letters.
     Webhooks(WebhookCommand),
+    /// Monitor (or admin): alerts as they are committed (a long poll).
+    WatchAlerts(WatchRequest),
 }
 
 impl Request {
@@ -203,7 +205,8 @@ impl Request {
             | Request::ListInvoices(_)
             | Request::ListTransactions(_)
             | Request::Stats
-            | Request::Progress(_) => true,
+            | Request::Progress(_)
+            | Request::WatchAlerts(_) => true,
             Request::Report(item) => item.idempotency_key.is_some(),
             Request::ReportBatch(items) => items.iter().all(|i| i.idempotency_key.is_some()),
             Request::Settle(settle) => settle.idempotency_key.is_some(),
@@ -228,7 +231,7 @@ impl Request {
             | Request::Settle(_)
             | Request::Release(_)
             | Request::Progress(_) => RoleRequired::Client,
-            Request::Stats => RoleRequired::Monitor,
+            Request::Stats | Request::WatchAlerts(_) => RoleRequired::Monitor,
             _ => RoleRequired::Admin,
         }
     }
@@ -254,6 +257,7 @@ impl Request {
             Request::Progress(_) => "progress",
             Request::ReloadModels => "reload_models",
             Request::Webhooks(_) => "webhooks",
+            Request::WatchAlerts(_) => "watch_alerts",
         }
     }
 }

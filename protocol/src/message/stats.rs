@@ -219,3 +219,48 @@ pub enum WebhookAnswer {
     /// `Redeliver`: each dead letter's event id and, when it was refused again, why.
     Redelivered(Vec<(String, Option<String>)>),
 }
+
+/// Monitor (or admin): the alerts committed after `after`, waiting up to `wait_ms` for one.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct WatchRequest {
+    /// The outbox number to continue after (`None`: from the oldest kept).
+    pub after: Option<u64>,
+    /// Answer at once with no alerts and where the outbox stands (`next_after`): to follow
+    /// from now on.
+    pub from_now: bool,
+    /// Only this customer's.
+    pub customer: Option<String>,
+    /// Only these event names (empty: every one).
+    pub events: Vec<String>,
+    /// How long to wait when none is there yet, at most [`WATCH_WAIT_MS_MAX`].
+    pub wait_ms: u32,
+}
+
+/// Longest wait of one `watch_alerts`.
+pub const WATCH_WAIT_MS_MAX: u32 = 5_000;
+
+/// One alert, as a product or `tally watch` sees it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct AlertView {
+    /// `evt_…`, as in the webhook envelope.
+    pub id: String,
+    /// Its outbox number (continue after it).
+    pub number: u64,
+    /// Commet's event name.
+    pub event: String,
+    /// The customer (empty for events about no customer).
+    pub customer: String,
+    /// When the change happened, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The webhook's `data`, JSON.
+    pub data: String,
+}
+
+/// The answer to a `watch_alerts`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct AlertBatch {
+    /// The matching alerts, oldest first.
+    pub alerts: Vec<AlertView>,
+    /// The last number looked at (matching or not): continue after it.
+    pub next_after: Option<u64>,
+}

@@ -49,6 +49,18 @@ pub fn validate_request(request: &Request) -> Result<(), TallyError> {
         Request::Release(_) | Request::Stats | Request::ReloadModels | Request::Webhooks(_) => {
             Ok(())
         }
+        Request::WatchAlerts(w) => {
+            if let Some(customer) = &w.customer {
+                validate_customer(customer)?;
+            }
+            if w.wait_ms > WATCH_WAIT_MS_MAX {
+                return Err(invalid(format!(
+                    "wait is {} ms; it must be at most {WATCH_WAIT_MS_MAX} ms",
+                    w.wait_ms
+                )));
+            }
+            Ok(())
+        }
         Request::CreateCustomer(cp) | Request::ChangePlan(cp) => {
             validate_customer(&cp.customer)?;
             validate_slug("plan", &cp.plan)
