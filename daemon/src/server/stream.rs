@@ -264,6 +264,9 @@ async fn answer(context: &ServerContext, role: Role, request: Request) -> Reply 
 }
 
 /// Gathers the console's snapshot: the server's counters and every shard's report.
+/// Alerts the console's pane shows.
+const RECENT_ALERTS: usize = 10;
+
 /// Adds one shard's `line` to the lines of every shard (sorted by feature and model).
 fn merge_model_line(lines: &mut Vec<ModelUsageLine>, line: ModelUsageLine) {
     let key = |l: &ModelUsageLine| (l.feature.clone(), l.model.clone());
@@ -333,6 +336,9 @@ pub(crate) async fn stats(context: &ServerContext) -> StatsSnapshot {
     snapshot.recent_transactions.truncate(RECENT_MAX);
     if let Some(webhooks) = &context.webhooks {
         snapshot.webhooks = webhooks.snapshot();
+    }
+    if let Some(admin) = &context.webhook_admin {
+        snapshot.recent_alerts = crate::webhooks::watch::recent_alerts(&admin.store, RECENT_ALERTS);
     }
     let mut telemetry = context.telemetry();
     snapshot.operations = telemetry.operations();

@@ -178,6 +178,17 @@ impl Store {
         Ok(purged)
     }
 
+    /// The newest `limit` events kept, newest first.
+    pub fn recent_outbox(&self, limit: usize) -> Result<Vec<(u64, StoredAlert)>, StoreError> {
+        let mut found = Vec::new();
+        for guard in self.outbox.events.iter().rev().take(limit) {
+            let (key, value) = guard.into_inner()?;
+            let number = <[u8; 8]>::try_from(key.as_ref()).map_or(0, u64::from_be_bytes);
+            found.push((number, decode_alert(&value)?));
+        }
+        Ok(found)
+    }
+
     /// Events waiting in the outbox: from the first kept to the last written.
     pub fn outbox_next(&self) -> u64 {
         self.next_outbox.load(Ordering::Relaxed)

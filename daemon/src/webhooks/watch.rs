@@ -13,6 +13,28 @@ use crate::store::Store;
 /// Most outbox events one answer looks at (the client continues after the last).
 const WATCH_BATCH: usize = 512;
 
+/// The newest `limit` alerts, newest first (none if the outbox cannot be read: they are only
+/// for the console).
+pub fn recent_alerts(store: &Store, limit: usize) -> Vec<AlertView> {
+    store
+        .recent_outbox(limit)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(number, alert)| view(number, alert))
+        .collect()
+}
+
+fn view(number: u64, alert: crate::store::outbox::StoredAlert) -> AlertView {
+    AlertView {
+        id: event_id(number),
+        number,
+        event: alert.event,
+        customer: alert.customer,
+        at_ms: alert.at_ms,
+        data: String::from_utf8_lossy(&alert.data).into_owned(),
+    }
+}
+
 /// The alerts after `request.after` that match, waiting up to `request.wait_ms` for one; an
 /// answer with none says how far it looked. Ends early, empty, when `draining` turns true.
 pub async fn watch_alerts(
@@ -47,14 +69,7 @@ pub async fn watch_alerts(
                 .is_none_or(|c| *c == alert.customer);
             let event_matches = request.events.is_empty() || request.events.contains(&alert.event);
             if customer_matches && event_matches {
-                alerts.push(AlertView {
-                    id: event_id(number),
-                    number,
-                    event: alert.event,
-                    customer: alert.customer,
-                    at_ms: alert.at_ms,
-                    data: String::from_utf8_lossy(&alert.data).into_owned(),
-                });
+                alerts.push(view(number, alert));
             }
         }
         if !alerts.is_empty() || looked == WATCH_BATCH {

@@ -40,6 +40,8 @@ pub struct StatsSnapshot {
     pub models: Vec<ModelUsageLine>,
     /// Webhook delivery, per endpoint.
     pub webhooks: Vec<WebhookStats>,
+    /// The latest alerts committed (balance.low, quota.exceeded, …), newest first.
+    pub recent_alerts: Vec<AlertView>,
 }
 
 /// One webhook endpoint's delivery.

@@ -91,11 +91,13 @@ fn draw_overview(frame: &mut Frame, area: Rect, app: &App) {
         return;
     };
     let is_tall = area.height >= 36;
-    let [top, latency, bottom, recent] = Layout::vertical([
+    let has_alerts = is_tall && area.height >= 44 && !stats.recent_alerts.is_empty();
+    let [top, latency, bottom, recent, alerts] = Layout::vertical([
         Constraint::Length(if is_tall { 9 } else { 6 }),
         Constraint::Length(stats.operations.len().clamp(1, 8) as u16 + 3),
         Constraint::Min(6),
         Constraint::Length(if is_tall { 9 } else { 0 }),
+        Constraint::Length(if has_alerts { 7 } else { 0 }),
     ])
     .areas(area);
     let [throughput, money] =
@@ -110,6 +112,35 @@ fn draw_overview(frame: &mut Frame, area: Rect, app: &App) {
     if is_tall {
         draw_recent(frame, recent, stats);
     }
+    if has_alerts {
+        draw_alerts(frame, alerts, stats);
+    }
+}
+
+/// The latest crossings and other alerts, newest first.
+fn draw_alerts(frame: &mut Frame, area: Rect, stats: &StatsSnapshot) {
+    let rows = stats.recent_alerts.iter().map(|a| {
+        Row::new([
+            timestamp(a.at_ms)[11..19].to_string(),
+            a.event.clone(),
+            a.customer.clone(),
+            a.data.clone(),
+        ])
+    });
+    let widths = [
+        Constraint::Length(9),
+        Constraint::Length(24),
+        Constraint::Length(16),
+        Constraint::Min(10),
+    ];
+    let header = Row::new(["time", "alert", "customer", "data"])
+        .style(Style::new().add_modifier(Modifier::BOLD));
+    frame.render_widget(
+        Table::new(rows, widths)
+            .header(header)
+            .block(Block::bordered().title(" alerts ")),
+        area,
+    );
 }
 
 fn draw_throughput(frame: &mut Frame, area: Rect, app: &App, stats: &StatsSnapshot) {
@@ -674,6 +705,14 @@ mod tests {
             interval_ms: 5_000,
             models: vec![],
             webhooks: vec![],
+            recent_alerts: vec![AlertView {
+                id: "evt_0000000000000007".into(),
+                number: 7,
+                event: "balance.low".into(),
+                customer: "acme".into(),
+                at_ms: 1_802_678_400_000,
+                data: r#"{"currentBalance":880}"#.into(),
+            }],
         }
     }
 
@@ -776,12 +815,17 @@ mod tests {
             "12.0 MiB",
             "conns 3",
             "24960 ok / 40 denied",
+            " alerts ",
+            "balance.low",
+            "currentBalance",
         ] {
             assert!(
                 screen.contains(expected),
                 "missing {expected:?} in\n{screen}"
             );
         }
+        let small = render(&app(), 80, 24);
+        assert!(!small.contains(" alerts "), "no room for alerts at 80x24");
     }
 
     #[test]
