@@ -13,7 +13,7 @@ mod holds;
 mod sandbox;
 mod subscriptions;
 mod usage;
-mod views;
+pub(crate) mod views;
 mod webhooks;
 
 use std::collections::HashMap;

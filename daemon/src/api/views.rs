@@ -14,7 +14,7 @@ use crate::metering::catalogue::{Catalogue, FeatureKind, ModelTerms, Plan, Usage
 use crate::metering::period::Period;
 
 /// Milliseconds since the epoch as RFC 3339 (what Commet's `date-time` fields hold).
-pub(super) fn iso(ms: u64) -> String {
+pub(crate) fn iso(ms: u64) -> String {
     chrono::DateTime::from_timestamp_millis(ms as i64)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -36,7 +36,7 @@ pub(super) fn model_name(model: Model) -> &'static str {
 }
 
 /// The subscription id of a customer: Tally has one subscription per customer.
-pub(super) fn subscription_id(customer: &str) -> String {
+pub(crate) fn subscription_id(customer: &str) -> String {
     format!("sub_{customer}")
 }
 

@@ -7,24 +7,13 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
+use crate::api::views::{iso, subscription_id};
 use crate::metering::alerts::{Alert, AlertKind};
+use crate::metering::billing::UNITS_PER_CENT;
 use tally_protocol::message::CloseReason;
 
 /// The API version the envelopes are shaped after.
 pub const API_VERSION: &str = "2026-07-11";
-/// Rate units in a cent.
-const UNITS_PER_CENT: i64 = 100;
-
-fn iso(ms: u64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms as i64)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// The subscription id Tally answers for a customer (one subscription each).
-pub fn subscription_id(customer: &str) -> String {
-    format!("sub_{customer}")
-}
 
 /// The event's `data`.
 pub fn data(alert: &Alert) -> Value {
