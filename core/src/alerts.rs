@@ -126,8 +126,23 @@ pub enum AlertKind {
     },
 }
 
+/// Every name [`AlertKind::event_name`] gives, as Commet names them: what endpoints may ask for.
+pub const EVENT_NAMES: &[&str] = &[
+    "customer.created",
+    "subscription.plan_changed",
+    "balance.topped_up",
+    "balance.low",
+    "balance.depleted",
+    "credits.purchased",
+    "credits.low",
+    "credits.depleted",
+    "quota.threshold_reached",
+    "quota.exceeded",
+    "invoice.created",
+];
+
 impl AlertKind {
-    /// Commet's name for it.
+    /// Commet's name for it (one of [`EVENT_NAMES`]).
     pub fn event_name(&self) -> &'static str {
         match self {
             AlertKind::CustomerCreated { .. } => "customer.created",
@@ -309,6 +324,61 @@ mod tests {
         assert!(spend(&mut wallet, 1_000).is_empty());
         assert_eq!(spend(&mut wallet, 10_000), ["balance.depleted"]);
         assert!(spend(&mut wallet, 10).is_empty(), "below zero already");
+    }
+
+    #[test]
+    fn every_kind_is_named_in_the_list_endpoints_choose_from() {
+        let kinds = [
+            AlertKind::CustomerCreated {
+                plan: String::new(),
+                period_start_ms: 0,
+            },
+            AlertKind::PlanChanged {
+                from: String::new(),
+                to: String::new(),
+            },
+            AlertKind::BalanceToppedUp {
+                amount_units: 0,
+                transaction: 0,
+            },
+            AlertKind::BalanceLow {
+                balance_units: 0,
+                threshold_units: 0,
+            },
+            AlertKind::BalanceDepleted { balance_units: 0 },
+            AlertKind::CreditsPurchased {
+                credits: 0,
+                transaction: 0,
+            },
+            AlertKind::CreditsLow {
+                remaining: 0,
+                threshold: 0,
+                period_credits: 0,
+            },
+            AlertKind::CreditsDepleted { remaining: 0 },
+            AlertKind::QuotaThresholdReached {
+                feature: String::new(),
+                used: 0,
+                included: 0,
+                period_start_ms: 0,
+            },
+            AlertKind::QuotaExceeded {
+                feature: String::new(),
+                used: 0,
+                included: 0,
+                overage_enabled: false,
+                period_start_ms: 0,
+            },
+            AlertKind::InvoiceCreated {
+                number: 0,
+                period_start_ms: 0,
+                period_end_ms: 0,
+                total_units: 0,
+                reason: CloseReason::Manual,
+            },
+        ];
+        let names: Vec<&str> = kinds.iter().map(AlertKind::event_name).collect();
+        assert_eq!(names, EVENT_NAMES);
     }
 
     #[test]

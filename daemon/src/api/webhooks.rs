@@ -16,7 +16,7 @@ use super::{admin_only, ApiState};
 use tally_protocol::message::TallyError;
 
 use crate::store::outbox::StoredEndpoint;
-use crate::webhooks::admin::{self, check};
+use crate::webhooks::admin::{self, check_events, check_url};
 use crate::webhooks::delivery::Endpoint;
 use crate::webhooks::endpoints::{self, EVENTS};
 
@@ -44,10 +44,10 @@ pub(super) struct UpdateBody {
 /// A checked URL and events, with the field at fault named (the API's shape of the error).
 fn checked(url: Option<&str>, events: Option<&[String]>) -> Result<(), ApiError> {
     if let Some(url) = url {
-        check(url, &[]).map_err(|e| ApiError::invalid("url", reason(e)))?;
+        check_url(url).map_err(|e| ApiError::invalid("url", reason(e)))?;
     }
     if let Some(events) = events {
-        check("http://x", events).map_err(|e| ApiError::invalid("events", reason(e)))?;
+        check_events(events).map_err(|e| ApiError::invalid("events", reason(e)))?;
     }
     Ok(())
 }

@@ -38,13 +38,18 @@ fn invalid(reason: String) -> TallyError {
     TallyError::InvalidRequest { reason }
 }
 
-/// Checks a URL and event names given for an endpoint.
-pub fn check(url: &str, events: &[String]) -> Result<(), TallyError> {
-    if endpoints::parse_url(url).is_none() {
-        return Err(invalid(format!(
+/// Checks a URL given for an endpoint.
+pub fn check_url(url: &str) -> Result<(), TallyError> {
+    match endpoints::parse_url(url) {
+        Some(_) => Ok(()),
+        None => Err(invalid(format!(
             "`{url}` is not an http:// or https:// URL"
-        )));
+        ))),
     }
+}
+
+/// Checks the event names given for an endpoint.
+pub fn check_events(events: &[String]) -> Result<(), TallyError> {
     match events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
         Some(unknown) => Err(invalid(format!(
             "Tally never sends `{unknown}`; it sends {}",
@@ -90,7 +95,8 @@ impl WebhookAdmin {
         description: Option<String>,
         api_version: Option<String>,
     ) -> Result<StoredEndpoint, TallyError> {
-        check(&url, &events)?;
+        check_url(&url)?;
+        check_events(&events)?;
         let endpoint = StoredEndpoint {
             id: endpoints::random_token("wh_"),
             url,

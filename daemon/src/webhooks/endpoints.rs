@@ -7,19 +7,7 @@ use super::delivery::Endpoint;
 use crate::store::outbox::StoredEndpoint;
 
 /// The event names Tally sends, as Commet names them.
-pub const EVENTS: &[&str] = &[
-    "customer.created",
-    "subscription.plan_changed",
-    "balance.topped_up",
-    "balance.low",
-    "balance.depleted",
-    "credits.purchased",
-    "credits.low",
-    "credits.depleted",
-    "quota.threshold_reached",
-    "quota.exceeded",
-    "invoice.created",
-];
+pub use crate::metering::alerts::EVENT_NAMES as EVENTS;
 
 /// A stored endpoint as delivery takes it (`None`: its URL no longer parses).
 pub fn from_stored(stored: &StoredEndpoint) -> Option<Endpoint> {
