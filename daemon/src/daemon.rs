@@ -247,11 +247,7 @@ impl Daemon {
                 }
             }
         }
-        let delivery = Some(Delivery::start(
-            store.clone(),
-            endpoints,
-            config.webhooks.terms,
-        ));
+        let delivery = Delivery::start(store.clone(), endpoints, config.webhooks.terms);
         // Shards and the janitor see time that never goes back, from the newest stored event on.
         let clock: Arc<dyn Clock> = Arc::new(NeverBackwards::new(clock, clock_floor_ms));
         // Answers are awaited by tasks on the server thread, so they are released there.
@@ -396,8 +392,8 @@ struct Parts {
     /// The committer's answers, to release on the server thread.
     released: tokio::sync::mpsc::UnboundedReceiver<Released>,
     janitor: Janitor,
-    /// Webhook delivery, when endpoints are configured.
-    delivery: Option<Delivery>,
+    /// Webhook delivery (endpoints may be added while it runs).
+    delivery: Delivery,
     health: StoreHealth,
     /// Held until the store is flushed and closed, so a successor never opens it early.
     data_dir_lock: DataDirLock,
@@ -431,13 +427,13 @@ fn serve_on_this_thread(
         test_clock,
     } = parts;
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
-    let delivery_stats = delivery.as_ref().map(Delivery::stats);
-    let webhook_admin = delivery.as_ref().map(|delivery| WebhookAdmin {
+    let delivery_stats = delivery.stats();
+    let webhook_admin = WebhookAdmin {
         control: delivery.control(),
         configured: config.webhooks.endpoints.clone(),
         store: store.clone(),
         clock: clock.clone(),
-    });
+    };
     let system = actix::System::new();
     let commits = committer.sender();
     let shard_store = store.clone();
@@ -513,7 +509,7 @@ fn serve_on_this_thread(
                 telemetry,
                 test_clock,
                 set_locks: api::SetLocks::default(),
-                webhooks: admin_for_api.expect("delivery runs with the API"),
+                webhooks: admin_for_api,
                 limits: api::BodyLimits {
                     body_bytes_max: config.http.body_bytes_max as usize,
                     read_timeout: Duration::from_millis(config.http.read_timeout_ms),
@@ -551,9 +547,7 @@ fn serve_on_this_thread(
     // Every shard is gone, so the committer drains what they handed over and ends.
     committer.stop();
     janitor.stop();
-    if let Some(delivery) = delivery {
-        delivery.stop();
-    }
+    delivery.stop();
     let outcome = close_store(store, data_dir_lock, &health, grace);
     match &outcome {
         Ok(()) => tracing::info!("tallyd stopped"),

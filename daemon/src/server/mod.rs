@@ -39,10 +39,10 @@ pub struct ServerContext {
     pub router: Router,
     /// The model prices in force, and how to reload them (`reload_models`).
     pub models: Arc<crate::models_reload::ModelPrices>,
-    /// Webhook delivery's figures, when endpoints are configured.
-    pub webhooks: Option<crate::webhooks::delivery::DeliveryStats>,
-    /// Webhook endpoints' management (the `webhooks` command).
-    pub webhook_admin: Option<crate::webhooks::admin::WebhookAdmin>,
+    /// Webhook delivery's figures.
+    pub webhooks: crate::webhooks::delivery::DeliveryStats,
+    /// Webhook endpoints' management (the `webhooks` command) and the outbox (`watch_alerts`).
+    pub webhook_admin: crate::webhooks::admin::WebhookAdmin,
     /// Accepted API keys.
     pub keys: ApiKeys,
     /// Limits from `[server]`.

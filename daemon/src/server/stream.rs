@@ -233,24 +233,18 @@ async fn answer(context: &ServerContext, role: Role, request: Request) -> Reply 
         Ok(()) => match request {
             Request::Stats => Ok(Response::Stats(Box::new(stats(context).await))),
             Request::ReloadModels => context.models.reload().await.map(Response::ModelsReloaded),
-            Request::WatchAlerts(request) => match &context.webhook_admin {
-                Some(admin) => crate::webhooks::watch::watch_alerts(
-                    &admin.store,
-                    request,
-                    context.draining.clone(),
-                )
+            Request::WatchAlerts(request) => crate::webhooks::watch::watch_alerts(
+                &context.webhook_admin.store,
+                request,
+                context.draining.clone(),
+            )
+            .await
+            .map(Response::Alerts),
+            Request::Webhooks(command) => context
+                .webhook_admin
+                .run(command)
                 .await
-                .map(Response::Alerts),
-                None => Err(TallyError::Unsupported {
-                    operation: "watch_alerts".into(),
-                }),
-            },
-            Request::Webhooks(command) => match &context.webhook_admin {
-                Some(admin) => admin.run(command).await.map(Response::Webhooks),
-                None => Err(TallyError::Unsupported {
-                    operation: "webhooks".into(),
-                }),
-            },
+                .map(Response::Webhooks),
             request => context.router.route(request).await,
         },
     };
@@ -334,12 +328,9 @@ pub(crate) async fn stats(context: &ServerContext) -> StatsSnapshot {
         .recent_transactions
         .sort_by_key(|t| std::cmp::Reverse(t.at_ms));
     snapshot.recent_transactions.truncate(RECENT_MAX);
-    if let Some(webhooks) = &context.webhooks {
-        snapshot.webhooks = webhooks.snapshot();
-    }
-    if let Some(admin) = &context.webhook_admin {
-        snapshot.recent_alerts = crate::webhooks::watch::recent_alerts(&admin.store, RECENT_ALERTS);
-    }
+    snapshot.webhooks = context.webhooks.snapshot();
+    snapshot.recent_alerts =
+        crate::webhooks::watch::recent_alerts(&context.webhook_admin.store, RECENT_ALERTS);
     let mut telemetry = context.telemetry();
     snapshot.operations = telemetry.operations();
     snapshot.checks_allowed = telemetry.checks_allowed;

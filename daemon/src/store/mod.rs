@@ -168,7 +168,6 @@ pub struct Store {
     outbox: outbox::Outbox,
     next_outbox: AtomicU64,
     outbox_head: tokio::sync::watch::Sender<u64>,
-    outbox_enabled: std::sync::atomic::AtomicBool,
     faults: StoreFaults,
 }
 
@@ -226,7 +225,6 @@ impl Store {
             },
             next_outbox: AtomicU64::new(next_outbox),
             outbox_head: tokio::sync::watch::channel(next_outbox).0,
-            outbox_enabled: std::sync::atomic::AtomicBool::new(false),
             commit_buffer: Mutex::new(AlignedVec::new()),
             log,
             next_log: AtomicU64::new(next_log),

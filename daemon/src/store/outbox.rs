@@ -100,7 +100,7 @@ impl Store {
         batch: &mut OwnedWriteBatch,
         alerts: Vec<StoredAlert>,
     ) -> Option<u64> {
-        if alerts.is_empty() || !self.outbox_enabled.load(Ordering::Relaxed) {
+        if alerts.is_empty() {
             return None;
         }
         // Only the committer persists, so the numbers it takes here are consecutive.
@@ -113,11 +113,6 @@ impl Store {
         let next = first + count;
         batch.insert(&self.meta, "outbox_next", next.to_be_bytes());
         Some(next)
-    }
-
-    /// Whether alerts are kept (some endpoint takes them); off, they are not written at all.
-    pub fn set_outbox_enabled(&self, enabled: bool) {
-        self.outbox_enabled.store(enabled, Ordering::Relaxed);
     }
 
     /// Tells the delivery tasks that events up to `next` (exclusive) are persisted.
@@ -320,18 +315,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
-            store
-                .persist(
-                    vec![alert("a", 10)],
-                    PersistMode::SyncAll,
-                    &mut Tail::default(),
-                )
-                .unwrap();
-            assert!(
-                store.read_outbox(None, 10).unwrap().is_empty(),
-                "off: nothing kept"
-            );
-            store.set_outbox_enabled(true);
             let mut head = store.watch_outbox();
             let writes = vec![alert("a", 10), alert("b", 20)];
             store
@@ -341,7 +324,6 @@ mod tests {
             assert_eq!(*head.borrow_and_update(), 2);
         }
         let store = Store::open(dir.path(), StoreFaults::default()).unwrap();
-        store.set_outbox_enabled(true);
         store
             .persist(
                 vec![alert("c", 30)],
@@ -380,7 +362,6 @@ mod tests {
             .map(|(n, _)| n)
             .collect();
         assert_eq!(left, [2]);
-        store.set_outbox_enabled(true);
         store
             .persist(
                 vec![alert("d", 40)],

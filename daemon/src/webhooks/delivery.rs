@@ -209,8 +209,6 @@ impl Delivery {
     pub fn start(store: Arc<Store>, endpoints: Vec<Endpoint>, terms: DeliveryTerms) -> Delivery {
         let (stop, stopped) = watch::channel(false);
         let (sender, controls) = mpsc::unbounded_channel();
-        // Alerts are kept for endpoints and watchers alike; `retention` bounds them.
-        store.set_outbox_enabled(true);
         let counters = CounterMap::default();
         let stats = DeliveryStats {
             counters: counters.clone(),
