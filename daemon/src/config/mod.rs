@@ -95,7 +95,7 @@ pub struct Config {
 /// `[[webhooks]]`: where alerts are delivered, and how.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebhooksConfig {
-    /// The endpoints (none: alerts are not kept).
+    /// The endpoints of `config.toml` (more can be added through the API).
     pub endpoints: Vec<crate::webhooks::delivery::Endpoint>,
     /// Retries, timeouts, mode.
     pub terms: crate::webhooks::delivery::DeliveryTerms,
