@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use tally_daemon::config::ConfigSource;
-use tally_protocol::message::{ModelUsage, ReportItem, Role, TallyError, TopUpAmount};
+use tally_protocol::message::{ModelUsage, ReportItem, Role, TallyError};
 use tally_protocol::Error;
 
-use crate::test_daemon::TestDaemon;
+use crate::test_daemon::{wallet, TestDaemon};
 
 /// Rate units charged for `cost_units` of provider cost on plan `assistant` (+20%), rounded up.
 fn charged(cost_units: u64) -> i64 {
@@ -22,16 +22,7 @@ const OUTPUT: u64 = 100_000;
 async fn streams_of_one_wallet_at_once_never_overspend_and_pay_for_what_they_delivered() {
     let daemon = TestDaemon::start();
     let admin = daemon.client(Role::Admin).await;
-    admin
-        .admin()
-        .create_customer("ann", "assistant")
-        .await
-        .unwrap();
-    admin
-        .admin()
-        .top_up("ann", TopUpAmount::Units(10_000), None)
-        .await
-        .unwrap();
+    wallet(&admin, "ann", 10_000).await;
     // Six answers of up to 40,000 tokens each on a $1.00 wallet (about 83,000 tokens' worth):
     // some are cut off, and none may take the wallet below zero.
     let mut streams = Vec::new();
@@ -115,16 +106,7 @@ async fn model_prices_reload_whole_or_not_at_all_and_open_holds_keep_theirs() {
     };
     let daemon = TestDaemon::start_with(|config| config.source = Some(source), Default::default());
     let admin = daemon.client(Role::Admin).await;
-    admin
-        .admin()
-        .create_customer("ann", "assistant")
-        .await
-        .unwrap();
-    admin
-        .admin()
-        .top_up("ann", TopUpAmount::Units(100_000), None)
-        .await
-        .unwrap();
+    wallet(&admin, "ann", 100_000).await;
     let request = || ReportItem::tokens("ann", "chat", ModelUsage::new("gpt-4o", 1_200, 350));
     let first = admin.usage().report(request()).await.unwrap();
     assert_eq!(first.charged, 78, "$0.0065 + 20%");
@@ -198,16 +180,7 @@ async fn model_prices_reload_whole_or_not_at_all_and_open_holds_keep_theirs() {
 async fn the_http_door_streams_against_a_hold_and_settles_with_the_output_alone() {
     let daemon = TestDaemon::start();
     let admin = daemon.client(Role::Admin).await;
-    admin
-        .admin()
-        .create_customer("ann", "assistant")
-        .await
-        .unwrap();
-    admin
-        .admin()
-        .top_up("ann", TopUpAmount::Units(10_000), None)
-        .await
-        .unwrap();
+    wallet(&admin, "ann", 10_000).await;
     let http = tally::http::HttpClient::new(
         daemon.daemon().http_addr().unwrap(),
         Some(daemon.key(Role::Client)),

@@ -101,3 +101,22 @@ impl TestDaemon {
         Client::connect(config).await.expect("client connects")
     }
 }
+
+/// Creates `customer` on plan `assistant` (a wallet; `chat` priced by AI model) and loads
+/// `units` rate units onto it.
+pub(crate) async fn wallet(admin: &Client, customer: &str, units: i64) {
+    admin
+        .admin()
+        .create_customer(customer, "assistant")
+        .await
+        .unwrap();
+    admin
+        .admin()
+        .top_up(
+            customer,
+            tally_protocol::message::TopUpAmount::Units(units),
+            None,
+        )
+        .await
+        .unwrap();
+}

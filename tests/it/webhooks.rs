@@ -11,7 +11,7 @@ use tally_daemon::webhooks::delivery::{DeliveryTerms, Endpoint};
 use tally_protocol::message::{ModelUsage, ReportItem, Role, TopUpAmount};
 
 use crate::receiver::{Received, Receiver};
-use crate::test_daemon::TestDaemon;
+use crate::test_daemon::{wallet, TestDaemon};
 
 const SECRET: &str = "whsec_test_0123456789abcdef";
 
@@ -47,16 +47,7 @@ async fn alerts_reach_a_signed_endpoint_in_order_and_a_crossing_fires_once() {
     let receiver = Receiver::start().await;
     let daemon = TestDaemon::start_with(|c| with_endpoint(c, &receiver), Default::default());
     let admin = daemon.client(Role::Admin).await;
-    admin
-        .admin()
-        .create_customer("ann", "assistant")
-        .await
-        .unwrap();
-    admin
-        .admin()
-        .top_up("ann", TopUpAmount::Units(10_000), None)
-        .await
-        .unwrap();
+    wallet(&admin, "ann", 10_000).await;
     // Eight clients at once take $1.00 down in steps of $0.051: the balance crosses
     // $0.10 (a tenth of the refill) and zero exactly once each, whoever's report does it.
     let mut reporters = Vec::new();
